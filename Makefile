@@ -1,0 +1,93 @@
+# Thin wrapper around meson/ninja, pytest and apt. `make help` lists the targets.
+
+PYTHON ?= /usr/bin/python3
+MESON  ?= meson
+NINJA  ?= ninja
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+
+# Extra arguments: `make bench BENCH_ARGS="--duration 5"`, `make test PYTEST_ARGS=-x`.
+BENCH_ARGS  ?=
+PYTEST_ARGS ?=
+ASAN_ENV    ?= ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+              UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# Everything needed to build, test, demo and benchmark, from Debian 12's archive only.
+DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
+	libwslay-dev node-llhttp libhiredis-dev libssl-dev python3-django \
+	python3-django-channels python3-channels-redis python3-daphne python3-uvicorn \
+	python3-uvloop python3-httptools python3-websockets python3-pytest \
+	python3-msgpack python3-selenium redis-server chromium chromium-driver wrk \
+	clang-format
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help deps build build-asan unit test demo bench clean
+
+help:
+	@echo "make deps        install build/test dependencies with apt (Debian 12)"
+	@echo "make build       configure (once) and build $(BUILD)/laurel"
+	@echo "make build-asan  the same with ASan+UBSan into $(BUILD_ASAN)/"
+	@echo "make unit        C unit tests (meson test)"
+	@echo "make test        both builds, meson test in both, pytest against both binaries"
+	@echo "make demo        serve examples/notifications on http://127.0.0.1:8000/"
+	@echo "make bench       laurel vs uvicorn vs daphne (bench/run.py)"
+	@echo "make clean       remove build directories and caches"
+
+# apt only runs when a package is missing, so repeated runs take a second.
+deps:
+	@missing=""; \
+	for p in $(DEPS); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: all $(words $(DEPS)) packages already installed"; \
+	else \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends $$missing; \
+	fi
+
+# Configure only when the directory has no build.ninja (--wipe a half-configured one);
+# afterwards ninja re-runs meson by itself when meson.build changes.
+define meson_setup
+	@if [ ! -f $(1)/build.ninja ]; then \
+	  if [ -f $(1)/meson-private/coredata.dat ]; then wipe=--wipe; else wipe=; fi; \
+	  echo "$(MESON) setup $$wipe $(1) $(2)"; \
+	  $(MESON) setup $$wipe $(1) $(2) || exit 1; \
+	fi
+endef
+
+build:
+	$(call meson_setup,$(BUILD),--buildtype=debugoptimized)
+	$(NINJA) -C $(BUILD)
+
+build-asan:
+	$(call meson_setup,$(BUILD_ASAN),--buildtype=debug -Db_sanitize=address$(,)undefined -Db_lundef=false)
+	$(NINJA) -C $(BUILD_ASAN)
+
+unit: build
+	$(MESON) test -C $(BUILD) --print-errorlogs
+
+test: build build-asan
+	$(MESON) test -C $(BUILD) --print-errorlogs
+	$(MESON) test -C $(BUILD_ASAN) --print-errorlogs
+	LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+	LAUREL_BIN=$(CURDIR)/$(BUILD_ASAN)/laurel $(ASAN_ENV) $(PYTHON) -m pytest -q -x $(PYTEST_ARGS)
+
+demo: build
+	@echo "laurel: serving examples/notifications -- open http://127.0.0.1:8000/ (Ctrl-C stops)"
+	cd examples/notifications && ../../$(BUILD)/laurel -b 127.0.0.1 -p 8000 notifications.asgi:application
+
+bench: build
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache examples/notifications/db.sqlite3
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# A literal comma for use inside $(call ...) arguments.
+, := ,

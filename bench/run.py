@@ -1,0 +1,366 @@
+#!/usr/bin/python3
+"""Side-by-side benchmark: laurel vs uvicorn vs daphne on the same ASGI app.
+
+Each server runs ``hello:app`` (bench/hello.py) pinned to one CPU while wrk,
+pinned to another, loads it over loopback. Per server: a warm-up run, then a
+measured run, from which we report requests/s and p99 latency (wrk), server CPU
+time per request (utime+stime from /proc, children included) and RSS.
+
+Run with Debian's interpreter:  /usr/bin/python3 bench/run.py [--help]
+"""
+
+import argparse
+import datetime
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+APP = "hello:app"
+EXPECTED_BODY = b"Hello, world!"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ALL_SERVERS = ("laurel", "uvicorn", "daphne")
+
+
+def server_command(name, args, port):
+    """The argv that serves APP on 127.0.0.1:port, without the taskset prefix."""
+    if name == "laurel":
+        return [args.laurel, "-v", "0", "-b", "127.0.0.1", "-p", str(port), APP]
+    if name == "uvicorn":
+        return [args.python, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning",
+                "--host", "127.0.0.1", "--port", str(port), APP]
+    if name == "daphne":
+        return [args.python, "-m", "daphne", "-v", "0",
+                "-b", "127.0.0.1", "-p", str(port), APP]
+    raise ValueError(name)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- /proc reading
+
+def _children_map():
+    """ppid -> [pid] for every live process."""
+    kids = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(entry))
+    return kids
+
+
+def process_tree(pid):
+    """pid and all its live descendants (a server that forks workers)."""
+    kids = _children_map()
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(kids.get(p, ()))
+    return tree
+
+
+def cpu_ticks(pid):
+    """utime+stime of pid and its live descendants, plus what reaped children used."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after "(comm)": state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])
+    return total
+
+
+def rss_kib(pid):
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# ---------------------------------------------------------------- wrk
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def _to_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(m.group(1)) * _UNITS_MS[m.group(2)] if m else None
+
+
+def parse_wrk(out):
+    res = {"rps": None, "p99_ms": None, "requests": None, "errors": 0, "non2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    if m:
+        res["p99_ms"] = _to_ms(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    return res
+
+
+def run_wrk(args, port, duration):
+    cmd = ["taskset", "-c", str(args.wrk_cpu), "wrk", "-t1", f"-c{args.connections}",
+           f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=duration + 60)
+    return proc.returncode, proc.stdout
+
+
+# ---------------------------------------------------------------- one server
+
+class StartError(Exception):
+    pass
+
+
+def wait_ready(proc, port, timeout):
+    """Poll until the server answers GET / with the hello body."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StartError(f"exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                body = r.read()
+            if body == EXPECTED_BODY:
+                return
+            last = f"unexpected body {body[:40]!r}"
+        except Exception as e:  # refused while starting up, etc.
+            last = str(e)
+        time.sleep(0.1)
+    raise StartError(f"not ready after {timeout:.0f}s ({last})")
+
+
+def stop(proc):
+    """SIGTERM the server, then SIGKILL whatever is left of its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: workers, shell children
+    except OSError:
+        pass
+    proc.wait()
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.rstrip() for l in f if l.strip()]
+        return " / ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def bench_one(name, args, logdir):
+    """Return a result dict for one server; never raises for a server's failure."""
+    result = {"server": name, "error": None}
+    if name == "laurel" and not os.access(args.laurel, os.X_OK):
+        result["error"] = f"not built ({os.path.relpath(args.laurel, ROOT)} missing; run make build)"
+        return result
+    port = free_port()
+    cmd = ["taskset", "-c", str(args.server_cpu)] + server_command(name, args, port)
+    log_path = os.path.join(logdir, f"{name}.log")
+    log = open(log_path, "w")
+    print(f"[{name}] {shlex.join(cmd)}", file=sys.stderr)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    try:
+        # taskset execs the server, so proc.pid is the server's own pid.
+        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    except OSError as e:
+        log.close()
+        result["error"] = f"failed to start: {e}"
+        return result
+    try:
+        try:
+            wait_ready(proc, port, args.start_timeout)
+        except StartError as e:
+            detail = tail(log_path)
+            result["error"] = f"failed to start: {e}" + (f": {detail}" if detail else "")
+            return result
+        if args.warmup > 0:
+            print(f"[{name}] warm-up {args.warmup}s", file=sys.stderr)
+            run_wrk(args, port, args.warmup)
+        print(f"[{name}] measuring {args.duration}s, {args.connections} connections",
+              file=sys.stderr)
+        before = cpu_ticks(proc.pid)
+        rc, out = run_wrk(args, port, args.duration)
+        after = cpu_ticks(proc.pid)
+        result["rss_mib"] = rss_kib(proc.pid) / 1024.0
+        alive = proc.poll() is None
+        if args.verbose:
+            print(out, file=sys.stderr)
+        w = parse_wrk(out)
+        result.update(w)
+        if rc != 0 or not w["requests"]:
+            result["error"] = f"wrk failed (status {rc}): {out.strip()[-200:]}"
+            return result
+        result["cpu_us_per_req"] = (after - before) * 1e6 / CLK_TCK / w["requests"]
+        notes = []
+        if w["errors"]:
+            notes.append(f"{w['errors']} socket errors")
+        if w["non2xx"]:
+            notes.append(f"{w['non2xx']} non-2xx")
+        if not alive:
+            notes.append(f"server died (status {proc.returncode})")
+        result["notes"] = ", ".join(notes)
+        return result
+    finally:
+        stop(proc)
+        log.close()
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def table(results):
+    base = next((r.get("cpu_us_per_req") for r in results
+                 if r["server"] == "uvicorn" and not r["error"]), None)
+    rows = ["| server | req/s | p99 (ms) | CPU µs/req | x uvicorn | RSS MiB | notes |",
+            "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if r["error"]:
+            error = r["error"].replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| {r['server']} | – | – | – | – | – | {error} |")
+            continue
+        cpu = r.get("cpu_us_per_req")
+        ratio = f"{cpu / base:.2f}" if base and cpu is not None else "–"
+        rows.append(
+            f"| {r['server']} | {fmt(r['rps'], ',.0f')} | {fmt(r['p99_ms'], '.2f')} "
+            f"| {fmt(cpu, '.1f')} | {ratio} | {fmt(r.get('rss_mib'), '.1f')} "
+            f"| {r.get('notes', '')} |")
+    return "\n".join(rows)
+
+
+def versions(args, servers):
+    """'uvicorn 0.17.6, daphne 4.0.0' for the Python servers being run."""
+    names = [s for s in servers if s != "laurel"]
+    if not names:
+        return ""
+    code = ("import importlib.metadata as m, sys\n"
+            "print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))")
+    try:
+        out = subprocess.run([args.python, "-c", code] + names, capture_output=True,
+                             text=True, timeout=30)
+        return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def header(args, servers):
+    v = versions(args, servers)
+    return (
+        f"wrk -t1 -c{args.connections} -d{args.duration}s --latency "
+        f"(CPU {args.wrk_cpu}) against each server (CPU {args.server_cpu}) serving "
+        f"bench/{APP.replace(':app', '.py')}, {args.warmup}s warm-up; "
+        f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
+        f"{os.cpu_count()} CPUs{'; ' + v if v else ''}. CPU µs/req = server utime+stime / requests; "
+        f"\"x uvicorn\" = that ratio to uvicorn's."
+    )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--laurel", default=os.path.join(ROOT, "build", "laurel"),
+                    help="laurel binary (default: build/laurel)")
+    ap.add_argument("--python", default="/usr/bin/python3",
+                    help="interpreter for uvicorn and daphne (default: /usr/bin/python3)")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS),
+                    help="comma-separated subset of laurel,uvicorn,daphne")
+    ap.add_argument("--duration", type=int, default=10, help="measured seconds (10)")
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds (2)")
+    ap.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    ap.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (0)")
+    ap.add_argument("--wrk-cpu", type=int, default=1, help="CPU for wrk (1)")
+    ap.add_argument("--start-timeout", type=float, default=30,
+                    help="seconds a server may take to answer (30)")
+    ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show wrk's output")
+    args = ap.parse_args(argv)
+
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in servers if s not in ALL_SERVERS]
+    if unknown or not servers:
+        ap.error(f"unknown server(s) {unknown}; choose from {','.join(ALL_SERVERS)}")
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"run.py: {tool} not found (make deps installs it)")
+    cpus = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.wrk_cpu):
+        if cpu not in cpus:
+            sys.exit(f"run.py: CPU {cpu} not available (have {sorted(cpus)}); "
+                     "use --server-cpu/--wrk-cpu")
+    if args.server_cpu == args.wrk_cpu:
+        print("run.py: warning: server and wrk share a CPU", file=sys.stderr)
+    args.laurel = os.path.abspath(args.laurel)
+
+    logdir = tempfile.mkdtemp(prefix="laurel-bench-")
+    print(f"run.py: server logs in {logdir}", file=sys.stderr)
+
+    results = []
+    for name in servers:
+        r = bench_one(name, args, logdir)
+        if r["error"]:
+            print(f"[{name}] {r['error']}", file=sys.stderr)
+        results.append(r)
+
+    report = header(args, servers) + "\n\n" + table(results) + "\n"
+    print()
+    print(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report)
+    # Success if at least one server was measured.
+    return 0 if any(not r["error"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

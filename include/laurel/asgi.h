@@ -1,0 +1,45 @@
+/* asgi.h: the ASGI HTTP application cycle (asgi_http.c) and scopes (asgi_scope.c). */
+#ifndef LAUREL_ASGI_H
+#define LAUREL_ASGI_H
+
+#include <Python.h>
+
+#include "laurel/conn.h"
+
+/* Python objects the server was started with (server.c sets them; borrowed here). */
+typedef struct lr_app_ctx {
+  PyObject *app;          /* single-callable ASGI 3 app */
+  PyObject *loop;         /* the asyncio loop */
+  PyObject *state;        /* lifespan state dict, or NULL */
+  PyObject *create_future;/* loop.create_future */
+  PyObject *on_error;     /* laurel._server.app_error(what, exc, request) */
+  PyObject *task_type;    /* asyncio.Task */
+} lr_app_ctx;
+
+extern lr_app_ctx lr_app;
+
+int lr_asgi_init(void); /* interned strings, types; 0 or -1 */
+
+/* Builds the HTTP scope of c's current request. New reference, or NULL. */
+PyObject *lr_scope_http(lr_conn *c);
+/* A listener's template scope (type, asgi, scheme, root_path, server). */
+PyObject *lr_scope_template(lr_listener *l);
+
+/* Starts the app for c's current request: scope, cycle, Task. Returns the cycle (new
+ * reference) or NULL (exception logged; the caller answers 500). */
+PyObject *lr_cycle_start(lr_conn *c);
+/* Request body bytes / the end of the body arrived. */
+int lr_cycle_body(PyObject *cycle, const char *p, size_t n);
+void lr_cycle_body_end(PyObject *cycle);
+size_t lr_cycle_body_buffered(PyObject *cycle);
+int lr_cycle_response_started(PyObject *cycle);
+/* The connection is done with this cycle: closed (disconnected = 1) or the response
+ * finished and the connection moved on (0). The cycle forgets the connection. */
+void lr_cycle_detach(PyObject *cycle, int disconnected);
+/* Queued output fell below the low-water mark. */
+void lr_cycle_drained(PyObject *cycle);
+
+/* The current task of a cycle (borrowed, may be NULL): for shutdown. */
+PyObject *lr_cycle_task(PyObject *cycle);
+
+#endif

@@ -1,0 +1,69 @@
+/* config.h: the server's configuration, filled by the command line (cli.c). */
+#ifndef LAUREL_CONFIG_H
+#define LAUREL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LR_MAX_ENDPOINTS 16
+
+typedef enum { LR_EP_TCP, LR_EP_UNIX, LR_EP_FD } lr_endpoint_kind;
+
+typedef struct lr_endpoint {
+  lr_endpoint_kind kind;
+  char host[256]; /* TCP: address without brackets ("127.0.0.1", "::1") */
+  int port;       /* TCP */
+  int backlog;    /* TCP/UNIX listen() backlog; 0 means the default (1024) */
+  char path[108]; /* UNIX: socket path */
+  int mode;       /* UNIX: chmod mode after bind, -1 to leave as created */
+  int fd;         /* FD: an inherited, already listening socket */
+} lr_endpoint;
+
+typedef enum { LR_LIFESPAN_AUTO, LR_LIFESPAN_ON, LR_LIFESPAN_OFF } lr_lifespan_mode;
+
+typedef struct lr_config {
+  const char *app; /* "module:attr" */
+  lr_endpoint endpoints[LR_MAX_ENDPOINTS];
+  int n_endpoints;
+
+  int verbosity;          /* 0..3, default 1 */
+  const char *access_log; /* NULL: stdout when verbosity >= 1; "-": stdout */
+  const char *log_fmt;    /* Python logging format for the server log */
+
+  double http_timeout;              /* seconds, <= 0: none */
+  double application_close_timeout; /* 10 */
+  double graceful_timeout;          /* 10 */
+  double keepalive_timeout;         /* 5 */
+  double header_timeout;            /* 30 */
+
+  double ping_interval;             /* 20 */
+  double ping_timeout;              /* 30 */
+  double websocket_timeout;         /* 86400, -1: infinite */
+  double websocket_connect_timeout; /* 5, -1: infinite */
+  uint64_t ws_max_message_size;     /* 1 MiB, 0: unlimited */
+  uint64_t ws_max_frame_size;       /* 1 MiB, 0: unlimited */
+
+  const char *root_path;          /* "" */
+  int proxy_headers;              /* trust X-Forwarded-* */
+  const char *proxy_headers_host; /* header name, default "X-Forwarded-For" */
+  const char *proxy_headers_port; /* header name, default "X-Forwarded-Port" */
+  const char *server_name;        /* "laurel"; "" sends no Server header */
+
+  lr_lifespan_mode lifespan;
+
+  size_t limit_request_line;    /* 8192 -> 414 */
+  size_t limit_request_headers; /* 16384 bytes of header block -> 431 */
+  unsigned limit_request_fields;/* 100 -> 431 */
+  int64_t limit_request_body;   /* -1: none -> 413 */
+  int limit_concurrency;        /* 0: none -> 503 */
+
+  int workers;              /* 1 (issue 5) */
+  long max_requests;        /* 0: none (issue 5) */
+  long max_requests_jitter; /* 0 (issue 5) */
+  const char *channel_layer;/* "native" or "settings" (issue 3) */
+} lr_config;
+
+/* Fills cfg with the defaults above (no endpoints). */
+void lr_config_defaults(lr_config *cfg);
+
+#endif

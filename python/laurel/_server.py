@@ -1,0 +1,275 @@
+"""What the ``laurel`` executable runs once Python is up, after the listeners are bound:
+load the app, run lifespan, serve until a signal, shut down gracefully."""
+
+import asyncio
+import concurrent.futures
+import importlib
+import logging
+import os
+import signal
+import sys
+import traceback
+
+import _laurel
+
+from ._selector import LibevSelector
+
+logger = logging.getLogger("laurel.server")
+
+LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+class AppLoadError(Exception):
+    pass
+
+
+def load_app(path):
+    """``module.sub:attr.sub`` -> the object, as daphne resolves it."""
+    module_name, sep, attrs = path.partition(":")
+    if not sep or not module_name or not attrs:
+        raise AppLoadError(
+            f"application {path!r} must be in the form 'module:attribute'"
+        )
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name) and (
+            module_name == exc.name or module_name.startswith(exc.name + ".")
+        ):
+            raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from exc
+        raise
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError as exc:
+            raise AppLoadError(
+                f"module {module_name!r} has no attribute {attrs!r}: {exc}"
+            ) from exc
+    return obj
+
+
+def single_callable(app):
+    """ASGI 2 classes (``app(scope)`` returning ``coro(receive, send)``) wrapped as
+    ASGI 3, the way asgiref's guarantee_single_callable does."""
+    try:
+        from asgiref.compatibility import guarantee_single_callable
+    except ImportError:  # pragma: no cover - asgiref comes with Django
+        return app
+    return guarantee_single_callable(app)
+
+
+def app_error(what, exc, request):
+    """Called from C when an app instance fails: log it with its traceback."""
+    if exc is None:
+        logger.error("%s (%s)", what, request)
+        return
+    logger.error(
+        "%s (%s): %r", what, request, exc, exc_info=(type(exc), exc, exc.__traceback__)
+    )
+
+
+class Lifespan:
+    """ASGI lifespan 2.0 (``--lifespan auto|on|off``)."""
+
+    def __init__(self, app, loop, mode):
+        self.app = app
+        self.loop = loop
+        self.mode = mode
+        self.state = {}
+        self.supported = mode != "off"
+        self.queue = asyncio.Queue()
+        self.startup_done = asyncio.Event()
+        self.shutdown_done = asyncio.Event()
+        self.failed = None
+        self.task = None
+
+    async def receive(self):
+        return await self.queue.get()
+
+    async def send(self, message):
+        kind = message.get("type")
+        if kind == "lifespan.startup.complete":
+            self.startup_done.set()
+        elif kind == "lifespan.startup.failed":
+            self.failed = message.get("message", "") or "lifespan startup failed"
+            self.startup_done.set()
+        elif kind == "lifespan.shutdown.complete":
+            self.shutdown_done.set()
+        elif kind == "lifespan.shutdown.failed":
+            logger.error("Lifespan shutdown failed: %s", message.get("message", ""))
+            self.shutdown_done.set()
+        else:
+            raise RuntimeError(f"Unexpected ASGI lifespan message type {kind!r}")
+
+    async def run(self):
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        try:
+            await self.app(scope, self.receive, self.send)
+            if not self.startup_done.is_set():
+                # Returned without answering lifespan.startup: not supported.
+                if self.mode == "on":
+                    self.failed = "the application returned during lifespan startup"
+                else:
+                    logger.debug("ASGI 'lifespan' protocol appears unsupported.")
+                    self.supported = False
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self.startup_done.is_set() and self.mode == "auto":
+                logger.debug("ASGI 'lifespan' protocol appears unsupported: %r", exc)
+                self.supported = False
+            else:
+                logger.error(
+                    "Exception in 'lifespan' protocol",
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
+                if not self.startup_done.is_set():
+                    self.failed = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.startup_done.set()
+            self.shutdown_done.set()
+
+    async def startup(self):
+        """False when the app reported (or, with --lifespan on, caused) a failure."""
+        if self.mode == "off":
+            return True
+        self.task = self.loop.create_task(self.run(), name="laurel-lifespan")
+        await self.queue.put({"type": "lifespan.startup"})
+        await self.startup_done.wait()
+        if self.failed is not None:
+            logger.critical("Application startup failed: %s", self.failed)
+            return False
+        if not self.supported:
+            return True
+        logger.info("Application startup complete.")
+        return True
+
+    async def shutdown(self, timeout):
+        if not self.supported or self.task is None:
+            return
+        if not self.task.done():
+            await self.queue.put({"type": "lifespan.shutdown"})
+            try:
+                await asyncio.wait_for(self.shutdown_done.wait(), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("Lifespan shutdown timed out after %ss", timeout)
+        logger.info("Application shutdown complete.")
+        if not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    @property
+    def scope_state(self):
+        return self.state if self.supported else None
+
+
+async def serve(app, loop, lifespan_mode, graceful_timeout):
+    stop = asyncio.Event()
+    signals_seen = []
+
+    def on_signal(signum):
+        signals_seen.append(signum)
+        if len(signals_seen) == 1:
+            logger.info(
+                "Received %s: shutting down gracefully (up to %ss)",
+                signal.Signals(signum).name,
+                graceful_timeout,
+            )
+            stop.set()
+        else:
+            logger.warning("Received %s again: closing everything now",
+                           signal.Signals(signum).name)
+            _laurel.abort_all()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    lifespan = Lifespan(app, loop, lifespan_mode)
+    if not await lifespan.startup():
+        return 3
+    _laurel.serve(app, loop, lifespan.scope_state, app_error, asyncio.Task)
+    await stop.wait()
+
+    # Graceful shutdown: no new connections; idle ones close now, busy ones after their
+    # response; then the app instances still running get until the deadline.
+    _laurel.stop_accepting()
+    _laurel.drain()
+    deadline = loop.time() + graceful_timeout
+    me = asyncio.current_task()
+
+    def others():
+        return [
+            t for t in asyncio.all_tasks(loop)
+            if t is not me and t is not lifespan.task and not t.done()
+        ]
+
+    while (_laurel.busy() or others()) and loop.time() < deadline:
+        if len(signals_seen) > 1:
+            break
+        await asyncio.sleep(0.02)
+    if _laurel.busy() or others():
+        logger.warning(
+            "Graceful timeout: closing %d connection(s), cancelling %d task(s)",
+            _laurel.busy(),
+            len(others()),
+        )
+        _laurel.abort_all()
+        pending = others()
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
+    await lifespan.shutdown(max(1.0, deadline - loop.time()))
+    return 0
+
+
+def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
+         application_close_timeout):
+    logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
+    loop = asyncio.SelectorEventLoop(LibevSelector())
+    asyncio.set_event_loop(loop)
+    if verbosity >= 3:
+        loop.set_debug(True)
+    threads = os.environ.get("ASGI_THREADS")
+    if threads:
+        try:
+            loop.set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(max_workers=int(threads))
+            )
+        except ValueError:
+            logger.critical("ASGI_THREADS must be a whole number, not %r", threads)
+            return 1
+    try:
+        app = single_callable(load_app(app_path))
+    except AppLoadError as exc:
+        logger.critical("Cannot load the application: %s", exc)
+        return 1
+    except BaseException as exc:  # the module itself raised
+        traceback.print_exc()
+        logger.critical(
+            "Cannot load the application %r: %s: %s", app_path, type(exc).__name__, exc
+        )
+        return 1
+    try:
+        rc = loop.run_until_complete(serve(app, loop, lifespan_mode, graceful_timeout))
+        loop.run_until_complete(_shutdown_executor(loop))
+    finally:
+        _laurel.close_listeners()
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+    sys.stdout.flush()
+    return rc
+
+
+async def _shutdown_executor(loop):
+    try:
+        await asyncio.wait_for(loop.shutdown_default_executor(), 5)
+    except asyncio.TimeoutError:
+        logger.warning("Executor threads still busy at exit")

@@ -1,0 +1,359 @@
+/* http1.c: the HTTP/1.1 request state machine over a connection.
+ *
+ * Every request head passes lr_guard_head() before llhttp sees it; llhttp is only ever
+ * fed exactly one message (head, then at most the body's bytes), so bytes of pipelined
+ * requests stay buffered until the response in flight is done: responses leave in
+ * request order and reading pauses meanwhile. */
+#include <Python.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "laurel/asgi.h"
+#include "laurel/conn.h"
+#include "laurel/log.h"
+#include "laurel/loop.h"
+#include "laurel/server.h"
+
+/* Request body buffered for the app above which reading pauses (asgi.md: ~64 KiB). */
+#define LR_BODY_HIGH (64 * 1024)
+
+static llhttp_settings_t lr__settings;
+static int lr__settings_ready;
+
+static lr_conn *lr__conn(llhttp_t *p) { return (lr_conn *)p->data; }
+
+static int lr__on_method(llhttp_t *p, const char *at, size_t len) {
+  lr_conn *c = lr__conn(p);
+  c->req.method = (uint32_t)(at - c->rbuf);
+  c->req.method_len = (uint32_t)len;
+  return 0;
+}
+
+static int lr__on_url(llhttp_t *p, const char *at, size_t len) {
+  lr_conn *c = lr__conn(p);
+  c->req.target = (uint32_t)(at - c->rbuf);
+  c->req.target_len = (uint32_t)len;
+  return 0;
+}
+
+static int lr__on_header_field(llhttp_t *p, const char *at, size_t len) {
+  lr_conn *c = lr__conn(p);
+  if (c->req.n_hdr >= c->hdr_cap)
+    return -1; /* the guard bounds fields; this cannot happen with sane limits */
+  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
+  h->name = (uint32_t)(at - c->rbuf);
+  h->name_len = (uint32_t)len;
+  h->value = h->name;
+  h->value_len = 0;
+  return 0;
+}
+
+static int lr__on_header_value(llhttp_t *p, const char *at, size_t len) {
+  lr_conn *c = lr__conn(p);
+  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
+  h->value = (uint32_t)(at - c->rbuf);
+  h->value_len = (uint32_t)len;
+  return 0;
+}
+
+static int lr__on_header_value_complete(llhttp_t *p) {
+  lr__conn(p)->req.n_hdr++;
+  return 0;
+}
+
+static int lr__has_token(const char *v, size_t n, const char *tok) {
+  size_t tl = strlen(tok);
+  return n == tl && strncasecmp(v, tok, tl) == 0;
+}
+
+static int lr__on_headers_complete(llhttp_t *p) {
+  lr_conn *c = lr__conn(p);
+  lr_request *r = &c->req;
+  r->http_minor = p->http_minor;
+  r->keep_alive = llhttp_should_keep_alive(p);
+  r->is_head = p->method == HTTP_HEAD;
+  r->expect_continue = 0;
+  if (r->http_minor >= 1) {
+    for (unsigned i = 0; i < r->n_hdr; i++) {
+      lr_hspan *h = &r->hdr[i];
+      if (h->name_len == 6 && strncasecmp(c->rbuf + h->name, "expect", 6) == 0 &&
+          lr__has_token(c->rbuf + h->value, h->value_len, "100-continue"))
+        r->expect_continue = 1;
+    }
+  }
+  if (lr_cfg->limit_request_body >= 0 && r->content_length > lr_cfg->limit_request_body) {
+    llhttp_set_error_reason(p, "413");
+    return -1;
+  }
+  c->requests++;
+  c->cycle = lr_cycle_start(c);
+  if (!c->cycle) {
+    llhttp_set_error_reason(p, "500");
+    return -1;
+  }
+  return 0;
+}
+
+static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
+  lr_conn *c = lr__conn(p);
+  c->body_seen += len;
+  if (lr_cfg->limit_request_body >= 0 && c->body_seen > (uint64_t)lr_cfg->limit_request_body) {
+    llhttp_set_error_reason(p, "413");
+    return -1;
+  }
+  if (c->cycle && lr_cycle_body(c->cycle, at, len) < 0) {
+    llhttp_set_error_reason(p, "500");
+    return -1;
+  }
+  return 0;
+}
+
+static int lr__on_message_complete(llhttp_t *p) {
+  lr_conn *c = lr__conn(p);
+  c->body_done = 1;
+  if (c->cycle)
+    lr_cycle_body_end(c->cycle);
+  return 0;
+}
+
+void lr_http1_init(lr_conn *c) {
+  if (!lr__settings_ready) {
+    llhttp_settings_init(&lr__settings);
+    lr__settings.on_method = lr__on_method;
+    lr__settings.on_url = lr__on_url;
+    lr__settings.on_header_field = lr__on_header_field;
+    lr__settings.on_header_value = lr__on_header_value;
+    lr__settings.on_header_value_complete = lr__on_header_value_complete;
+    lr__settings.on_headers_complete = lr__on_headers_complete;
+    lr__settings.on_body = lr__on_body;
+    lr__settings.on_message_complete = lr__on_message_complete;
+    lr__settings_ready = 1;
+  }
+  llhttp_init(&c->parser, HTTP_REQUEST, &lr__settings);
+  c->parser.data = c;
+  c->state = LR_H1_HEAD;
+}
+
+static const char *lr__reason(int status) {
+  switch (status) {
+  case 400: return "Bad Request";
+  case 408: return "Request Timeout";
+  case 413: return "Payload Too Large";
+  case 414: return "URI Too Long";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  case 505: return "HTTP Version Not Supported";
+  default: return "Error";
+  }
+}
+
+/* Drop the app's cycle as disconnected (the app sees http.disconnect). */
+static void lr__drop_cycle(lr_conn *c) {
+  if (c->cycle) {
+    PyObject *cy = c->cycle;
+    c->cycle = NULL;
+    lr_cycle_detach(cy, 1);
+    Py_DECREF(cy);
+  }
+}
+
+void lr_http1_error(lr_conn *c, int status) {
+  if (c->flags & LR_C_CLOSED)
+    return;
+  lr__drop_cycle(c);
+  char date[64], buf[512];
+  time_t now = (time_t)lr_loop_now();
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  const char *reason = lr__reason(status);
+  const char *srv = lr_cfg->server_name;
+  int n = snprintf(buf, sizeof buf,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s\r\n%s\n",
+                   status, reason, strlen(reason) + 1, date, *srv ? "Server: " : "", srv,
+                   *srv ? "\r\n" : "", reason);
+  lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", c->peer, status, reason);
+  c->state = LR_H1_CLOSING;
+  lr_conn_arm_timer(c, 0);
+  lr_conn_write_copy(c, buf, (size_t)n);
+  lr_conn_close_after_write(c);
+}
+
+/* A failure while the app owns the request: before its response started we can still
+ * answer with a status; after, only closing tells the client something went wrong. */
+static void lr__fail(lr_conn *c, int status) {
+  if (c->cycle && lr_cycle_response_started(c->cycle))
+    lr_conn_close(c);
+  else
+    lr_http1_error(c, status);
+}
+
+static int lr__error_status(llhttp_t *p) {
+  const char *reason = llhttp_get_error_reason(p);
+  if (llhttp_get_errno(p) == HPE_USER || llhttp_get_errno(p) == HPE_CB_HEADERS_COMPLETE) {
+    if (reason && strcmp(reason, "413") == 0)
+      return 413;
+    if (reason && strcmp(reason, "500") == 0)
+      return 500;
+  }
+  return 400;
+}
+
+static int lr__execute(lr_conn *c, const char *p, size_t n) {
+  llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+  if (e == HPE_PAUSED_UPGRADE) {
+    /* No protocol switch here yet: the request was answered as plain HTTP and the
+     * connection goes on as HTTP/1.1. */
+    llhttp_resume_after_upgrade(&c->parser);
+    e = HPE_OK;
+  }
+  return e == HPE_OK ? 0 : -1;
+}
+
+void lr_http1_process(lr_conn *c) {
+  lr_guard_limits lim = {lr_cfg->limit_request_line, lr_cfg->limit_request_headers,
+                         lr_cfg->limit_request_fields};
+  while (!(c->flags & LR_C_CLOSED)) {
+    size_t avail = c->rlen - c->rpos;
+    const char *p = c->rbuf + c->rpos;
+    switch (c->state) {
+    case LR_H1_HEAD: {
+      if (avail == 0)
+        return;
+      if (c->rpos > 0 && c->rlen == c->rcap) {
+        memmove(c->rbuf, p, avail); /* heads are parsed from a stable start */
+        c->rpos = 0;
+        c->rlen = avail;
+        p = c->rbuf;
+      }
+      lr_head_info info;
+      int r = lr_guard_head(p, avail, &lim, &info);
+      if (r == 0) {
+        if (c->rlen == c->rcap && c->rcap >= 64 * 1024)
+          lr_http1_error(c, 431);
+        else if (c->flags & LR_C_PAUSED)
+          lr_conn_resume(c);
+        return;
+      }
+      if (r < 0) {
+        lr_http1_error(c, -r);
+        return;
+      }
+      if (!c->req.hdr) {
+        c->hdr_cap = lr_cfg->limit_request_fields + 1;
+        c->req.hdr = malloc(c->hdr_cap * sizeof *c->req.hdr);
+        if (!c->req.hdr) {
+          lr_conn_close(c);
+          return;
+        }
+      }
+      lr_conn_arm_timer(c, 0);
+      c->req.n_hdr = 0;
+      c->req.content_length = info.content_length;
+      c->req.chunked = info.chunked;
+      c->body_seen = 0;
+      c->body_done = 0;
+      c->body_left = info.content_length > 0 ? (uint64_t)info.content_length : 0;
+      if (info.chunked)
+        lr_guard_chunked_init(&c->cg);
+      if (lr_server_draining())
+        c->req.keep_alive = 0;
+      if (lr__execute(c, p, (size_t)r) < 0) {
+        lr__fail(c, lr__error_status(&c->parser));
+        return;
+      }
+      c->rpos += (size_t)r;
+      c->state = c->body_done ? LR_H1_WAIT : LR_H1_BODY;
+      continue;
+    }
+    case LR_H1_BODY: {
+      if (avail == 0)
+        return;
+      if (c->cycle && lr_cycle_body_buffered(c->cycle) >= LR_BODY_HIGH) {
+        lr_conn_pause(c);
+        return;
+      }
+      size_t n = avail;
+      if (c->req.chunked) {
+        size_t used = 0;
+        int g = lr_guard_chunked_feed(&c->cg, p, n, &used);
+        if (g < 0) {
+          lr__fail(c, 400);
+          return;
+        }
+        if (g == 1)
+          n = used;
+      } else if (n > c->body_left) {
+        n = (size_t)c->body_left;
+      }
+      if (lr__execute(c, p, n) < 0) {
+        lr__fail(c, lr__error_status(&c->parser));
+        return;
+      }
+      c->rpos += n;
+      if (!c->req.chunked)
+        c->body_left -= n;
+      if (c->body_done)
+        c->state = LR_H1_WAIT;
+      continue;
+    }
+    case LR_H1_WAIT:
+      return; /* pipelined bytes wait for the response in flight */
+    case LR_H1_CLOSING:
+      c->rpos = c->rlen;
+      return;
+    }
+  }
+}
+
+void lr_http1_body_drained(lr_conn *c) {
+  if (c->state == LR_H1_BODY && (c->flags & LR_C_PAUSED)) {
+    lr_conn_resume(c);
+    lr_http1_process(c);
+  }
+}
+
+void lr_http1_response_done(lr_conn *c, int keep_alive) {
+  PyObject *cy = c->cycle;
+  c->cycle = NULL;
+  if (cy) {
+    lr_cycle_detach(cy, 0);
+    Py_DECREF(cy);
+  }
+  if (c->flags & LR_C_CLOSED)
+    return;
+  if (!keep_alive || !c->body_done || lr_server_draining()) {
+    /* An unread body cannot be skipped safely: close instead of guessing. */
+    c->state = LR_H1_CLOSING;
+    lr_conn_close_after_write(c);
+    return;
+  }
+  c->state = LR_H1_HEAD;
+  lr_conn_resume(c);
+  if (c->rpos < c->rlen) {
+    lr_conn_arm_timer(c, lr_cfg->header_timeout);
+    lr_http1_process(c);
+  } else {
+    lr_conn_arm_timer(c, lr_cfg->keepalive_timeout);
+  }
+}
+
+void lr_http1_eof(lr_conn *c) {
+  /* The peer will send nothing more. A request in progress cannot complete and a
+   * response cannot be read by a client that closed: treat as a disconnect. */
+  lr_conn_close(c);
+}
+
+void lr_http1_timeout(lr_conn *c) {
+  if (c->state == LR_H1_HEAD) {
+    if (c->rpos < c->rlen)
+      lr_log(LR_LOG_DEBUG, "laurel.http", "%s: request head timed out", c->peer);
+    lr_conn_close(c);
+  }
+}

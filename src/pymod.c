@@ -1,0 +1,58 @@
+/* pymod.c: the built-in _laurel module that python/laurel/ drives. */
+#include <Python.h>
+
+#include "laurel/asgi.h"
+#include "laurel/loop.h"
+#include "laurel/pycoro.h"
+#include "laurel/pystr.h"
+#include "laurel/server.h"
+
+lr_strings lr_s;
+
+int lr_pystr_init(void) {
+#define LR_STR_INIT(name, text)                                                          \
+  if (!(lr_s.name = PyUnicode_InternFromString(text)))                                   \
+    return -1;
+  LR_STRINGS(LR_STR_INIT)
+#undef LR_STR_INIT
+  return 0;
+}
+
+static PyMethodDef lr__methods[] = {
+    {"io_register", (PyCFunction)(void (*)(void))lr_loop_py_register, METH_FASTCALL,
+     "io_register(fd, events): watch fd on the libev loop"},
+    {"io_modify", (PyCFunction)(void (*)(void))lr_loop_py_modify, METH_FASTCALL,
+     "io_modify(fd, events)"},
+    {"io_unregister", lr_loop_py_unregister, METH_O, "io_unregister(fd)"},
+    {"poll", lr_loop_py_poll, METH_O,
+     "poll(timeout) -> [(fd, events)]: one libev iteration"},
+    {"serve", (PyCFunction)(void (*)(void))lr_server_py_serve, METH_FASTCALL,
+     "serve(app, loop, state, on_error, task_type): start accepting"},
+    {"stop_accepting", lr_server_py_stop_accepting, METH_NOARGS, NULL},
+    {"drain", lr_server_py_drain, METH_NOARGS,
+     "close idle connections; busy ones close after their response"},
+    {"busy", lr_server_py_busy, METH_NOARGS, "number of open connections"},
+    {"abort_all", lr_server_py_abort_all, METH_NOARGS, "close every connection now"},
+    {"close_listeners", lr_server_py_close, METH_NOARGS,
+     "close listening sockets, remove UNIX socket files"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef lr__module = {
+    PyModuleDef_HEAD_INIT, "_laurel", "laurel's C core", -1, lr__methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyObject *lr_pymod_init(void);
+PyObject *lr_pymod_init(void) {
+  if (lr_pystr_init() < 0 || lr_pycoro_init() < 0 || lr_asgi_init() < 0)
+    return NULL;
+  PyObject *m = PyModule_Create(&lr__module);
+  if (!m)
+    return NULL;
+  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}

@@ -1,0 +1,677 @@
+/* test_cli.c: the command line against daphne's rules (listener defaults, endpoint
+ * strings, argparse-style errors) and the PORT / LAUREL_* environment fallbacks.
+ * Expected endpoint strings were checked against daphne 4.0.0's
+ * build_endpoint_description_strings and Twisted's endpoint parser. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "laurel/cli.h"
+#include "laurel/config.h"
+
+extern char **environ;
+
+static int passed, failed;
+
+#define CHECK(cond)                                                       \
+  do {                                                                    \
+    if (cond) passed++;                                                   \
+    else {                                                                \
+      failed++;                                                           \
+      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);              \
+    }                                                                     \
+  } while (0)
+
+#define CHECK_STR(got, want)                                                      \
+  do {                                                                            \
+    const char *g_ = (got), *w_ = (want);                                         \
+    if (g_ && w_ && strcmp(g_, w_) == 0) passed++;                                \
+    else {                                                                        \
+      failed++;                                                                   \
+      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got, \
+             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                             \
+    }                                                                             \
+  } while (0)
+
+static char out_text[16384];
+static char err_text[4096];
+
+/* Runs lr_cli_parse on "laurel" + the NULL-terminated arguments into *c (defaults
+ * first); stdout and stderr text land in out_text / err_text. */
+static int parse(lr_config *c, ...) {
+  char *argv[64];
+  int argc = 0;
+  argv[argc++] = "laurel";
+  va_list ap;
+  va_start(ap, c);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) && argc < 63) argv[argc++] = (char *)a;
+  va_end(ap);
+  argv[argc] = NULL;
+
+  lr_config_defaults(c);
+  char *obuf = NULL, *ebuf = NULL;
+  size_t olen = 0, elen = 0;
+  FILE *out = open_memstream(&obuf, &olen);
+  FILE *err = open_memstream(&ebuf, &elen);
+  int rc = lr_cli_parse(c, argc, argv, out, err);
+  fclose(out);
+  fclose(err);
+  snprintf(out_text, sizeof out_text, "%s", obuf ? obuf : "");
+  snprintf(err_text, sizeof err_text, "%s", ebuf ? ebuf : "");
+  free(obuf);
+  free(ebuf);
+  return rc;
+}
+
+static const char *desc(const lr_config *c, int i) {
+  static char buf[4][600];
+  char *b = buf[i & 3];
+  if (i >= c->n_endpoints) return "(none)";
+  lr_endpoint_describe(&c->endpoints[i], b, 600);
+  return b;
+}
+
+/* The process environment must not leak into the tests. */
+static void clear_env(void) {
+  for (;;) {
+    char name[256] = "";
+    for (char **e = environ; *e; e++) {
+      if (strncmp(*e, "LAUREL_", 7) == 0 || strncmp(*e, "PORT=", 5) == 0) {
+        size_t n = strcspn(*e, "=");
+        if (n < sizeof name) {
+          memcpy(name, *e, n);
+          name[n] = '\0';
+        }
+        break;
+      }
+    }
+    if (!name[0]) return;
+    unsetenv(name);
+  }
+}
+
+/* One error line, exactly, and nothing on stdout. */
+#define CHECK_ERROR(want)                    \
+  do {                                       \
+    CHECK_STR(err_text, want "\n");          \
+    CHECK(out_text[0] == '\0');              \
+  } while (0)
+
+static void test_defaults(void) {
+  lr_config c;
+  lr_config_defaults(&c);
+  CHECK(c.app == NULL);
+  CHECK(c.n_endpoints == 0);
+  CHECK(c.verbosity == 1);
+  CHECK(c.access_log == NULL);
+  CHECK_STR(c.log_fmt, "%(asctime)-15s %(levelname)-8s %(message)s");
+  CHECK(c.http_timeout <= 0);
+  CHECK(c.application_close_timeout == 10);
+  CHECK(c.graceful_timeout == 10);
+  CHECK(c.keepalive_timeout == 5);
+  CHECK(c.header_timeout == 30);
+  CHECK(c.ping_interval == 20);
+  CHECK(c.ping_timeout == 30);
+  CHECK(c.websocket_timeout == 86400);
+  CHECK(c.websocket_connect_timeout == 5);
+  CHECK(c.ws_max_message_size == 1048576);
+  CHECK(c.ws_max_frame_size == 1048576);
+  CHECK_STR(c.root_path, "");
+  CHECK(c.proxy_headers == 0);
+  CHECK_STR(c.proxy_headers_host, "X-Forwarded-For");
+  CHECK_STR(c.proxy_headers_port, "X-Forwarded-Port");
+  CHECK_STR(c.server_name, "laurel");
+  CHECK(c.lifespan == LR_LIFESPAN_AUTO);
+  CHECK(c.limit_request_line == 8192);
+  CHECK(c.limit_request_headers == 16384);
+  CHECK(c.limit_request_fields == 100);
+  CHECK(c.limit_request_body == -1);
+  CHECK(c.limit_concurrency == 0);
+  CHECK(c.workers == 1);
+  CHECK(c.max_requests == 0);
+  CHECK(c.max_requests_jitter == 0);
+  CHECK_STR(c.channel_layer, "native");
+}
+
+static void test_listeners(void) {
+  lr_config c;
+
+  /* No binding option: 127.0.0.1:8000. */
+  CHECK(parse(&c, "proj.asgi:application", NULL) == 0);
+  CHECK_STR(c.app, "proj.asgi:application");
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=127.0.0.1");
+  CHECK(c.endpoints[0].kind == LR_EP_TCP);
+  CHECK_STR(c.endpoints[0].host, "127.0.0.1");
+  CHECK(c.endpoints[0].port == 8000);
+  CHECK(err_text[0] == '\0');
+
+  /* Only -b: port 8000. */
+  CHECK(parse(&c, "-b", "0.0.0.0", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=0.0.0.0");
+
+  /* Only -p: host 127.0.0.1. */
+  CHECK(parse(&c, "-p", "9000", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=9000:interface=127.0.0.1");
+  CHECK(parse(&c, "--port=9001", "a:b", NULL) == 0);
+  CHECK(c.endpoints[0].port == 9001);
+  CHECK(parse(&c, "-p9002", "a:b", NULL) == 0);
+  CHECK(c.endpoints[0].port == 9002);
+  CHECK(parse(&c, "-p", "0", "a:b", NULL) == 0); /* ephemeral, as Twisted allows */
+  CHECK(c.endpoints[0].port == 0);
+
+  /* IPv6 with and without brackets, stored bare, described with \: (daphne). */
+  CHECK(parse(&c, "-b", "::1", "-p", "9000", "a:b", NULL) == 0);
+  CHECK_STR(c.endpoints[0].host, "::1");
+  CHECK_STR(desc(&c, 0), "tcp:port=9000:interface=\\:\\:1");
+  CHECK(parse(&c, "-b", "[::1]", "a:b", NULL) == 0);
+  CHECK_STR(c.endpoints[0].host, "::1");
+  CHECK(c.endpoints[0].port == 8000);
+  CHECK(parse(&c, "--bind", "fe80::1%eth0", "-p", "1", "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=1:interface=fe80\\:\\:1%eth0");
+
+  /* -u and --fd replace the default; everything given serves; sorted like daphne. */
+  CHECK(parse(&c, "-u", "/tmp/x.sock", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK(c.endpoints[0].kind == LR_EP_UNIX);
+  CHECK_STR(c.endpoints[0].path, "/tmp/x.sock");
+  CHECK(c.endpoints[0].mode == 0666);
+  CHECK_STR(desc(&c, 0), "unix:/tmp/x.sock");
+  CHECK(parse(&c, "-u", "/tmp/x.sock", "--fd", "0", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 2);
+  CHECK_STR(desc(&c, 0), "fd:fileno=0");
+  CHECK_STR(desc(&c, 1), "unix:/tmp/x.sock");
+  CHECK(c.endpoints[0].kind == LR_EP_FD && c.endpoints[0].fd == 0);
+  CHECK(parse(&c, "-b", "127.0.0.1", "-u", "/tmp/x.sock", "--fd", "3", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 3);
+  CHECK_STR(desc(&c, 0), "fd:fileno=3");
+  CHECK_STR(desc(&c, 1), "tcp:port=8000:interface=127.0.0.1");
+  CHECK_STR(desc(&c, 2), "unix:/tmp/x.sock");
+
+  /* -e alone: no default TCP listener; -e with -p: both. */
+  CHECK(parse(&c, "-e", "tcp:8001", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=8001:interface=0.0.0.0");
+  CHECK(parse(&c, "-e", "unix:/tmp/e.sock", "-e", "fd:fileno=4", "-p", "8002", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 3);
+  CHECK_STR(desc(&c, 0), "fd:fileno=4");
+  CHECK_STR(desc(&c, 1), "tcp:port=8002:interface=127.0.0.1");
+  CHECK_STR(desc(&c, 2), "unix:/tmp/e.sock");
+  CHECK(parse(&c, "--endpoint=tcp:port=8003:interface=\\:\\:1", "a:b", NULL) == 0);
+  CHECK_STR(c.endpoints[0].host, "::1");
+  CHECK(c.endpoints[0].port == 8003);
+
+  /* Empty -b or -u count as absent, as in daphne. */
+  CHECK(parse(&c, "-b", "", "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=127.0.0.1");
+
+  /* Too long a UNIX path. */
+  char longpath[200];
+  memset(longpath, 'a', sizeof longpath - 1);
+  longpath[0] = '/';
+  longpath[sizeof longpath - 1] = '\0';
+  CHECK(parse(&c, "-u", longpath, "a:b", NULL) == -1);
+  CHECK(strncmp(err_text, "laurel: error: argument -u/--unix-socket: socket path longer", 60) == 0);
+
+  /* At most LR_MAX_ENDPOINTS listeners. */
+  char *argv[40];
+  int argc = 0;
+  argv[argc++] = "laurel";
+  for (int i = 0; i < LR_MAX_ENDPOINTS + 1; i++) {
+    argv[argc++] = "-e";
+    argv[argc++] = "tcp:1";
+  }
+  argv[argc++] = "a:b";
+  argv[argc] = NULL;
+  lr_config_defaults(&c);
+  FILE *devnull = fopen("/dev/null", "w");
+  CHECK(lr_cli_parse(&c, argc, argv, devnull, devnull) == -1);
+  fclose(devnull);
+}
+
+static void test_endpoint_parse(void) {
+  lr_endpoint ep;
+  char e[256];
+
+  CHECK(lr_endpoint_parse("tcp:port=8000:interface=127.0.0.1", &ep, e, sizeof e) == 0);
+  CHECK(ep.kind == LR_EP_TCP && ep.port == 8000 && ep.backlog == 0);
+  CHECK_STR(ep.host, "127.0.0.1");
+
+  CHECK(lr_endpoint_parse("tcp:port=8000:interface=127.0.0.1:backlog=64", &ep, e, sizeof e) == 0);
+  CHECK(ep.backlog == 64);
+  char d[300];
+  lr_endpoint_describe(&ep, d, sizeof d);
+  CHECK_STR(d, "tcp:port=8000:interface=127.0.0.1:backlog=64");
+
+  CHECK(lr_endpoint_parse("tcp:8000", &ep, e, sizeof e) == 0);
+  CHECK(ep.port == 8000);
+  CHECK_STR(ep.host, "0.0.0.0");
+
+  CHECK(lr_endpoint_parse("tcp:8000:interface=\\:\\:1", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.host, "::1");
+  CHECK(lr_endpoint_parse("tcp:8000:interface=[::1]", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.host, "::1");
+  CHECK(lr_endpoint_parse("tcp:8000:10.0.0.1:50", &ep, e, sizeof e) == 0); /* Twisted order */
+  CHECK_STR(ep.host, "10.0.0.1");
+  CHECK(ep.backlog == 50);
+  CHECK(lr_endpoint_parse("TCP:8000", &ep, e, sizeof e) == 0);
+
+  CHECK(lr_endpoint_parse("tcp6:port=8000", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.host, "::");
+  CHECK(lr_endpoint_parse("tcp6:8000:20:interface=\\:\\:1", &ep, e, sizeof e) == 0);
+  CHECK(ep.backlog == 20);
+  CHECK_STR(ep.host, "::1");
+
+  CHECK(lr_endpoint_parse("unix:/run/app.sock", &ep, e, sizeof e) == 0);
+  CHECK(ep.kind == LR_EP_UNIX && ep.mode == 0666);
+  CHECK_STR(ep.path, "/run/app.sock");
+  lr_endpoint_describe(&ep, d, sizeof d);
+  CHECK_STR(d, "unix:/run/app.sock");
+
+  CHECK(lr_endpoint_parse("unix:/run/app.sock:mode=660", &ep, e, sizeof e) == 0);
+  CHECK(ep.mode == 0660);
+  lr_endpoint_describe(&ep, d, sizeof d);
+  CHECK_STR(d, "unix:/run/app.sock:mode=660");
+  CHECK(lr_endpoint_parse("unix:/run/app.sock:600", &ep, e, sizeof e) == 0);
+  CHECK(ep.mode == 0600);
+  CHECK(lr_endpoint_parse("unix:address=/run/a\\:b.sock:lockfile=0", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.path, "/run/a:b.sock");
+
+  CHECK(lr_endpoint_parse("fd:fileno=5", &ep, e, sizeof e) == 0);
+  CHECK(ep.kind == LR_EP_FD && ep.fd == 5);
+  lr_endpoint_describe(&ep, d, sizeof d);
+  CHECK_STR(d, "fd:fileno=5");
+  CHECK(lr_endpoint_parse("fd:fileno=0:domain=INET6", &ep, e, sizeof e) == 0);
+  CHECK(ep.fd == 0);
+  CHECK(lr_endpoint_parse("fd:7", &ep, e, sizeof e) == 0);
+  CHECK(ep.fd == 7);
+  CHECK(lr_endpoint_parse("systemd:domain=INET:index=1", &ep, e, sizeof e) == 0);
+  CHECK(ep.kind == LR_EP_FD && ep.fd == 4);
+
+  CHECK(lr_endpoint_parse("ssl:443:privateKey=key.pem", &ep, e, sizeof e) == -1);
+  CHECK_STR(e, "ssl endpoints are not supported; terminate TLS in a proxy");
+
+  static const char *const bad[] = {
+      "tcp:abc", "tcp:70000", "tcp:-1", "tcp", "tcp:port=", "tcp:port=1:frob=2",
+      "tcp:1:interface=a:port=2", "tcp:1:backlog=0", "tcp:1:a:2:3", "tcp:1\\",
+      "unix:", "unix:/x:mode=999", "unix:/x:mode=-1", "unix:/x:lockfile=2", "fd:",
+      "fd:fileno=x", "fd:fileno=1:domain=IPX", "systemd:index=0", "bogus:1", "",
+      "port=1:tcp", "tcp:1 ",
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    e[0] = '\0';
+    int rc = lr_endpoint_parse(bad[i], &ep, e, sizeof e);
+    if (rc == -1 && e[0]) {
+      passed++;
+    } else {
+      failed++;
+      printf("FAIL %s:%d: endpoint '%s' accepted\n", __FILE__, __LINE__, bad[i]);
+    }
+  }
+
+  /* Through the command line the message is the one line. */
+  lr_config c;
+  CHECK(parse(&c, "-e", "ssl:443", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: ssl endpoints are not supported; terminate TLS in a proxy");
+  CHECK(parse(&c, "-e", "tcp:abc", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: invalid endpoint 'tcp:abc': invalid port 'abc'");
+}
+
+static void test_errors(void) {
+  lr_config c;
+
+  CHECK(parse(&c, NULL) == -1);
+  CHECK_ERROR("laurel: error: the following arguments are required: application");
+  CHECK(parse(&c, "-p", "8000", NULL) == -1);
+  CHECK_ERROR("laurel: error: the following arguments are required: application");
+
+  CHECK(parse(&c, "--frob", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: unrecognized arguments: --frob");
+  CHECK(parse(&c, "a:b", "--frob=1", "-x", NULL) == -1);
+  CHECK_ERROR("laurel: error: unrecognized arguments: --frob=1 -x");
+  CHECK(parse(&c, "a:b", "extra", NULL) == -1);
+  CHECK_ERROR("laurel: error: unrecognized arguments: extra");
+  CHECK(parse(&c, "-xyz", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: unrecognized arguments: -xyz");
+
+  CHECK(parse(&c, "--ping-interval", "abc", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --ping-interval: invalid float value: 'abc'");
+  CHECK(parse(&c, "-p", "abc", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: 'abc'");
+  CHECK(parse(&c, "-p", "80x", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: '80x'");
+  CHECK(parse(&c, "-p", " 80", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: ' 80'");
+  CHECK(parse(&c, "-p", "", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: ''");
+  CHECK(parse(&c, "-p", "70000", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: value out of range: '70000' (expected 0 to 65535)");
+  CHECK(parse(&c, "-p", "99999999999999999999", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: '99999999999999999999'");
+  CHECK(parse(&c, "--fd", "-1", "a:b", NULL) == -1);
+  CHECK(parse(&c, "-p", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -p/--port: expected one argument");
+  CHECK(parse(&c, "a:b", "--access-log", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --access-log: expected one argument");
+  CHECK(parse(&c, "--proxy-headers=yes", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --proxy-headers: ignored explicit argument 'yes'");
+  CHECK(parse(&c, "--websocket", "1", "a:b", NULL) == -1);
+  CHECK(strncmp(err_text, "laurel: error: ambiguous option: --websocket could match", 56) == 0);
+
+  static const char *const bad_floats[] = {"nan", "inf", "-inf", "0x10", "1e999", "", " 1",
+                                           "1 ", "1.5.", "e3", "."};
+  for (size_t i = 0; i < sizeof bad_floats / sizeof bad_floats[0]; i++) {
+    int rc = parse(&c, "--ping-timeout", bad_floats[i], "a:b", NULL);
+    char want[128];
+    snprintf(want, sizeof want,
+             "laurel: error: argument --ping-timeout: invalid float value: '%s'\n",
+             bad_floats[i]);
+    if (rc == -1 && strcmp(err_text, want) == 0) {
+      passed++;
+    } else {
+      failed++;
+      printf("FAIL %s:%d: --ping-timeout '%s': rc %d, %s", __FILE__, __LINE__, bad_floats[i],
+             rc, err_text);
+    }
+  }
+  CHECK(parse(&c, "--ping-timeout", "-1", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --ping-timeout: value out of range: '-1' (expected 0 to 1e+09)");
+  CHECK(parse(&c, "--graceful-timeout", "1e10", "a:b", NULL) == -1);
+
+  CHECK(parse(&c, "-v", "4", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -v/--verbosity: invalid choice: 4 (choose from 0, 1, 2, 3)");
+  CHECK(parse(&c, "-vv", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument -v/--verbosity: invalid int value: 'v'");
+  CHECK(parse(&c, "--lifespan", "maybe", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --lifespan: invalid choice: 'maybe' (choose from 'auto', 'on', 'off')");
+  CHECK(parse(&c, "--channel-layer", "redis", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --channel-layer: invalid choice: 'redis' (choose from 'native', 'settings')");
+  CHECK(parse(&c, "--workers", "0", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --workers: value out of range: '0' (expected 1 to 1024)");
+  CHECK(parse(&c, "--limit-request-line", "0", "a:b", NULL) == -1);
+  CHECK(parse(&c, "--limit-request-fields", "1.5", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --limit-request-fields: invalid int value: '1.5'");
+  CHECK(parse(&c, "--websocket-max-message-size", "-1", "a:b", NULL) == -1);
+
+  CHECK(parse(&c, "--log-fmt", "%(bogus)s", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --log-fmt: unknown log record field 'bogus'");
+  CHECK(parse(&c, "--log-fmt", "no fields", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --log-fmt: Invalid format 'no fields' for '%' style");
+
+  CHECK(parse(&c, "--proxy-headers-host", "X-Real-IP", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --proxy-headers-host: --proxy-headers has to be passed for this parameter.");
+  CHECK(parse(&c, "--proxy-headers-port", "X-Port", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --proxy-headers-port: --proxy-headers has to be passed for this parameter.");
+}
+
+static void test_values(void) {
+  lr_config c;
+
+  CHECK(parse(&c, "-v", "0", "-t", "60", "--access-log", "/tmp/access.log", "--log-fmt",
+              "%(levelname)s %(message)s", "--ping-interval", "2.5", "--ping-timeout", "7",
+              "--application-close-timeout", "3", "--websocket_timeout", "-1",
+              "--websocket_connect_timeout", "-1", "--root-path", "/sub", "a:b", NULL) == 0);
+  CHECK(c.verbosity == 0);
+  CHECK(c.http_timeout == 60);
+  CHECK_STR(c.access_log, "/tmp/access.log");
+  CHECK_STR(c.log_fmt, "%(levelname)s %(message)s");
+  CHECK(c.ping_interval == 2.5);
+  CHECK(c.ping_timeout == 7);
+  CHECK(c.application_close_timeout == 3);
+  CHECK(c.websocket_timeout == -1);
+  CHECK(c.websocket_connect_timeout == -1);
+  CHECK_STR(c.root_path, "/sub");
+
+  /* Both spellings of the WebSocket timeouts; any negative value means infinite. */
+  CHECK(parse(&c, "--websocket-timeout", "-5", "--websocket-connect-timeout", "12", "a:b",
+              NULL) == 0);
+  CHECK(c.websocket_timeout == -1);
+  CHECK(c.websocket_connect_timeout == 12);
+  CHECK(parse(&c, "--websocket_timeout=100", "a:b", NULL) == 0);
+  CHECK(c.websocket_timeout == 100);
+
+  CHECK(parse(&c, "--proxy-headers", "a:b", NULL) == 0);
+  CHECK(c.proxy_headers == 1);
+  CHECK_STR(c.proxy_headers_host, "X-Forwarded-For");
+  CHECK_STR(c.proxy_headers_port, "X-Forwarded-Port");
+  CHECK(parse(&c, "--proxy-headers", "--proxy-headers-host", "X-Real-IP", "--proxy-headers-port",
+              "X-Real-Port", "a:b", NULL) == 0);
+  CHECK_STR(c.proxy_headers_host, "X-Real-IP");
+  CHECK_STR(c.proxy_headers_port, "X-Real-Port");
+
+  CHECK(parse(&c, "-s", "edge", "a:b", NULL) == 0);
+  CHECK_STR(c.server_name, "edge");
+  CHECK(parse(&c, "--no-server-name", "a:b", NULL) == 0);
+  CHECK_STR(c.server_name, "");
+  CHECK(parse(&c, "-s", "edge", "--no-server-name", "a:b", NULL) == 0);
+  CHECK_STR(c.server_name, "");
+  CHECK(parse(&c, "--no-server-name", "--server-name", "edge", "a:b", NULL) == 0);
+  CHECK_STR(c.server_name, "edge");
+
+  CHECK(parse(&c, "--websocket-max-message-size", "0", "--websocket-max-frame-size",
+              "65536", "a:b", NULL) == 0);
+  CHECK(c.ws_max_message_size == 0);
+  CHECK(c.ws_max_frame_size == 65536);
+
+  CHECK(parse(&c, "--lifespan", "off", "--graceful-timeout", "30", "--keep-alive-timeout",
+              "0.5", "--header-timeout", "10", "--limit-request-line", "4096",
+              "--limit-request-headers", "32768", "--limit-request-fields", "50",
+              "--limit-request-body", "1048576", "--limit-concurrency", "1000", "--workers",
+              "4", "--max-requests", "1000", "--max-requests-jitter", "50",
+              "--channel-layer", "settings", "a:b", NULL) == 0);
+  CHECK(c.lifespan == LR_LIFESPAN_OFF);
+  CHECK(c.graceful_timeout == 30);
+  CHECK(c.keepalive_timeout == 0.5);
+  CHECK(c.header_timeout == 10);
+  CHECK(c.limit_request_line == 4096);
+  CHECK(c.limit_request_headers == 32768);
+  CHECK(c.limit_request_fields == 50);
+  CHECK(c.limit_request_body == 1048576);
+  CHECK(c.limit_concurrency == 1000);
+  CHECK(c.workers == 4);
+  CHECK(c.max_requests == 1000);
+  CHECK(c.max_requests_jitter == 50);
+  CHECK_STR(c.channel_layer, "settings");
+  CHECK(parse(&c, "--lifespan", "on", "a:b", NULL) == 0);
+  CHECK(c.lifespan == LR_LIFESPAN_ON);
+
+  /* argparse conveniences: clustered short values, abbreviations, options after the
+   * positional, "--" before it, the last of a repeated option wins. */
+  CHECK(parse(&c, "-v2", "a:b", NULL) == 0);
+  CHECK(c.verbosity == 2);
+  CHECK(parse(&c, "--verb", "3", "a:b", NULL) == 0);
+  CHECK(c.verbosity == 3);
+  CHECK(parse(&c, "a:b", "-v", "0", NULL) == 0);
+  CHECK(c.verbosity == 0);
+  CHECK_STR(c.app, "a:b");
+  CHECK(parse(&c, "-v", "2", "--", "a:b", NULL) == 0);
+  CHECK_STR(c.app, "a:b");
+  CHECK(parse(&c, "-p", "1", "-p", "2", "a:b", NULL) == 0);
+  CHECK(c.endpoints[0].port == 2);
+  CHECK(parse(&c, "--access-log", "-", "a:b", NULL) == 0);
+  CHECK_STR(c.access_log, "-");
+  CHECK(parse(&c, "--http-timeout", "1.5", "a:b", NULL) == 0);
+  CHECK(c.http_timeout == 1.5);
+}
+
+static void test_help_version(void) {
+  lr_config c;
+  CHECK(parse(&c, "--help", NULL) == 1);
+  CHECK(strncmp(out_text, "usage: laurel [options] module:attribute\n", 41) == 0);
+  CHECK(err_text[0] == '\0');
+  static const char *const words[] = {
+      "--port", "--bind", "--unix-socket", "--fd", "--endpoint", "--verbosity",
+      "--http-timeout", "--access-log", "--log-fmt", "--ping-interval", "--ping-timeout",
+      "--application-close-timeout", "--websocket_timeout", "--websocket-timeout",
+      "--websocket_connect_timeout", "--websocket-connect-timeout", "--root-path",
+      "--proxy-headers", "--proxy-headers-host", "--proxy-headers-port", "--server-name",
+      "--no-server-name", "--websocket-max-message-size", "--websocket-max-frame-size",
+      "--lifespan", "--graceful-timeout", "--keep-alive-timeout", "--header-timeout",
+      "--limit-request-line", "--limit-request-headers", "--limit-request-fields",
+      "--limit-request-body", "--limit-concurrency", "--workers", "--max-requests",
+      "--max-requests-jitter", "--channel-layer", "--help", "--version", "Listeners:",
+      "Logging:", "HTTP:", "WebSocket:", "Lifecycle:", "Limits:", "Environment:",
+      "LAUREL_APPLICATION", "PORT", "LAUREL_PROXY_HEADERS=1", "ASGI_THREADS",
+  };
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+    if (strstr(out_text, words[i])) {
+      passed++;
+    } else {
+      failed++;
+      printf("FAIL %s:%d: --help lacks %s\n", __FILE__, __LINE__, words[i]);
+    }
+  }
+  /* No line of the help is wider than 80 columns. */
+  int widest = 0, col = 0;
+  for (const char *p = out_text; *p; p++) {
+    col = *p == '\n' ? 0 : col + 1;
+    if (col > widest) widest = col;
+  }
+  CHECK(widest <= 80);
+
+  CHECK(parse(&c, "-h", "--frob", NULL) == 1); /* help wins, as in argparse */
+  CHECK(parse(&c, "-V", NULL) == 1);
+#ifdef LAUREL_VERSION
+  char want[64];
+  snprintf(want, sizeof want, "laurel %s\n", LAUREL_VERSION);
+  CHECK(strncmp(out_text, want, strlen(want)) == 0);
+#else
+  CHECK(strncmp(out_text, "laurel 0.1.0\n", 13) == 0);
+#endif
+  const char *second = strchr(out_text, '\n');
+  CHECK(second && strstr(second, "libev") && strstr(second, "llhttp") &&
+        strstr(second, "Python"));
+  CHECK(parse(&c, "--version", "a:b", NULL) == 1);
+}
+
+static void test_environment(void) {
+  lr_config c;
+
+  clear_env();
+  setenv("LAUREL_PORT", "9001", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=9001:interface=127.0.0.1");
+  CHECK(parse(&c, "-p", "9002", "a:b", NULL) == 0); /* the command line wins */
+  CHECK_STR(desc(&c, 0), "tcp:port=9002:interface=127.0.0.1");
+  setenv("LAUREL_PORT", "abc", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_PORT: invalid int value: 'abc'");
+  setenv("LAUREL_PORT", "", 1); /* empty counts as unset */
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=127.0.0.1");
+  clear_env();
+
+  /* PORT: only when no listener option is given; host stays 127.0.0.1. */
+  setenv("PORT", "7000", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=7000:interface=127.0.0.1");
+  setenv("LAUREL_BIND", "0.0.0.0", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=7000:interface=0.0.0.0");
+  unsetenv("LAUREL_BIND");
+  CHECK(parse(&c, "-b", "0.0.0.0", "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=0.0.0.0");
+  CHECK(parse(&c, "-u", "/tmp/p.sock", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "unix:/tmp/p.sock");
+  setenv("LAUREL_PORT", "7001", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK_STR(desc(&c, 0), "tcp:port=7001:interface=127.0.0.1");
+  unsetenv("LAUREL_PORT");
+  setenv("LAUREL_UNIX_SOCKET", "/tmp/q.sock", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "unix:/tmp/q.sock");
+  unsetenv("LAUREL_UNIX_SOCKET");
+  setenv("PORT", "http", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable PORT: invalid int value: 'http'");
+  clear_env();
+
+  /* Every long option has its variable. */
+  setenv("LAUREL_APPLICATION", "env.asgi:app", 1);
+  setenv("LAUREL_WORKERS", "3", 1);
+  setenv("LAUREL_VERBOSITY", "2", 1);
+  setenv("LAUREL_ACCESS_LOG", "/tmp/a.log", 1);
+  setenv("LAUREL_LIFESPAN", "off", 1);
+  setenv("LAUREL_PROXY_HEADERS", "1", 1);
+  setenv("LAUREL_PROXY_HEADERS_HOST", "X-Real-IP", 1);
+  setenv("LAUREL_WEBSOCKET_TIMEOUT", "600", 1);
+  setenv("LAUREL_WEBSOCKET_CONNECT_TIMEOUT", "-1", 1);
+  setenv("LAUREL_NO_SERVER_NAME", "true", 1);
+  setenv("LAUREL_ROOT_PATH", "/app", 1);
+  setenv("LAUREL_LOG_FMT", "%(name)s: %(message)s", 1);
+  setenv("LAUREL_LIMIT_REQUEST_BODY", "1000", 1);
+  setenv("LAUREL_CHANNEL_LAYER", "settings", 1);
+  setenv("LAUREL_ENDPOINT", "  tcp:port=8100:interface=127.0.0.1   unix:/tmp/e.sock ", 1);
+  CHECK(parse(&c, NULL) == 0);
+  CHECK_STR(c.app, "env.asgi:app");
+  CHECK(c.workers == 3);
+  CHECK(c.verbosity == 2);
+  CHECK_STR(c.access_log, "/tmp/a.log");
+  CHECK(c.lifespan == LR_LIFESPAN_OFF);
+  CHECK(c.proxy_headers == 1);
+  CHECK_STR(c.proxy_headers_host, "X-Real-IP");
+  CHECK(c.websocket_timeout == 600);
+  CHECK(c.websocket_connect_timeout == -1);
+  CHECK_STR(c.server_name, "");
+  CHECK_STR(c.root_path, "/app");
+  CHECK_STR(c.log_fmt, "%(name)s: %(message)s");
+  CHECK(c.limit_request_body == 1000);
+  CHECK_STR(c.channel_layer, "settings");
+  CHECK(c.n_endpoints == 2);
+  CHECK_STR(desc(&c, 0), "tcp:port=8100:interface=127.0.0.1");
+  CHECK_STR(desc(&c, 1), "unix:/tmp/e.sock");
+
+  /* The command line wins, option by option. */
+  CHECK(parse(&c, "--workers", "2", "-v", "1", "-s", "x", "cli:app", NULL) == 0);
+  CHECK_STR(c.app, "cli:app");
+  CHECK(c.workers == 2);
+  CHECK(c.verbosity == 1);
+  CHECK_STR(c.server_name, "x");
+  CHECK(c.lifespan == LR_LIFESPAN_OFF);
+  clear_env();
+
+  setenv("LAUREL_PROXY_HEADERS", "maybe", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS: invalid boolean value: 'maybe' (use 1/0, true/false, yes/no, on/off)");
+  setenv("LAUREL_PROXY_HEADERS", "off", 1);
+  setenv("LAUREL_PROXY_HEADERS_PORT", "X-Port", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS_PORT: --proxy-headers has to be passed for this parameter.");
+  CHECK(parse(&c, "--proxy-headers", "a:b", NULL) == 0);
+  CHECK_STR(c.proxy_headers_port, "X-Port");
+  clear_env();
+
+  setenv("LAUREL_LIFESPAN", "sometimes", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_LIFESPAN: invalid choice: 'sometimes' (choose from 'auto', 'on', 'off')");
+  clear_env();
+  setenv("LAUREL_ENDPOINT", "ssl:443", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: ssl endpoints are not supported; terminate TLS in a proxy");
+  clear_env();
+  setenv("LAUREL_GRACEFUL_TIMEOUT", "soon", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_GRACEFUL_TIMEOUT: invalid float value: 'soon'");
+  clear_env();
+}
+
+int main(void) {
+  clear_env();
+  test_defaults();
+  test_listeners();
+  test_endpoint_parse();
+  test_errors();
+  test_values();
+  test_help_version();
+  test_environment();
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
