@@ -600,7 +600,7 @@ static int lr__body(lr_cycle *cy, PyObject *msg) {
   if (cy->has_cl && !cy->no_body && cy->body_out + len > cy->cl) {
     PyErr_SetString(PyExc_RuntimeError, "Response content longer than Content-Length");
     if (cy->conn)
-      lr_conn_close(cy->conn);
+      lr_http1_abort(cy->conn);
     goto fail;
   }
   lr_conn *c = cy->conn;
@@ -631,7 +631,7 @@ static int lr__body(lr_cycle *cy, PyObject *msg) {
         lr_log(LR_LOG_ERROR, "laurel.http",
                "%s: response shorter than its Content-Length; closing the connection",
                c->peer);
-        lr_conn_close(c);
+        lr_http1_abort(c);
       } else {
         lr__access_log(cy);
         lr_http1_response_done(c, cy->keep_alive);
@@ -741,7 +741,7 @@ static void lr__app_done(PyObject *self, int how) {
       if (how == LR_APP_RETURNED)
         lr_log(LR_LOG_ERROR, "laurel.http",
                "ASGI callable returned without completing response.");
-      lr_conn_close(c);
+      lr_http1_abort(c);
     }
   }
   Py_CLEAR(cy->task);

@@ -61,7 +61,14 @@ static int lr__on_header_value(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int lr__on_header_value_complete(llhttp_t *p) {
-  lr__conn(p)->req.n_hdr++;
+  lr_conn *c = lr__conn(p);
+  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
+  /* llhttp drops leading OWS but keeps trailing OWS (RFC 9110 5.5: not the value) */
+  while (h->value_len > 0 &&
+         (c->rbuf[h->value + h->value_len - 1] == ' ' ||
+          c->rbuf[h->value + h->value_len - 1] == '\t'))
+    h->value_len--;
+  c->req.n_hdr++;
   return 0;
 }
 
@@ -185,11 +192,20 @@ void lr_http1_error(lr_conn *c, int status) {
   lr_conn_close_after_write(c);
 }
 
+void lr_http1_abort(lr_conn *c) {
+  if (c->flags & LR_C_CLOSED)
+    return;
+  lr__drop_cycle(c);
+  c->state = LR_H1_CLOSING;
+  lr_conn_arm_timer(c, 0);
+  lr_conn_close_after_write(c);
+}
+
 /* A failure while the app owns the request: before its response started we can still
  * answer with a status; after, only closing tells the client something went wrong. */
 static void lr__fail(lr_conn *c, int status) {
   if (c->cycle && lr_cycle_response_started(c->cycle))
-    lr_conn_close(c);
+    lr_http1_abort(c);
   else
     lr_http1_error(c, status);
 }
@@ -232,9 +248,23 @@ void lr_http1_process(lr_conn *c) {
         c->rlen = avail;
         p = c->rbuf;
       }
+      /* The guard rescans the whole head: only call it when a line ended (or a limit
+       * may be crossed), so a byte-at-a-time sender costs O(n), not O(n^2). */
+      if (c->head_scanned < avail &&
+          !memchr(p + c->head_scanned, '\n', avail - c->head_scanned)) {
+        int line_done = memchr(p, '\n', c->head_scanned) != NULL;
+        size_t limit = line_done ? lim.max_request_line + lim.max_headers + 2
+                                 : lim.max_request_line;
+        if (avail <= limit) {
+          c->head_scanned = avail;
+          return;
+        }
+      }
+      c->head_scanned = 0;
       lr_head_info info;
       int r = lr_guard_head(p, avail, &lim, &info);
       if (r == 0) {
+        c->head_scanned = avail;
         if (c->rlen == c->rcap && c->rcap >= 64 * 1024)
           lr_http1_error(c, 431);
         else if (c->flags & LR_C_PAUSED)

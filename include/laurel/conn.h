@@ -73,6 +73,7 @@ struct lr_conn {
   lr_request req;
   unsigned hdr_cap;
   unsigned requests; /* requests started on this connection */
+  size_t head_scanned; /* bytes of an incomplete head already seen with no line end */
 
   PyObject *cycle; /* the current request's app cycle (owned), or NULL */
 
@@ -110,6 +111,9 @@ void lr_http1_eof(lr_conn *c);
 void lr_http1_timeout(lr_conn *c);
 /* The app finished its response (all bytes queued): keep-alive or close. */
 void lr_http1_response_done(lr_conn *c, int keep_alive);
+/* The app failed after its response started: send what is queued, then close (the
+ * client sees a truncated response). */
+void lr_http1_abort(lr_conn *c);
 /* Answer with a canned error response and close (no app involved). */
 void lr_http1_error(lr_conn *c, int status);
 /* The app consumed buffered body: read more if reading was paused. */
