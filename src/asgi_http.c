@@ -759,7 +759,7 @@ static void lr__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     cy->status = 503;
     cy->body_out = sizeof body - 1;
     lr__access_log(cy);
-    lr_http1_error(cy->conn, 503);
+    lr_http1_reply(cy->conn, 503, body);
   } else if (kind == LR_T_CLOSE_TIMEOUT && cy->task && !cy->app_done) {
     PyObject *r = PyObject_Repr(cy->task);
     lr_log(LR_LOG_WARNING, "laurel.server",

@@ -169,22 +169,31 @@ static void lr__drop_cycle(lr_conn *c) {
   }
 }
 
-void lr_http1_error(lr_conn *c, int status) {
+void lr_http1_error(lr_conn *c, int status) { lr_http1_reply(c, status, NULL); }
+
+void lr_http1_reply(lr_conn *c, int status, const char *text) {
   if (c->flags & LR_C_CLOSED)
     return;
   lr__drop_cycle(c);
-  char date[64], buf[512];
+  char date[64], buf[768];
   time_t now = (time_t)lr_loop_now();
   struct tm tm;
   gmtime_r(&now, &tm);
   strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
   const char *reason = lr__reason(status);
   const char *srv = lr_cfg->server_name;
+  char deftext[64];
+  if (!text) {
+    snprintf(deftext, sizeof deftext, "%s\n", reason);
+    text = deftext;
+  }
   int n = snprintf(buf, sizeof buf,
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s\r\n%s\n",
-                   status, reason, strlen(reason) + 1, date, *srv ? "Server: " : "", srv,
-                   *srv ? "\r\n" : "", reason);
+                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s\r\n%s",
+                   status, reason, strlen(text), date, *srv ? "Server: " : "", srv,
+                   *srv ? "\r\n" : "", text);
+  if (n < 0 || (size_t)n >= sizeof buf)
+    n = 0;
   lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", c->peer, status, reason);
   c->state = LR_H1_CLOSING;
   lr_conn_arm_timer(c, 0);

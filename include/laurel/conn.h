@@ -116,6 +116,8 @@ void lr_http1_response_done(lr_conn *c, int keep_alive);
 void lr_http1_abort(lr_conn *c);
 /* Answer with a canned error response and close (no app involved). */
 void lr_http1_error(lr_conn *c, int status);
+/* The same with the given body text (NULL: the reason phrase). */
+void lr_http1_reply(lr_conn *c, int status, const char *text);
 /* The app consumed buffered body: read more if reading was paused. */
 void lr_http1_body_drained(lr_conn *c);
 
