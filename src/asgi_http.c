@@ -368,10 +368,16 @@ static int lr__start(lr_cycle *cy, PyObject *msg) {
   }
   lr_buf b;
   lr__buf_init(&b);
-  char line[64];
+  char line[64] = "HTTP/1.1 ";
   const char *reason = lr__reason((int)status);
-  int ln = snprintf(line, sizeof line, "HTTP/1.1 %ld %s\r\n", status, reason);
-  lr__buf_put(&b, line, (size_t)ln);
+  size_t rl = strlen(reason);
+  line[9] = (char)('0' + status / 100);
+  line[10] = (char)('0' + status / 10 % 10);
+  line[11] = (char)('0' + status % 10);
+  line[12] = ' ';
+  memcpy(line + 13, reason, rl);
+  memcpy(line + 13 + rl, "\r\n", 2);
+  lr__buf_put(&b, line, 15 + rl);
   int has_cl = 0, has_date = 0, has_server = 0, has_conn = 0, app_chunked = 0;
   int conn_close = 0;
   uint64_t cl = 0;
@@ -490,6 +496,16 @@ fail:
   return -1;
 }
 
+/* Decimal or hex digits of v at the end of buf[0..24); returns the first digit. */
+static char *lr__utoa(char *end, uint64_t v, unsigned base) {
+  static const char digits[] = "0123456789abcdef";
+  do {
+    *--end = digits[v % base];
+    v /= base;
+  } while (v);
+  return end;
+}
+
 /* "Date: ...\r\n", formatted once per second. */
 static const char *lr__date_header(size_t *len) {
   static char buf[64];
@@ -511,12 +527,16 @@ static int lr__finish_head(lr_cycle *cy, size_t first_len, int more) {
   char buf[256];
   size_t n = 0;
   lr_conn *c = cy->conn;
-  if (cy->no_body) {
-    if (!cy->has_cl && cy->is_head && !more && first_len > 0)
-      n += (size_t)snprintf(buf + n, sizeof buf - n, "Content-Length: %zu\r\n", first_len);
-  } else if (cy->has_cl) {
-  } else if (!more) {
-    n += (size_t)snprintf(buf + n, sizeof buf - n, "Content-Length: %zu\r\n", first_len);
+  if ((cy->no_body && !cy->has_cl && cy->is_head && !more && first_len > 0) ||
+      (!cy->no_body && !cy->has_cl && !more)) {
+    char num[24], *d = lr__utoa(num + sizeof num, first_len, 10);
+    memcpy(buf, "Content-Length: ", 16);
+    n = 16;
+    memcpy(buf + n, d, (size_t)(num + sizeof num - d));
+    n += (size_t)(num + sizeof num - d);
+    memcpy(buf + n, "\r\n", 2);
+    n += 2;
+  } else if (cy->no_body || cy->has_cl) {
   } else if (cy->http_minor >= 1) {
     memcpy(buf + n, "Transfer-Encoding: chunked\r\n", 28);
     n += 28;
@@ -610,8 +630,10 @@ static int lr__body(lr_cycle *cy, PyObject *msg) {
     if (!cy->no_body && len > 0) {
       if (cy->chunked) {
         char size[24];
-        int sn = snprintf(size, sizeof size, "%zx\r\n", len);
-        if (lr_conn_write_copy(c, size, (size_t)sn) < 0)
+        size[22] = '\r';
+        size[23] = '\n';
+        char *d = lr__utoa(size + 22, len, 16);
+        if (lr_conn_write_copy(c, d, (size_t)(size + 24 - d)) < 0)
           goto nomem;
       }
       if (lr_conn_write_ref(c, body, p, len) < 0)

@@ -178,11 +178,18 @@ void lr_conn_close_after_write(lr_conn *c) {
   lr__schedule(c);
 }
 
+/* Lazy timer: re-arming per request only moves the deadline; the libev timer, when it
+ * fires early, restarts itself for the remaining time. */
 void lr_conn_arm_timer(lr_conn *c, double seconds) {
   if (c->flags & LR_C_CLOSED)
     return;
-  ev_timer_stop(lr_loop, &c->timer);
-  if (seconds > 0) {
+  if (seconds <= 0) {
+    c->deadline = 0;
+    return;
+  }
+  c->deadline = ev_now(lr_loop) + seconds;
+  if (!ev_is_active(&c->timer) || ev_timer_remaining(lr_loop, &c->timer) > seconds) {
+    ev_timer_stop(lr_loop, &c->timer);
     ev_timer_set(&c->timer, seconds, 0.);
     ev_timer_start(lr_loop, &c->timer);
   }
@@ -243,6 +250,15 @@ static void lr__io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 static void lr__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_conn *c = (lr_conn *)((char *)w - offsetof(lr_conn, timer));
+  if (c->deadline == 0)
+    return;
+  double left = c->deadline - ev_now(lr_loop);
+  if (left > 0.001) {
+    ev_timer_set(&c->timer, left, 0.);
+    ev_timer_start(lr_loop, &c->timer);
+    return;
+  }
+  c->deadline = 0;
   if (c->flags & LR_C_LINGER)
     lr_conn_close(c);
   else

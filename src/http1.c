@@ -119,6 +119,18 @@ static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* Chunk data decoded by the guard. */
+static void lr__on_chunk_data(void *ud, const char *at, size_t len) {
+  lr_conn *c = ud;
+  if (c->body_err)
+    return;
+  c->body_seen += len;
+  if (lr_cfg->limit_request_body >= 0 && c->body_seen > (uint64_t)lr_cfg->limit_request_body)
+    c->body_err = 413;
+  else if (c->cycle && lr_cycle_body(c->cycle, at, len) < 0)
+    c->body_err = 500;
+}
+
 static int lr__on_message_complete(llhttp_t *p) {
   lr_conn *c = lr__conn(p);
   c->body_done = 1;
@@ -321,14 +333,24 @@ void lr_http1_process(lr_conn *c) {
       size_t n = avail;
       if (c->req.chunked) {
         size_t used = 0;
-        int g = lr_guard_chunked_feed(&c->cg, p, n, &used);
-        if (g < 0) {
-          lr__fail(c, 400);
+        c->body_err = 0;
+        int g = lr_guard_chunked_decode(&c->cg, p, n, &used, lr__on_chunk_data, c);
+        if (g < 0 || c->body_err) {
+          lr__fail(c, g < 0 ? 400 : c->body_err);
           return;
         }
-        if (g == 1)
-          n = used;
-      } else if (n > c->body_left) {
+        c->rpos += used;
+        if (g == 1) {
+          /* llhttp saw the head only; ready it for the next request */
+          llhttp_reset(&c->parser);
+          c->body_done = 1;
+          if (c->cycle)
+            lr_cycle_body_end(c->cycle);
+          c->state = LR_H1_WAIT;
+        }
+        continue;
+      }
+      if (n > c->body_left) {
         n = (size_t)c->body_left;
       }
       if (lr__execute(c, p, n) < 0) {
@@ -336,8 +358,7 @@ void lr_http1_process(lr_conn *c) {
         return;
       }
       c->rpos += n;
-      if (!c->req.chunked)
-        c->body_left -= n;
+      c->body_left -= n;
       if (c->body_done)
         c->state = LR_H1_WAIT;
       continue;

@@ -327,6 +327,11 @@ void lr_guard_chunked_init(lr_guard_chunked *g) {
  * After 1 every call returns 1 with *consumed = 0; after -1, -1 with 0. */
 int lr_guard_chunked_feed(lr_guard_chunked *g, const char *p, size_t n,
                           size_t *consumed) {
+  return lr_guard_chunked_decode(g, p, n, consumed, NULL, NULL);
+}
+
+int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
+                            size_t *consumed, lr_guard_data_cb on_data, void *ud) {
   const unsigned char *u = (const unsigned char *)p;
   size_t i = 0, take;
   size_t dummy;
@@ -381,6 +386,8 @@ int lr_guard_chunked_feed(lr_guard_chunked *g, const char *p, size_t n,
       if ((uint64_t)take > g->remaining)
         take = (size_t)g->remaining;
       g->remaining -= take;
+      if (on_data && take)
+        on_data(ud, p + i, take);
       i += take;
       if (g->remaining == 0)
         g->state = LR_GUARD_DATA_CR;

@@ -55,6 +55,7 @@ typedef struct lr_conn lr_conn;
 struct lr_conn {
   ev_io io;
   ev_timer timer;
+  double deadline; /* when the connection timer acts (ev_now clock), 0: never */
   int fd;
   unsigned flags;
   lr_listener *lst;
@@ -70,6 +71,7 @@ struct lr_conn {
   uint64_t body_left; /* Content-Length bytes still to read */
   uint64_t body_seen; /* body bytes read for this request */
   int body_done;
+  int body_err; /* status to answer when a chunked body fails a limit */
   lr_request req;
   unsigned hdr_cap;
   unsigned requests; /* requests started on this connection */

@@ -53,4 +53,12 @@ void lr_guard_chunked_init(lr_guard_chunked *g);
 int lr_guard_chunked_feed(lr_guard_chunked *g, const char *p, size_t n,
                           size_t *consumed);
 
+/* The same, also handing each span of chunk data to on_data as it is validated (the
+ * CRLF after a chunk's data is checked after its data was handed over). The server
+ * decodes chunked bodies with this: llhttp 8.1.0 rejects valid extension lists
+ * ("5;a=b;c") and this parser already holds the exact framing. */
+typedef void (*lr_guard_data_cb)(void *ud, const char *p, size_t n);
+int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
+                            size_t *consumed, lr_guard_data_cb on_data, void *ud);
+
 #endif
