@@ -287,20 +287,13 @@ static const unsigned char lr__tchar[256] = {
     ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
 };
 
-/* A growable byte buffer on the stack first. */
-typedef struct lr_buf {
-  char *p;
-  size_t len, cap;
-  char stack[2048];
-} lr_buf;
-
-static void lr__buf_init(lr_buf *b) {
+static void lr__buf_init(lr_head *b) {
   b->p = b->stack;
   b->len = 0;
   b->cap = sizeof b->stack;
 }
 
-static int lr__buf_put(lr_buf *b, const void *data, size_t n) {
+static int lr__buf_put(lr_head *b, const void *data, size_t n) {
   if (b->len + n > b->cap) {
     size_t cap = b->cap * 2;
     while (cap < b->len + n)
@@ -320,9 +313,10 @@ static int lr__buf_put(lr_buf *b, const void *data, size_t n) {
   return 0;
 }
 
-static void lr__buf_free(lr_buf *b) {
+void lr_head_free(lr_head *b) {
   if (b->p != b->stack)
     free(b->p);
+  b->p = b->stack;
 }
 
 static int lr__name_is(const char *p, size_t n, const char *lit) {
@@ -342,13 +336,9 @@ static int lr__hdr_bytes(PyObject *o, const char *what, const char **p, Py_ssize
   return 0;
 }
 
-static int lr__start(lr_cycle *cy, PyObject *msg) {
-  if (cy->started) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "Unexpected ASGI message 'http.response.start' sent, after response "
-                    "already started.");
-    return -1;
-  }
+int lr_head_encode(PyObject *msg, lr_head *b) {
+  memset(b, 0, offsetof(lr_head, stack));
+  lr__buf_init(b);
   PyObject *st = PyDict_GetItemWithError(msg, lr_s.status);
   if (!st) {
     if (!PyErr_Occurred())
@@ -366,8 +356,6 @@ static int lr__start(lr_cycle *cy, PyObject *msg) {
       PyErr_Format(PyExc_ValueError, "Invalid response status %ld", status);
     return -1;
   }
-  lr_buf b;
-  lr__buf_init(&b);
   char line[64] = "HTTP/1.1 ";
   const char *reason = lr__reason((int)status);
   size_t rl = strlen(reason);
@@ -377,9 +365,8 @@ static int lr__start(lr_cycle *cy, PyObject *msg) {
   line[12] = ' ';
   memcpy(line + 13, reason, rl);
   memcpy(line + 13 + rl, "\r\n", 2);
-  lr__buf_put(&b, line, 15 + rl);
-  int has_cl = 0, has_date = 0, has_server = 0, has_conn = 0, app_chunked = 0;
-  int conn_close = 0;
+  lr__buf_put(b, line, 15 + rl);
+  int has_cl = 0;
   uint64_t cl = 0;
   PyObject *headers = PyDict_GetItemWithError(msg, lr_s.headers);
   if (!headers && PyErr_Occurred())
@@ -444,21 +431,21 @@ static int lr__start(lr_cycle *cy, PyObject *msg) {
         cl = v;
       } else if (lr__name_is(np, (size_t)nn, "transfer-encoding")) {
         /* We frame the body ourselves: an app asking for chunked gets it, once. */
-        app_chunked = 1;
+        b->app_chunked = 1;
         Py_DECREF(seq);
         continue;
       } else if (lr__name_is(np, (size_t)nn, "date")) {
-        has_date = 1;
+        b->has_date = 1;
       } else if (lr__name_is(np, (size_t)nn, "server")) {
-        has_server = 1;
+        b->has_server = 1;
       } else if (lr__name_is(np, (size_t)nn, "connection")) {
-        has_conn = 1;
+        b->has_conn = 1;
         for (Py_ssize_t i = 0; i + 5 <= vn; i++)
           if (strncasecmp(vp + i, "close", 5) == 0)
-            conn_close = 1;
+            b->conn_close = 1;
       }
-      if (lr__buf_put(&b, np, (size_t)nn) < 0 || lr__buf_put(&b, ": ", 2) < 0 ||
-          lr__buf_put(&b, vp, (size_t)vn) < 0 || lr__buf_put(&b, "\r\n", 2) < 0)
+      if (lr__buf_put(b, np, (size_t)nn) < 0 || lr__buf_put(b, ": ", 2) < 0 ||
+          lr__buf_put(b, vp, (size_t)vn) < 0 || lr__buf_put(b, "\r\n", 2) < 0)
         goto item_fail;
       Py_DECREF(seq);
       continue;
@@ -471,29 +458,45 @@ static int lr__start(lr_cycle *cy, PyObject *msg) {
     if (PyErr_Occurred())
       goto fail;
   }
-  cy->started = 1;
-  cy->status = (int)status;
-  cy->has_cl = has_cl;
-  cy->cl = cl;
-  cy->has_date = has_date;
-  cy->has_server = has_server;
-  cy->has_conn = has_conn;
-  cy->app_chunked = app_chunked;
-  if (conn_close)
-    cy->keep_alive = 0;
-  cy->no_body = cy->is_head || status == 204 || status == 304 || status < 200;
-  if (cy->timer_kind == LR_T_HTTP_TIMEOUT)
-    lr__timer_stop(cy);
-  if (cy->conn && lr_conn_write_copy(cy->conn, b.p, b.len) < 0) {
-    PyErr_NoMemory();
-    lr__buf_free(&b);
-    return -1;
-  }
-  lr__buf_free(&b);
+  b->status = (int)status;
+  b->has_cl = has_cl;
+  b->cl = cl;
   return 0;
 fail:
-  lr__buf_free(&b);
+  lr_head_free(b);
   return -1;
+}
+
+static int lr__start(lr_cycle *cy, PyObject *msg) {
+  if (cy->started) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Unexpected ASGI message 'http.response.start' sent, after response "
+                    "already started.");
+    return -1;
+  }
+  lr_head h;
+  if (lr_head_encode(msg, &h) < 0)
+    return -1;
+  cy->started = 1;
+  cy->status = h.status;
+  cy->has_cl = h.has_cl;
+  cy->cl = h.cl;
+  cy->has_date = h.has_date;
+  cy->has_server = h.has_server;
+  cy->has_conn = h.has_conn;
+  cy->app_chunked = h.app_chunked;
+  if (h.conn_close)
+    cy->keep_alive = 0;
+  cy->no_body = cy->is_head || h.status == 204 || h.status == 304 || h.status < 200;
+  if (cy->timer_kind == LR_T_HTTP_TIMEOUT)
+    lr__timer_stop(cy);
+  int r = 0;
+  if (cy->conn && lr_conn_write_copy(cy->conn, h.p, h.len) < 0) {
+    PyErr_NoMemory();
+    r = -1;
+  }
+  lr_head_free(&h);
+  return r;
 }
 
 /* Decimal or hex digits of v at the end of buf[0..24); returns the first digit. */
@@ -507,7 +510,7 @@ static char *lr__utoa(char *end, uint64_t v, unsigned base) {
 }
 
 /* "Date: ...\r\n", formatted once per second. */
-static const char *lr__date_header(size_t *len) {
+const char *lr_http_date_header(size_t *len) {
   static char buf[64];
   static size_t n;
   static time_t cached = -1;
@@ -557,7 +560,7 @@ static int lr__finish_head(lr_cycle *cy, size_t first_len, int more) {
   }
   if (!cy->has_date) {
     size_t dl;
-    const char *d = lr__date_header(&dl);
+    const char *d = lr_http_date_header(&dl);
     memcpy(buf + n, d, dl);
     n += dl;
   }

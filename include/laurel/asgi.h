@@ -18,7 +18,24 @@ typedef struct lr_app_ctx {
 
 extern lr_app_ctx lr_app;
 
-int lr_asgi_init(void); /* interned strings, types; 0 or -1 */
+int lr_asgi_init(void);
+
+/* A response head encoded from an http.response.start message: status line and the
+ * app's headers, validated (token names; no CR, LF or NUL in values). */
+typedef struct lr_head {
+  int status;
+  unsigned has_cl : 1, has_date : 1, has_server : 1, has_conn : 1, app_chunked : 1,
+      conn_close : 1;
+  uint64_t cl;
+  char *p;
+  size_t len, cap;
+  char stack[2048];
+} lr_head;
+/* 0, or -1 with an exception set (nothing to free then). */
+int lr_head_encode(PyObject *msg, lr_head *h);
+void lr_head_free(lr_head *h);
+/* "Date: ...\r\n" for the current second. */
+const char *lr_http_date_header(size_t *len); /* interned strings, types; 0 or -1 */
 
 /* Builds the HTTP scope of c's current request. New reference, or NULL. */
 PyObject *lr_scope_http(lr_conn *c);
