@@ -731,14 +731,14 @@ void lr_cycle_drained(PyObject *self) {
 
 /* ---- the app's end ---- */
 
-static void lr__report(lr_cycle *cy, const char *what) {
+void lr_app_report(const char *what, const char *request) {
   PyObject *type, *exc, *tb;
   PyErr_Fetch(&type, &exc, &tb);
   PyErr_NormalizeException(&type, &exc, &tb);
   if (exc && tb)
     PyException_SetTraceback(exc, tb);
   PyObject *r = PyObject_CallFunction(lr_app.on_error, "sOs", what, exc ? exc : Py_None,
-                                      cy->logline ? cy->logline : "-");
+                                      request ? request : "-");
   if (!r)
     PyErr_Print();
   Py_XDECREF(r);
@@ -746,6 +746,8 @@ static void lr__report(lr_cycle *cy, const char *what) {
   Py_XDECREF(exc);
   Py_XDECREF(tb);
 }
+
+static void lr__report(lr_cycle *cy, const char *what) { lr_app_report(what, cy->logline); }
 
 static void lr__app_done(PyObject *self, int how) {
   lr_cycle *cy = (lr_cycle *)self;
@@ -828,54 +830,50 @@ PyObject *lr_cycle_start(lr_conn *c) {
       cy->logline_len = n;
     }
   }
-  PyObject *scope = NULL, *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL;
-  scope = lr_scope_http(c);
-  if (!scope)
-    goto fail;
+  PyObject *scope = lr_scope_http(c);
   static PyMethodDef receive_def = {"receive", lr__receive, METH_NOARGS, NULL};
   static PyMethodDef send_def = {"send", lr__send, METH_O, NULL};
-  receive = PyCFunction_NewEx(&receive_def, (PyObject *)cy, lr__receive_name);
-  send = PyCFunction_NewEx(&send_def, (PyObject *)cy, lr__send_name);
+  if (!scope || !(cy->task = lr_app_spawn((PyObject *)cy, scope, &receive_def, &send_def,
+                                          lr__app_done))) {
+    Py_XDECREF(scope);
+    cy->conn = NULL;
+    lr__report(cy, "Exception inside application");
+    Py_DECREF(cy);
+    return NULL;
+  }
+  Py_DECREF(scope);
+  if (lr_cfg->http_timeout > 0)
+    lr__timer_start(cy, LR_T_HTTP_TIMEOUT, lr_cfg->http_timeout);
+  return (PyObject *)cy;
+}
+
+PyObject *lr_app_spawn(PyObject *owner, PyObject *scope, PyMethodDef *receive_def,
+                       PyMethodDef *send_def, lr_done_fn done) {
+  PyObject *receive = NULL, *send = NULL, *coro = NULL, *runner = NULL, *task = NULL;
+  static PyObject *kwnames;
+  receive = PyCFunction_NewEx(receive_def, owner, lr__receive_name);
+  send = PyCFunction_NewEx(send_def, owner, lr__send_name);
   if (!receive || !send)
-    goto fail;
+    goto out;
   PyObject *args[3] = {scope, receive, send};
   coro = PyObject_Vectorcall(lr_app.app, args, 3, NULL);
   if (!coro)
-    goto app_fail;
-  runner = lr_runner_new(coro, (PyObject *)cy, lr__app_done);
+    goto out;
+  runner = lr_runner_new(coro, owner, done);
   if (!runner)
-    goto app_fail;
-  PyObject *targs[2] = {runner, lr_app.loop};
-  static PyObject *kwnames;
+    goto out;
   if (!kwnames && !(kwnames = Py_BuildValue("(O)", lr_s.loop)))
-    goto fail;
-  cy->task = PyObject_Vectorcall(lr_app.task_type, targs, 1, kwnames);
-  if (!cy->task)
-    goto fail;
-  if (lr_cfg->http_timeout > 0)
-    lr__timer_start(cy, LR_T_HTTP_TIMEOUT, lr_cfg->http_timeout);
-  lr_loop_kick();
-  Py_DECREF(scope);
-  Py_DECREF(receive);
-  Py_DECREF(send);
-  Py_DECREF(coro);
-  Py_DECREF(runner);
-  return (PyObject *)cy;
-app_fail:
-  cy->conn = NULL;
-  lr__report(cy, "Exception inside application");
-  cy->conn = c;
-fail:
-  if (PyErr_Occurred())
-    PyErr_Print();
-  cy->conn = NULL;
+    goto out;
+  PyObject *targs[2] = {runner, lr_app.loop};
+  task = PyObject_Vectorcall(lr_app.task_type, targs, 1, kwnames);
+  if (task)
+    lr_loop_kick();
+out:
   Py_XDECREF(runner);
   Py_XDECREF(coro);
   Py_XDECREF(send);
   Py_XDECREF(receive);
-  Py_XDECREF(scope);
-  Py_DECREF(cy);
-  return NULL;
+  return task;
 }
 
 int lr_cycle_body(PyObject *self, const char *p, size_t n) {

@@ -5,6 +5,7 @@
 #include <Python.h>
 
 #include "laurel/conn.h"
+#include "laurel/pycoro.h"
 
 /* Python objects the server was started with (server.c sets them; borrowed here). */
 typedef struct lr_app_ctx {
@@ -55,6 +56,14 @@ int lr_cycle_response_started(PyObject *cycle);
 void lr_cycle_detach(PyObject *cycle, int disconnected);
 /* Queued output fell below the low-water mark. */
 void lr_cycle_drained(PyObject *cycle);
+
+/* Calls the app with (scope, receive, send) bound to owner and wraps its coroutine in
+ * an asyncio Task whose end calls done(owner, how). New reference to the Task, or NULL
+ * with an exception set. */
+PyObject *lr_app_spawn(PyObject *owner, PyObject *scope, PyMethodDef *receive_def,
+                       PyMethodDef *send_def, lr_done_fn done);
+/* Logs the current exception (cleared) as an app failure for request. */
+void lr_app_report(const char *what, const char *request);
 
 /* The current task of a cycle (borrowed, may be NULL): for shutdown. */
 PyObject *lr_cycle_task(PyObject *cycle);
