@@ -53,6 +53,7 @@ static void lr__want(lr_conn *c) {
 }
 
 static void lr__free(lr_conn *c) {
+  lr_ws_free(c);
   lr_wq_clear(&c->wq);
   Py_CLEAR(c->client);
   Py_CLEAR(c->server);
@@ -69,7 +70,9 @@ void lr_conn_close(lr_conn *c) {
   ev_timer_stop(lr_loop, &c->timer);
   close(c->fd);
   c->fd = -1;
-  if (c->cycle) {
+  if (c->is_ws) {
+    lr_ws_conn_closed(c);
+  } else if (c->cycle) {
     PyObject *cy = c->cycle;
     c->cycle = NULL;
     lr_cycle_detach(cy, 1);
@@ -116,7 +119,7 @@ static void lr__flush(lr_conn *c) {
   if (c->flags & LR_C_CLOSE_AFTER)
     lr__linger(c);
   else if (c->cycle)
-    lr_cycle_drained(c->cycle);
+    (c->is_ws ? lr_ws_drained : lr_cycle_drained)(c->cycle);
 }
 
 void lr_conn_flush_all(void) {

@@ -17,6 +17,7 @@
 #include "laurel/log.h"
 #include "laurel/loop.h"
 #include "laurel/server.h"
+#include "laurel/ws.h"
 
 /* Request body buffered for the app above which reading pauses (asgi.md: ~64 KiB). */
 #define LR_BODY_HIGH (64 * 1024)
@@ -77,6 +78,36 @@ static int lr__has_token(const char *v, size_t n, const char *tok) {
   return n == tl && strncasecmp(v, tok, tl) == 0;
 }
 
+static const lr_hspan *lr__hdr(lr_conn *c, const char *name) {
+  size_t n = strlen(name);
+  for (unsigned i = 0; i < c->req.n_hdr; i++) {
+    const lr_hspan *h = &c->req.hdr[i];
+    if (h->name_len == n && strncasecmp(c->rbuf + h->name, name, n) == 0)
+      return h;
+  }
+  return NULL;
+}
+
+/* "Upgrade: websocket" with "Connection: upgrade" (tokens, any case). */
+static int lr__ws_upgrade(lr_conn *c) {
+  const lr_hspan *u = lr__hdr(c, "upgrade"), *k = lr__hdr(c, "connection");
+  return u && k && lr_header_has_token(c->rbuf + u->value, u->value_len, "websocket") &&
+         lr_header_has_token(c->rbuf + k->value, k->value_len, "upgrade");
+}
+
+/* NULL when the handshake request is valid, else the status to answer with. */
+static const char *lr__ws_check(lr_conn *c) {
+  const lr_hspan *v = lr__hdr(c, "sec-websocket-version");
+  if (!v || v->value_len != 2 || memcmp(c->rbuf + v->value, "13", 2) != 0)
+    return "426";
+  const lr_hspan *k = lr__hdr(c, "sec-websocket-key");
+  if (!k || !lr_ws_key_valid(c->rbuf + k->value, k->value_len))
+    return "400";
+  memcpy(c->ws_key, c->rbuf + k->value, k->value_len);
+  c->ws_key[k->value_len] = '\0';
+  return NULL;
+}
+
 static int lr__on_headers_complete(llhttp_t *p) {
   lr_conn *c = lr__conn(p);
   lr_request *r = &c->req;
@@ -96,6 +127,21 @@ static int lr__on_headers_complete(llhttp_t *p) {
     llhttp_set_error_reason(p, "413");
     return -1;
   }
+  if (p->upgrade && p->method == HTTP_GET && r->http_minor == 1 && lr__ws_upgrade(c)) {
+    const char *status = lr__ws_check(c);
+    if (status) {
+      llhttp_set_error_reason(p, status);
+      return -1;
+    }
+    c->requests++;
+    c->cycle = lr_ws_start(c);
+    if (!c->cycle) {
+      c->is_ws = 0;
+      llhttp_set_error_reason(p, "500");
+      return -1;
+    }
+    return 2; /* no body; llhttp pauses: the rest are WebSocket frames */
+  }
   c->requests++;
   c->cycle = lr_cycle_start(c);
   if (!c->cycle) {
@@ -112,7 +158,7 @@ static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
     llhttp_set_error_reason(p, "413");
     return -1;
   }
-  if (c->cycle && lr_cycle_body(c->cycle, at, len) < 0) {
+  if (c->cycle && !c->is_ws && lr_cycle_body(c->cycle, at, len) < 0) {
     llhttp_set_error_reason(p, "500");
     return -1;
   }
@@ -134,7 +180,7 @@ static void lr__on_chunk_data(void *ud, const char *at, size_t len) {
 static int lr__on_message_complete(llhttp_t *p) {
   lr_conn *c = lr__conn(p);
   c->body_done = 1;
-  if (c->cycle)
+  if (c->cycle && !c->is_ws)
     lr_cycle_body_end(c->cycle);
   return 0;
 }
@@ -161,7 +207,9 @@ static const char *lr__reason(int status) {
   switch (status) {
   case 400: return "Bad Request";
   case 408: return "Request Timeout";
+  case 403: return "Forbidden";
   case 413: return "Payload Too Large";
+  case 426: return "Upgrade Required";
   case 414: return "URI Too Long";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
@@ -173,7 +221,9 @@ static const char *lr__reason(int status) {
 
 /* Drop the app's cycle as disconnected (the app sees http.disconnect). */
 static void lr__drop_cycle(lr_conn *c) {
-  if (c->cycle) {
+  if (c->is_ws) {
+    lr_ws_conn_closed(c);
+  } else if (c->cycle) {
     PyObject *cy = c->cycle;
     c->cycle = NULL;
     lr_cycle_detach(cy, 1);
@@ -201,9 +251,11 @@ void lr_http1_reply(lr_conn *c, int status, const char *text) {
   }
   int n = snprintf(buf, sizeof buf,
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s\r\n%s",
+                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s%s\r\n%s",
                    status, reason, strlen(text), date, *srv ? "Server: " : "", srv,
-                   *srv ? "\r\n" : "", text);
+                   *srv ? "\r\n" : "",
+                   status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "",
+                   text);
   if (n < 0 || (size_t)n >= sizeof buf)
     n = 0;
   lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", c->peer, status, reason);
@@ -238,12 +290,16 @@ static int lr__error_status(llhttp_t *p) {
       return 413;
     if (reason && strcmp(reason, "500") == 0)
       return 500;
+    if (reason && strcmp(reason, "426") == 0)
+      return 426;
   }
   return 400;
 }
 
 static int lr__execute(lr_conn *c, const char *p, size_t n) {
   llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
+  if (e == HPE_PAUSED_UPGRADE && c->is_ws)
+    return 0;
   if (e == HPE_PAUSED_UPGRADE) {
     /* No protocol switch here yet: the request was answered as plain HTTP and the
      * connection goes on as HTTP/1.1. */
@@ -320,7 +376,7 @@ void lr_http1_process(lr_conn *c) {
         return;
       }
       c->rpos += (size_t)r;
-      c->state = c->body_done ? LR_H1_WAIT : LR_H1_BODY;
+      c->state = c->is_ws ? LR_H1_WS : c->body_done ? LR_H1_WAIT : LR_H1_BODY;
       continue;
     }
     case LR_H1_BODY: {
@@ -367,6 +423,9 @@ void lr_http1_process(lr_conn *c) {
       return; /* pipelined bytes wait for the response in flight */
     case LR_H1_CLOSING:
       c->rpos = c->rlen;
+      return;
+    case LR_H1_WS:
+      lr_ws_on_data(c);
       return;
     }
   }

@@ -45,7 +45,7 @@ static struct PyModuleDef lr__module = {
 
 PyObject *lr_pymod_init(void);
 PyObject *lr_pymod_init(void) {
-  if (lr_pystr_init() < 0 || lr_pycoro_init() < 0 || lr_asgi_init() < 0)
+  if (lr_pystr_init() < 0 || lr_pycoro_init() < 0 || lr_asgi_init() < 0 || lr_ws_init() < 0)
     return NULL;
   PyObject *m = PyModule_Create(&lr__module);
   if (!m)

@@ -133,7 +133,9 @@ PyObject *lr_server_py_drain(PyObject *self, PyObject *unused) {
   lr_conn *c = lr__conns;
   while (c) {
     lr_conn *next = c->next;
-    if (c->state == LR_H1_HEAD && !c->cycle && c->rpos == c->rlen)
+    if (c->is_ws)
+      lr_ws_shutdown(c);
+    else if (c->state == LR_H1_HEAD && !c->cycle && c->rpos == c->rlen)
       lr_conn_close(c);
     c = next;
   }

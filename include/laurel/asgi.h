@@ -65,6 +65,15 @@ PyObject *lr_app_spawn(PyObject *owner, PyObject *scope, PyMethodDef *receive_de
 /* Logs the current exception (cleared) as an app failure for request. */
 void lr_app_report(const char *what, const char *request);
 
+/* WebSocket connections (asgi_ws.c). */
+int lr_ws_init(void);
+PyObject *lr_ws_start(lr_conn *c);   /* after a valid upgrade request: the cycle */
+void lr_ws_on_data(lr_conn *c);      /* frames are buffered */
+void lr_ws_conn_closed(lr_conn *c);  /* detaches the cycle: websocket.disconnect */
+void lr_ws_drained(PyObject *cycle); /* output written */
+void lr_ws_shutdown(lr_conn *c);     /* graceful shutdown: close 1012 */
+void lr_ws_free(lr_conn *c);
+
 /* The current task of a cycle (borrowed, may be NULL): for shutdown. */
 PyObject *lr_cycle_task(PyObject *cycle);
 

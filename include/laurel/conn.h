@@ -39,6 +39,7 @@ typedef enum {
   LR_H1_BODY,    /* request body being read */
   LR_H1_WAIT,    /* request complete; waiting for the response to finish */
   LR_H1_CLOSING, /* final response queued: no more requests on this connection */
+  LR_H1_WS,      /* upgraded: bytes are WebSocket frames (asgi_ws.c) */
 } lr_h1_state;
 
 enum {
@@ -78,6 +79,9 @@ struct lr_conn {
   size_t head_scanned; /* bytes of an incomplete head already seen with no line end */
 
   PyObject *cycle; /* the current request's app cycle (owned), or NULL */
+  int is_ws;       /* upgraded: cycle is a WebSocket cycle, ws its protocol state */
+  void *ws;
+  char ws_key[32]; /* Sec-WebSocket-Key, kept for the accept */
 
   lr_wqueue wq;
   PyObject *client; /* ("ip", port) or None (owned) */
