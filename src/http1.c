@@ -95,17 +95,17 @@ static int lr__ws_upgrade(lr_conn *c) {
          lr_header_has_token(c->rbuf + k->value, k->value_len, "upgrade");
 }
 
-/* NULL when the handshake request is valid, else the status to answer with. */
-static const char *lr__ws_check(lr_conn *c) {
+/* 0 when the handshake request is valid, else the status to answer with. */
+static int lr__ws_check(lr_conn *c) {
   const lr_hspan *v = lr__hdr(c, "sec-websocket-version");
   if (!v || v->value_len != 2 || memcmp(c->rbuf + v->value, "13", 2) != 0)
-    return "426";
+    return 426;
   const lr_hspan *k = lr__hdr(c, "sec-websocket-key");
   if (!k || !lr_ws_key_valid(c->rbuf + k->value, k->value_len))
-    return "400";
+    return 400;
   memcpy(c->ws_key, c->rbuf + k->value, k->value_len);
   c->ws_key[k->value_len] = '\0';
-  return NULL;
+  return 0;
 }
 
 static int lr__on_headers_complete(llhttp_t *p) {
@@ -124,20 +124,20 @@ static int lr__on_headers_complete(llhttp_t *p) {
     }
   }
   if (lr_cfg->limit_request_body >= 0 && r->content_length > lr_cfg->limit_request_body) {
-    llhttp_set_error_reason(p, "413");
+    c->err_status = 413;
     return -1;
   }
   if (p->upgrade && p->method == HTTP_GET && r->http_minor == 1 && lr__ws_upgrade(c)) {
-    const char *status = lr__ws_check(c);
+    int status = lr__ws_check(c);
     if (status) {
-      llhttp_set_error_reason(p, status);
+      c->err_status = status;
       return -1;
     }
     c->requests++;
     c->cycle = lr_ws_start(c);
     if (!c->cycle) {
       c->is_ws = 0;
-      llhttp_set_error_reason(p, "500");
+      c->err_status = 500;
       return -1;
     }
     return 2; /* no body; llhttp pauses: the rest are WebSocket frames */
@@ -145,7 +145,7 @@ static int lr__on_headers_complete(llhttp_t *p) {
   c->requests++;
   c->cycle = lr_cycle_start(c);
   if (!c->cycle) {
-    llhttp_set_error_reason(p, "500");
+    c->err_status = 500;
     return -1;
   }
   return 0;
@@ -155,11 +155,11 @@ static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
   lr_conn *c = lr__conn(p);
   c->body_seen += len;
   if (lr_cfg->limit_request_body >= 0 && c->body_seen > (uint64_t)lr_cfg->limit_request_body) {
-    llhttp_set_error_reason(p, "413");
+    c->err_status = 413;
     return -1;
   }
   if (c->cycle && !c->is_ws && lr_cycle_body(c->cycle, at, len) < 0) {
-    llhttp_set_error_reason(p, "500");
+    c->err_status = 500;
     return -1;
   }
   return 0;
@@ -283,18 +283,7 @@ static void lr__fail(lr_conn *c, int status) {
     lr_http1_error(c, status);
 }
 
-static int lr__error_status(llhttp_t *p) {
-  const char *reason = llhttp_get_error_reason(p);
-  if (llhttp_get_errno(p) == HPE_USER || llhttp_get_errno(p) == HPE_CB_HEADERS_COMPLETE) {
-    if (reason && strcmp(reason, "413") == 0)
-      return 413;
-    if (reason && strcmp(reason, "500") == 0)
-      return 500;
-    if (reason && strcmp(reason, "426") == 0)
-      return 426;
-  }
-  return 400;
-}
+static int lr__error_status(lr_conn *c) { return c->err_status ? c->err_status : 400; }
 
 static int lr__execute(lr_conn *c, const char *p, size_t n) {
   llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
@@ -329,9 +318,8 @@ void lr_http1_process(lr_conn *c) {
        * may be crossed), so a byte-at-a-time sender costs O(n), not O(n^2). */
       if (c->head_scanned < avail &&
           !memchr(p + c->head_scanned, '\n', avail - c->head_scanned)) {
-        int line_done = memchr(p, '\n', c->head_scanned) != NULL;
-        size_t limit = line_done ? lim.max_request_line + lim.max_headers + 2
-                                 : lim.max_request_line;
+        const char *nl = memchr(p, '\n', c->head_scanned);
+        size_t limit = nl ? (size_t)(nl - p) + 1 + lim.max_headers : lim.max_request_line;
         if (avail <= limit) {
           c->head_scanned = avail;
           return;
@@ -361,6 +349,7 @@ void lr_http1_process(lr_conn *c) {
         }
       }
       lr_conn_arm_timer(c, 0);
+      c->err_status = 0;
       c->req.n_hdr = 0;
       c->req.content_length = info.content_length;
       c->req.chunked = info.chunked;
@@ -372,7 +361,7 @@ void lr_http1_process(lr_conn *c) {
       if (lr_server_draining())
         c->req.keep_alive = 0;
       if (lr__execute(c, p, (size_t)r) < 0) {
-        lr__fail(c, lr__error_status(&c->parser));
+        lr__fail(c, lr__error_status(c));
         return;
       }
       c->rpos += (size_t)r;
@@ -410,7 +399,7 @@ void lr_http1_process(lr_conn *c) {
         n = (size_t)c->body_left;
       }
       if (lr__execute(c, p, n) < 0) {
-        lr__fail(c, lr__error_status(&c->parser));
+        lr__fail(c, lr__error_status(c));
         return;
       }
       c->rpos += n;

@@ -17,6 +17,19 @@
 
 PyObject *lr_pymod_init(void);
 
+/* SIGINT/SIGTERM before asyncio owns the signals (while the app is imported): kept
+ * here and handed over by _laurel.early_signal(). */
+static volatile sig_atomic_t lr__early_signal;
+
+static void lr__early_handler(int sig) { lr__early_signal = sig; }
+
+int lr_main_early_signal(void);
+int lr_main_early_signal(void) {
+  int s = lr__early_signal;
+  lr__early_signal = 0;
+  return s;
+}
+
 /* Run from the build tree, the Python package comes from the source tree. */
 static void lr__source_pydir(PyObject *path) {
 #if defined(LAUREL_BUILD_DIR) && defined(LAUREL_SOURCE_PYDIR)
@@ -113,6 +126,11 @@ int main(int argc, char **argv) {
     }
   }
   signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = lr__early_handler;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   lr_listener *ls = NULL;
   int n = lr_listen_open(&cfg, &ls);
   if (n < 0)

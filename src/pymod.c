@@ -18,7 +18,16 @@ int lr_pystr_init(void) {
   return 0;
 }
 
+int lr_main_early_signal(void);
+
+static PyObject *lr__early_signal(PyObject *self, PyObject *unused) {
+  (void)self, (void)unused;
+  return PyLong_FromLong(lr_main_early_signal());
+}
+
 static PyMethodDef lr__methods[] = {
+    {"early_signal", lr__early_signal, METH_NOARGS,
+     "SIGINT/SIGTERM received before asyncio took over the signals, or 0"},
     {"io_register", (PyCFunction)(void (*)(void))lr_loop_py_register, METH_FASTCALL,
      "io_register(fd, events): watch fd on the libev loop"},
     {"io_modify", (PyCFunction)(void (*)(void))lr_loop_py_modify, METH_FASTCALL,

@@ -72,7 +72,8 @@ struct lr_conn {
   uint64_t body_left; /* Content-Length bytes still to read */
   uint64_t body_seen; /* body bytes read for this request */
   int body_done;
-  int body_err; /* status to answer when a chunked body fails a limit */
+  int body_err;   /* status to answer when a chunked body fails a limit */
+  int err_status; /* status a parser callback asked for (413, 426, 500, ...) */
   lr_request req;
   unsigned hdr_cap;
   unsigned requests; /* requests started on this connection */

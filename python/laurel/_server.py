@@ -187,6 +187,9 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    early = _laurel.early_signal()
+    if early:
+        on_signal(early)
 
     lifespan = Lifespan(app, loop, lifespan_mode)
     if not await lifespan.startup():
