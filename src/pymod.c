@@ -2,6 +2,7 @@
 #include <Python.h>
 
 #include "laurel/asgi.h"
+#include "laurel/layer.h"
 #include "laurel/loop.h"
 #include "laurel/pycoro.h"
 #include "laurel/pystr.h"
@@ -59,7 +60,7 @@ PyObject *lr_pymod_init(void) {
   PyObject *m = PyModule_Create(&lr__module);
   if (!m)
     return NULL;
-  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0) {
+  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 || lr_layer_init(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }

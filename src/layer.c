@@ -1,0 +1,636 @@
+/* layer.c: the in-process Channels layer core (_laurel.LayerCore).
+ *
+ * Channels and groups live in dicts (O(1) lookups; no scans per message). A channel is
+ * a ring of (message, expiry) plus the futures parked in receive(); group_send is one C
+ * loop over the members, delivering straight into a waiting future when its loop is the
+ * caller's, and handing over through loop.call_soon_threadsafe when the receiver lives
+ * on another thread's loop. Every receiver gets its own copy of the message (containers
+ * copied, immutable leaves shared), so nobody sees another's mutations. Expiry is lazy:
+ * checked where a channel or membership is touched. */
+#include <Python.h>
+
+#include <time.h>
+
+#include "laurel/layer.h"
+#include "laurel/pycoro.h"
+
+typedef struct lr_lmsg {
+  PyObject *msg;
+  double expires;
+} lr_lmsg;
+
+typedef struct LrChan {
+  PyObject_HEAD
+  PyObject *name;
+  lr_lmsg *q;
+  unsigned head, len, cap;
+  long capacity;
+  PyObject *waiters; /* list of (future, loop), or NULL */
+  PyObject *groups;  /* set of group names this channel is in, or NULL */
+  int wake_scheduled;
+} LrChan;
+
+typedef struct LrLayer {
+  PyObject_HEAD
+  PyObject *channels; /* str -> LrChan */
+  PyObject *groups;   /* str -> {channel: membership expiry} */
+  double expiry, group_expiry;
+  long capacity;
+  PyObject *capacity_fn;  /* callable(name) -> int */
+  PyObject *validate;     /* callable(name) -> raises TypeError */
+  PyObject *channel_full; /* ChannelFull */
+  unsigned long long dropped;
+  unsigned long long delivered;
+} LrLayer;
+
+static PyTypeObject LrChan_Type, LrLayer_Type;
+static PyObject *lr__get_running_loop, *lr__deepcopy, *lr__s_create_future,
+    *lr__s_set_result, *lr__s_done, *lr__s_cstsafe, *lr__s_wake;
+
+static double lr__now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- message copies ---- */
+
+static PyObject *lr__copy(PyObject *o, int depth) {
+  if (depth > 100) {
+    PyErr_SetString(PyExc_ValueError, "message nested too deeply");
+    return NULL;
+  }
+  PyTypeObject *t = Py_TYPE(o);
+  if (t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBytes_Type || t == &PyFloat_Type ||
+      t == &PyBool_Type || o == Py_None)
+    return Py_NewRef(o);
+  if (t == &PyDict_Type) {
+    PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(o));
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    if (!d)
+      return NULL;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+      PyObject *c = lr__copy(v, depth + 1);
+      if (!c || PyDict_SetItem(d, k, c) < 0) {
+        Py_XDECREF(c);
+        Py_DECREF(d);
+        return NULL;
+      }
+      Py_DECREF(c);
+    }
+    return d;
+  }
+  if (t == &PyList_Type || t == &PyTuple_Type) {
+    Py_ssize_t n = Py_SIZE(o);
+    PyObject *r = t == &PyList_Type ? PyList_New(n) : PyTuple_New(n);
+    if (!r)
+      return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+      PyObject *item = t == &PyList_Type ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+      PyObject *c = lr__copy(item, depth + 1);
+      if (!c) {
+        Py_DECREF(r);
+        return NULL;
+      }
+      if (t == &PyList_Type)
+        PyList_SET_ITEM(r, i, c);
+      else
+        PyTuple_SET_ITEM(r, i, c);
+    }
+    return r;
+  }
+  return PyObject_CallOneArg(lr__deepcopy, o); /* anything else: copy.deepcopy */
+}
+
+/* ---- channels ---- */
+
+static void lr__chan_dealloc(PyObject *o) {
+  LrChan *ch = (LrChan *)o;
+  for (unsigned i = 0; i < ch->len; i++)
+    Py_XDECREF(ch->q[(ch->head + i) % ch->cap].msg);
+  PyMem_Free(ch->q);
+  Py_XDECREF(ch->name);
+  Py_XDECREF(ch->waiters);
+  Py_XDECREF(ch->groups);
+  PyObject_Free(o);
+}
+
+static PyTypeObject LrChan_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "laurel.LayerChannel",
+    .tp_basicsize = sizeof(LrChan),
+    .tp_dealloc = lr__chan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+};
+
+/* The channel record for name (borrowed), created when create is set. validate: check
+ * the name with Channels' rules first (a new name only: known names were checked). */
+static LrChan *lr__chan(LrLayer *L, PyObject *name, int create, int validate) {
+  PyObject *o = PyDict_GetItemWithError(L->channels, name);
+  if (o || PyErr_Occurred() || !create)
+    return (LrChan *)o;
+  if (validate) {
+    PyObject *r = PyObject_CallOneArg(L->validate, name);
+    if (!r)
+      return NULL;
+    Py_DECREF(r);
+  }
+  long cap = L->capacity;
+  if (L->capacity_fn != Py_None) {
+    PyObject *c = PyObject_CallOneArg(L->capacity_fn, name);
+    if (!c)
+      return NULL;
+    cap = PyLong_AsLong(c);
+    Py_DECREF(c);
+    if (cap == -1 && PyErr_Occurred())
+      return NULL;
+  }
+  LrChan *ch = PyObject_New(LrChan, &LrChan_Type);
+  if (!ch)
+    return NULL;
+  ch->name = Py_NewRef(name);
+  ch->q = NULL;
+  ch->head = ch->len = ch->cap = 0;
+  ch->capacity = cap > 0 ? cap : 1;
+  ch->waiters = NULL;
+  ch->groups = NULL;
+  ch->wake_scheduled = 0;
+  int r = PyDict_SetItem(L->channels, name, (PyObject *)ch);
+  Py_DECREF(ch); /* the dict owns it */
+  return r < 0 ? NULL : ch;
+}
+
+static int lr__push(LrChan *ch, PyObject *msg, double expires) {
+  if (ch->len == ch->cap) {
+    unsigned cap = ch->cap ? ch->cap * 2 : 4;
+    lr_lmsg *q = PyMem_Malloc(cap * sizeof *q);
+    if (!q) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    for (unsigned i = 0; i < ch->len; i++)
+      q[i] = ch->q[(ch->head + i) % ch->cap];
+    PyMem_Free(ch->q);
+    ch->q = q;
+    ch->head = 0;
+    ch->cap = cap;
+  }
+  ch->q[(ch->head + ch->len) % ch->cap].msg = msg; /* steals */
+  ch->q[(ch->head + ch->len) % ch->cap].expires = expires;
+  ch->len++;
+  return 0;
+}
+
+static PyObject *lr__pop(LrChan *ch) {
+  PyObject *m = ch->q[ch->head].msg;
+  ch->q[ch->head].msg = NULL;
+  ch->head = (ch->head + 1) % ch->cap;
+  ch->len--;
+  return m;
+}
+
+/* A channel whose message expired leaves all its groups (channel-layer contract). */
+static void lr__leave_groups(LrLayer *L, LrChan *ch) {
+  if (!ch->groups)
+    return;
+  PyObject *it = PyObject_GetIter(ch->groups), *g;
+  if (!it) {
+    PyErr_Clear();
+    return;
+  }
+  while ((g = PyIter_Next(it))) {
+    PyObject *members = PyDict_GetItemWithError(L->groups, g);
+    if (members && PyDict_DelItem(members, ch->name) < 0)
+      PyErr_Clear();
+    if (members && PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, g) < 0)
+      PyErr_Clear();
+    Py_DECREF(g);
+  }
+  Py_DECREF(it);
+  PyErr_Clear();
+  Py_CLEAR(ch->groups);
+}
+
+static void lr__expire(LrLayer *L, LrChan *ch, double now) {
+  int expired = 0;
+  while (ch->len > 0 && ch->q[ch->head].expires < now) {
+    Py_DECREF(lr__pop(ch));
+    expired = 1;
+  }
+  if (expired)
+    lr__leave_groups(L, ch);
+}
+
+static PyObject *lr__running_loop(void) {
+  PyObject *loop = PyObject_CallNoArgs(lr__get_running_loop);
+  if (!loop)
+    PyErr_Clear();
+  return loop; /* new reference; None outside a loop */
+}
+
+/* Hand msg (stolen) to the first live waiter on this loop, else queue it.
+ * Returns 1 delivered or queued, 0 full (msg dropped), -1 error. */
+static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop, double now) {
+  while (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && ch->len == 0) {
+    PyObject *w = PyList_GET_ITEM(ch->waiters, 0); /* (future, loop) */
+    PyObject *fut = PyTuple_GET_ITEM(w, 0), *loop = PyTuple_GET_ITEM(w, 1);
+    PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
+    int done = d ? PyObject_IsTrue(d) : 1;
+    Py_XDECREF(d);
+    PyErr_Clear();
+    if (done) { /* cancelled receive: the message stays for the next one */
+      PySequence_DelItem(ch->waiters, 0);
+      continue;
+    }
+    if (loop != cur_loop)
+      break; /* the receiver runs on another thread's loop: queue and wake it there */
+    Py_INCREF(fut);
+    PySequence_DelItem(ch->waiters, 0);
+    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, msg);
+    Py_DECREF(fut);
+    Py_DECREF(msg);
+    if (!r)
+      return -1;
+    Py_DECREF(r);
+    L->delivered++;
+    return 1;
+  }
+  if (ch->len >= (unsigned long)ch->capacity) {
+    Py_DECREF(msg);
+    return 0;
+  }
+  if (lr__push(ch, msg, now + L->expiry) < 0) {
+    Py_DECREF(msg);
+    return -1;
+  }
+  L->delivered++;
+  if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && !ch->wake_scheduled) {
+    /* Waiters on another loop: let that loop take the message itself. */
+    PyObject *w = PyList_GET_ITEM(ch->waiters, 0);
+    PyObject *loop = PyTuple_GET_ITEM(w, 1);
+    PyObject *wake = PyObject_GetAttr((PyObject *)L, lr__s_wake);
+    PyObject *r = wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name, NULL)
+                       : NULL;
+    Py_XDECREF(wake);
+    if (!r)
+      PyErr_Clear(); /* that loop is closed: the message waits for the next receive */
+    else
+      ch->wake_scheduled = 1;
+    Py_XDECREF(r);
+  }
+  return 1;
+}
+
+/* ---- the layer ---- */
+
+static int lr__layer_init(PyObject *o, PyObject *args, PyObject *kw) {
+  LrLayer *L = (LrLayer *)o;
+  static char *names[] = {"expiry", "group_expiry", "capacity", "capacity_fn",
+                          "validate", "channel_full", NULL};
+  PyObject *capfn, *validate, *full;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ddlOOO", names, &L->expiry, &L->group_expiry,
+                                   &L->capacity, &capfn, &validate, &full))
+    return -1;
+  Py_XSETREF(L->capacity_fn, Py_NewRef(capfn));
+  Py_XSETREF(L->validate, Py_NewRef(validate));
+  Py_XSETREF(L->channel_full, Py_NewRef(full));
+  Py_XSETREF(L->channels, PyDict_New());
+  Py_XSETREF(L->groups, PyDict_New());
+  return L->channels && L->groups ? 0 : -1;
+}
+
+static PyObject *lr__require_dict(PyObject *message) {
+  if (!PyDict_Check(message)) {
+    PyErr_SetString(PyExc_TypeError, "message is not a dict");
+    return NULL;
+  }
+  return message;
+}
+
+/* send(channel, message): synchronous; raises ChannelFull. */
+static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2) {
+    PyErr_SetString(PyExc_TypeError, "send(channel, message)");
+    return NULL;
+  }
+  if (!lr__require_dict(args[1]))
+    return NULL;
+  LrChan *ch = lr__chan(L, args[0], 1, 1);
+  if (!ch)
+    return NULL;
+  Py_INCREF(ch);
+  double now = lr__now();
+  lr__expire(L, ch, now);
+  PyObject *copy = lr__copy(args[1], 0);
+  PyObject *loop = copy ? lr__running_loop() : NULL;
+  int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
+  Py_XDECREF(loop);
+  Py_DECREF(ch);
+  if (r < 0)
+    return NULL;
+  if (r == 0) {
+    PyErr_SetObject(L->channel_full, args[0]);
+    return NULL;
+  }
+  Py_RETURN_NONE;
+}
+
+/* group_send(group, message) -> number delivered. Full members are skipped and counted. */
+static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2) {
+    PyErr_SetString(PyExc_TypeError, "group_send(group, message)");
+    return NULL;
+  }
+  if (!lr__require_dict(args[1]))
+    return NULL;
+  PyObject *members = PyDict_GetItemWithError(L->groups, args[0]);
+  if (!members)
+    return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+  /* A snapshot: delivering may drop expired members from this very dict. */
+  PyObject *items = PyDict_Items(members);
+  PyObject *loop = items ? lr__running_loop() : NULL;
+  if (!items || !loop) {
+    Py_XDECREF(items);
+    return NULL;
+  }
+  double now = lr__now();
+  long sent = 0;
+  Py_ssize_t count = PyList_GET_SIZE(items);
+  for (Py_ssize_t i = 0; i < count; i++) {
+    PyObject *pair = PyList_GET_ITEM(items, i);
+    PyObject *name = PyTuple_GET_ITEM(pair, 0);
+    double until = PyFloat_AsDouble(PyTuple_GET_ITEM(pair, 1));
+    if (until < now) {
+      if (PyDict_DelItem(members, name) < 0)
+        PyErr_Clear();
+      continue;
+    }
+    LrChan *ch = lr__chan(L, name, 1, 0);
+    if (!ch)
+      goto fail;
+    Py_INCREF(ch);
+    lr__expire(L, ch, now);
+    PyObject *copy = lr__copy(args[1], 0);
+    int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
+    Py_DECREF(ch);
+    if (r < 0)
+      goto fail;
+    if (r == 0)
+      L->dropped++;
+    else
+      sent++;
+  }
+  if (PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, args[0]) < 0)
+    PyErr_Clear();
+  Py_DECREF(items);
+  Py_DECREF(loop);
+  return PyLong_FromLong(sent);
+fail:
+  Py_DECREF(items);
+  Py_DECREF(loop);
+  return NULL;
+}
+
+/* receive(channel): a coroutine completing with the next message. */
+static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fut) {
+  LrLayer *L = (LrLayer *)owner;
+  LrChan *ch = lr__chan(L, name, 1, 1);
+  if (!ch)
+    return NULL;
+  lr__expire(L, ch, lr__now());
+  int live_waiters = 0;
+  if (ch->waiters) { /* earlier receivers first; cancelled ones do not count */
+    while (PyList_GET_SIZE(ch->waiters) > 0) {
+      PyObject *f = PyTuple_GET_ITEM(PyList_GET_ITEM(ch->waiters, 0), 0);
+      PyObject *d = PyObject_CallMethodNoArgs(f, lr__s_done);
+      int done = d ? PyObject_IsTrue(d) : 1;
+      Py_XDECREF(d);
+      PyErr_Clear();
+      if (!done) {
+        live_waiters = 1;
+        break;
+      }
+      PySequence_DelItem(ch->waiters, 0);
+    }
+  }
+  if (ch->len > 0 && !live_waiters)
+    return lr__pop(ch);
+  PyObject *loop = lr__running_loop();
+  if (!loop || loop == Py_None) {
+    Py_XDECREF(loop);
+    PyErr_SetString(PyExc_RuntimeError, "receive() must be awaited inside an event loop");
+    return NULL;
+  }
+  PyObject *f = PyObject_CallMethodNoArgs(loop, lr__s_create_future);
+  PyObject *w = f ? PyTuple_Pack(2, f, loop) : NULL;
+  Py_DECREF(loop);
+  if (!w || ((!ch->waiters && !(ch->waiters = PyList_New(0))) ||
+             PyList_Append(ch->waiters, w) < 0)) {
+    Py_XDECREF(w);
+    Py_XDECREF(f);
+    return NULL;
+  }
+  Py_DECREF(w);
+  *fut = f;
+  return NULL;
+}
+
+static PyObject *lr__receive(PyObject *o, PyObject *name) {
+  if (!PyUnicode_Check(name)) {
+    PyErr_SetString(PyExc_TypeError, "channel name must be a str");
+    return NULL;
+  }
+  return lr_coro_new(lr__receive_poll, o, name);
+}
+
+/* _wake(channel): on the receiver's loop, give queued messages to parked receivers. */
+static PyObject *lr__wake(PyObject *o, PyObject *name) {
+  LrLayer *L = (LrLayer *)o;
+  LrChan *ch = lr__chan(L, name, 0, 0);
+  if (!ch)
+    return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+  Py_INCREF(ch);
+  ch->wake_scheduled = 0;
+  PyObject *loop = lr__running_loop();
+  while (ch->len > 0 && ch->waiters && PyList_GET_SIZE(ch->waiters) > 0) {
+    PyObject *w = PyList_GET_ITEM(ch->waiters, 0);
+    PyObject *fut = PyTuple_GET_ITEM(w, 0);
+    PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
+    int done = d ? PyObject_IsTrue(d) : 1;
+    Py_XDECREF(d);
+    PyErr_Clear();
+    if (done) {
+      PySequence_DelItem(ch->waiters, 0);
+      continue;
+    }
+    if (PyTuple_GET_ITEM(w, 1) != loop)
+      break;
+    Py_INCREF(fut);
+    PySequence_DelItem(ch->waiters, 0);
+    PyObject *msg = lr__pop(ch);
+    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, msg);
+    Py_XDECREF(r);
+    if (!r)
+      PyErr_WriteUnraisable(fut);
+    Py_DECREF(msg);
+    Py_DECREF(fut);
+  }
+  Py_XDECREF(loop);
+  Py_DECREF(ch);
+  Py_RETURN_NONE;
+}
+
+static PyObject *lr__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2) {
+    PyErr_SetString(PyExc_TypeError, "group_add(group, channel)");
+    return NULL;
+  }
+  PyObject *group = args[0], *name = args[1];
+  PyObject *members = PyDict_GetItemWithError(L->groups, group);
+  if (!members) {
+    if (PyErr_Occurred() || !(members = PyDict_New()))
+      return NULL;
+    int r = PyDict_SetItem(L->groups, group, members);
+    Py_DECREF(members);
+    if (r < 0)
+      return NULL;
+  }
+  PyObject *until = PyFloat_FromDouble(lr__now() + L->group_expiry);
+  if (!until || PyDict_SetItem(members, name, until) < 0) {
+    Py_XDECREF(until);
+    return NULL;
+  }
+  Py_DECREF(until);
+  LrChan *ch = lr__chan(L, name, 1, 0);
+  if (!ch)
+    return NULL;
+  if (!ch->groups && !(ch->groups = PySet_New(NULL)))
+    return NULL;
+  if (PySet_Add(ch->groups, group) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *lr__group_discard(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2) {
+    PyErr_SetString(PyExc_TypeError, "group_discard(group, channel)");
+    return NULL;
+  }
+  PyObject *members = PyDict_GetItemWithError(L->groups, args[0]);
+  if (members) {
+    if (PyDict_DelItem(members, args[1]) < 0)
+      PyErr_Clear();
+    if (PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, args[0]) < 0)
+      return NULL;
+  } else if (PyErr_Occurred()) {
+    return NULL;
+  }
+  LrChan *ch = lr__chan(L, args[1], 0, 0);
+  if (ch && ch->groups && PySet_Discard(ch->groups, args[0]) < 0)
+    return NULL;
+  if (PyErr_Occurred())
+    return NULL;
+  Py_RETURN_NONE;
+}
+
+static PyObject *lr__flush(PyObject *o, PyObject *unused) {
+  (void)unused;
+  LrLayer *L = (LrLayer *)o;
+  /* Receivers still parked keep their channel; queued messages and groups go. */
+  PyObject *keep = PyDict_New();
+  Py_ssize_t pos = 0;
+  PyObject *k, *v;
+  if (!keep)
+    return NULL;
+  while (PyDict_Next(L->channels, &pos, &k, &v)) {
+    LrChan *ch = (LrChan *)v;
+    while (ch->len > 0)
+      Py_DECREF(lr__pop(ch));
+    Py_CLEAR(ch->groups);
+    if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && PyDict_SetItem(keep, k, v) < 0) {
+      Py_DECREF(keep);
+      return NULL;
+    }
+  }
+  Py_SETREF(L->channels, keep);
+  PyDict_Clear(L->groups);
+  Py_RETURN_NONE;
+}
+
+static PyObject *lr__stats(PyObject *o, PyObject *unused) {
+  (void)unused;
+  LrLayer *L = (LrLayer *)o;
+  return Py_BuildValue("{s:n,s:n,s:K,s:K}", "channels", PyDict_GET_SIZE(L->channels),
+                       "groups", PyDict_GET_SIZE(L->groups), "delivered", L->delivered,
+                       "dropped_full", L->dropped);
+}
+
+static void lr__layer_dealloc(PyObject *o) {
+  LrLayer *L = (LrLayer *)o;
+  Py_XDECREF(L->channels);
+  Py_XDECREF(L->groups);
+  Py_XDECREF(L->capacity_fn);
+  Py_XDECREF(L->validate);
+  Py_XDECREF(L->channel_full);
+  Py_TYPE(o)->tp_free(o);
+}
+
+static PyMethodDef lr__layer_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))lr__send, METH_FASTCALL,
+     "send(channel, message): queue or hand over a copy; raises ChannelFull"},
+    {"group_send", (PyCFunction)(void (*)(void))lr__group_send, METH_FASTCALL,
+     "group_send(group, message) -> delivered count"},
+    {"receive", lr__receive, METH_O, "receive(channel) -> coroutine of the next message"},
+    {"_wake", lr__wake, METH_O, NULL},
+    {"group_add", (PyCFunction)(void (*)(void))lr__group_add, METH_FASTCALL, NULL},
+    {"group_discard", (PyCFunction)(void (*)(void))lr__group_discard, METH_FASTCALL, NULL},
+    {"flush", lr__flush, METH_NOARGS, NULL},
+    {"stats", lr__stats, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LrLayer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_laurel.LayerCore",
+    .tp_basicsize = sizeof(LrLayer),
+    .tp_dealloc = lr__layer_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "LayerCore(expiry, group_expiry, capacity, capacity_fn, validate, "
+              "channel_full): the in-process channel layer core",
+    .tp_methods = lr__layer_methods,
+    .tp_init = lr__layer_init,
+    .tp_new = PyType_GenericNew,
+};
+
+int lr_layer_init(PyObject *module) {
+  if (PyType_Ready(&LrChan_Type) < 0 || PyType_Ready(&LrLayer_Type) < 0)
+    return -1;
+  PyObject *aio = PyImport_ImportModule("asyncio");
+  PyObject *copy = PyImport_ImportModule("copy");
+  if (!aio || !copy) {
+    Py_XDECREF(aio);
+    Py_XDECREF(copy);
+    return -1;
+  }
+  lr__get_running_loop = PyObject_GetAttrString(aio, "_get_running_loop");
+  lr__deepcopy = PyObject_GetAttrString(copy, "deepcopy");
+  Py_DECREF(aio);
+  Py_DECREF(copy);
+  lr__s_create_future = PyUnicode_InternFromString("create_future");
+  lr__s_set_result = PyUnicode_InternFromString("set_result");
+  lr__s_done = PyUnicode_InternFromString("done");
+  lr__s_cstsafe = PyUnicode_InternFromString("call_soon_threadsafe");
+  lr__s_wake = PyUnicode_InternFromString("_wake");
+  if (!lr__get_running_loop || !lr__deepcopy || !lr__s_create_future || !lr__s_set_result ||
+      !lr__s_done || !lr__s_cstsafe || !lr__s_wake)
+    return -1;
+  Py_INCREF(&LrLayer_Type);
+  if (PyModule_AddObject(module, "LayerCore", (PyObject *)&LrLayer_Type) < 0) {
+    Py_DECREF(&LrLayer_Type);
+    return -1;
+  }
+  return 0;
+}
