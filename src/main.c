@@ -87,9 +87,10 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
   const char *lifespan = cfg->lifespan == LR_LIFESPAN_ON    ? "on"
                          : cfg->lifespan == LR_LIFESPAN_OFF ? "off"
                                                             : "auto";
-  PyObject *r = PyObject_CallMethod(mod, "main", "ssisdd", cfg->app, cfg->log_fmt,
-                                    cfg->verbosity, lifespan, cfg->graceful_timeout,
-                                    cfg->application_close_timeout);
+  PyObject *r = PyObject_CallMethod(
+      mod, "main", "ssisdds", cfg->app, cfg->log_fmt, cfg->verbosity, lifespan,
+      cfg->graceful_timeout, cfg->application_close_timeout,
+      cfg->channel_layer ? cfg->channel_layer : "native");
   Py_DECREF(mod);
   if (!r) {
     PyErr_Print();

@@ -230,8 +230,48 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
     return 0
 
 
+NATIVE_LAYER = "laurel.layers.ChannelLayer"
+REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer"}
+
+
+def use_native_layer():
+    """--channel-layer native: a Django Channels project whose layer is Channels'
+    in-memory one (or none at all) gets laurel's native layer, same contract."""
+    if "channels" not in sys.modules or "django" not in sys.modules:
+        return
+    try:
+        from django.conf import settings
+        import channels.layers
+        if not settings.configured:
+            return
+        layers = dict(getattr(settings, "CHANNEL_LAYERS", None) or {})
+    except Exception as exc:  # settings that cannot be read: leave them alone
+        logger.debug("channel layer settings not inspected: %r", exc)
+        return
+    swapped = []
+    if not layers:
+        layers = {"default": {"BACKEND": NATIVE_LAYER}}
+        swapped.append(("default", "no channel layer"))
+    else:
+        for alias, conf in layers.items():
+            if conf.get("BACKEND") in REPLACEABLE_LAYERS:
+                layers[alias] = dict(conf, BACKEND=NATIVE_LAYER)
+                swapped.append((alias, conf["BACKEND"]))
+    if not swapped:
+        return
+    settings.CHANNEL_LAYERS = layers
+    channels.layers.channel_layers.backends = {}
+    for alias, was in swapped:
+        logger.info(
+            "Channel layer %r: laurel's native in-process layer replaces %s "
+            "(--channel-layer settings keeps the configured one)",
+            alias,
+            was,
+        )
+
+
 def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
-         application_close_timeout):
+         application_close_timeout, channel_layer="native"):
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
     loop = asyncio.SelectorEventLoop(LibevSelector())
     asyncio.set_event_loop(loop)
@@ -257,6 +297,8 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
             "Cannot load the application %r: %s: %s", app_path, type(exc).__name__, exc
         )
         return 1
+    if channel_layer == "native":
+        use_native_layer()
     try:
         rc = loop.run_until_complete(serve(app, loop, lifespan_mode, graceful_timeout))
         loop.run_until_complete(_shutdown_executor(loop))
