@@ -21,6 +21,8 @@ int lr_pystr_init(void) {
 
 int lr_main_early_signal(void);
 
+int lr_pyloop_init(PyObject *module);
+
 static PyObject *lr__early_signal(PyObject *self, PyObject *unused) {
   (void)self, (void)unused;
   return PyLong_FromLong(lr_main_early_signal());
@@ -60,7 +62,8 @@ PyObject *lr_pymod_init(void) {
   PyObject *m = PyModule_Create(&lr__module);
   if (!m)
     return NULL;
-  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 || lr_layer_init(m) < 0) {
+  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 || lr_layer_init(m) < 0 ||
+      lr_pyloop_init(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }

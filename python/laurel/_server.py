@@ -19,6 +19,10 @@ logger = logging.getLogger("laurel.server")
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
 
+class LaurelLoop(_laurel.FastLoop, asyncio.SelectorEventLoop):
+    """asyncio's SelectorEventLoop with call_soon and its Handle in C."""
+
+
 class AppLoadError(Exception):
     pass
 
@@ -273,7 +277,7 @@ def use_native_layer():
 def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
          application_close_timeout, channel_layer="native"):
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
-    loop = asyncio.SelectorEventLoop(LibevSelector())
+    loop = LaurelLoop(LibevSelector())
     asyncio.set_event_loop(loop)
     if verbosity >= 3:
         loop.set_debug(True)
@@ -289,6 +293,7 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
     try:
         app = single_callable(load_app(app_path))
     except AppLoadError as exc:
+        traceback.print_exception(exc.__cause__ or exc)
         logger.critical("Cannot load the application: %s", exc)
         return 1
     except BaseException as exc:  # the module itself raised
@@ -309,6 +314,10 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+            # loop.close() restored the default handlers: a second SIGTERM during the
+            # rest of the (bounded) teardown must not turn a clean exit into a kill.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout.flush()
     return rc
 
