@@ -1,0 +1,3 @@
+"""A module that raises while being imported."""
+
+raise RuntimeError("import-time boom 5521")
