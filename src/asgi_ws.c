@@ -33,7 +33,13 @@ typedef struct lr_ws {
   ev_timer life; /* connect timeout, then maximum lifetime */
   ev_timer tick; /* keepalive pings; close handshake wait */
   double last_recv, ping_sent, close_sent_at;
-  unsigned fragments;
+  /* Frame headers are checked here before wslay sees the frame (see lr__scan). */
+  size_t scanned;     /* bytes after conn->rpos already checked */
+  uint64_t frame_left; /* payload bytes of the current frame not yet scanned */
+  uint64_t msg_bytes;  /* payload bytes of the data message in progress */
+  unsigned fragments;  /* frames of the data message in progress */
+  int in_msg;          /* a fragmented data message is in progress */
+  int failed;          /* we closed for a protocol error: ignore further input */
   int state;
   int close_code;      /* received from the peer, 0 if none yet */
   PyObject *close_reason; /* str (owned) */
@@ -154,7 +160,8 @@ static ssize_t lr__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
                            void *ud) {
   (void)flags;
   lr_conn *c = ud;
-  size_t avail = c->rlen - c->rpos;
+  lr_ws *ws = lr__ws(c);
+  size_t avail = ws->scanned; /* only bytes whose frame header passed lr__scan */
   if (avail == 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
     return -1;
@@ -162,6 +169,7 @@ static ssize_t lr__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len
   size_t n = avail < len ? avail : len;
   memcpy(buf, c->rbuf + c->rpos, n);
   c->rpos += n;
+  ws->scanned -= n;
   return (ssize_t)n;
 }
 
@@ -185,17 +193,61 @@ static void lr__frame_start(wslay_event_context_ptr ctx,
   ws->last_recv = ev_now(lr_loop);
   if (arg->opcode == WSLAY_PONG)
     ws->ping_sent = 0;
-  if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1) {
-    lr__close_with(ws, 1002, NULL, 1); /* a close payload is 0 or >= 2 bytes */
-    return;
+}
+
+/* Checks every frame header as soon as it is complete, before wslay reads the frame:
+ * wslay closes protocol errors without a status code and only checks a frame's size
+ * once payload arrives. Returns 0, or the close code to fail the connection with. */
+static int lr__scan(lr_ws *ws) {
+  lr_conn *c = ws->c;
+  for (;;) {
+    size_t avail = c->rlen - c->rpos - ws->scanned;
+    if (avail == 0)
+      return 0;
+    const unsigned char *p = (const unsigned char *)c->rbuf + c->rpos + ws->scanned;
+    if (ws->frame_left > 0) {
+      size_t k = ws->frame_left < avail ? (size_t)ws->frame_left : avail;
+      ws->frame_left -= k;
+      ws->scanned += k;
+      continue;
+    }
+    if (avail < 2)
+      return 0;
+    int fin = p[0] & 0x80, rsv = p[0] & 0x70, op = p[0] & 0x0f, masked = p[1] & 0x80;
+    unsigned len7 = p[1] & 0x7f;
+    /* What the first two bytes decide is decided now, not after the rest arrives. */
+    if (rsv || !masked || (op > 2 && op < 8) || op > 10 ||
+        (op >= 8 && (!fin || len7 > 125 || (op == 8 && len7 == 1))))
+      return 1002;
+    size_t hlen = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4;
+    if (avail < hlen)
+      return 0;
+    uint64_t len = len7;
+    if (len7 == 126)
+      len = (uint64_t)p[2] << 8 | p[3];
+    else if (len7 == 127)
+      for (int i = 0; i < 8; i++)
+        len = len << 8 | p[2 + i];
+    if (len7 == 127 && (len >> 63))
+      return 1002;
+    if (op < 8) { /* control frames were checked above: final, <= 125, close != 1 */
+      if ((op == 0) != (ws->in_msg != 0))
+        return 1002; /* continuation without a message, or a new one inside one */
+      if (op != 0) {
+        ws->fragments = 0;
+        ws->msg_bytes = 0;
+      }
+      ws->fragments++;
+      ws->msg_bytes += len;
+      if ((lr_cfg->ws_max_frame_size && len > lr_cfg->ws_max_frame_size) ||
+          (lr_cfg->ws_max_message_size && ws->msg_bytes > lr_cfg->ws_max_message_size) ||
+          ws->fragments > LR_WS_MAX_FRAGMENTS)
+        return 1009;
+      ws->in_msg = !fin;
+    }
+    ws->scanned += hlen;
+    ws->frame_left = len;
   }
-  if (arg->opcode & 0x8)
-    return; /* control frames are bounded at 125 bytes by wslay */
-  if (arg->opcode != WSLAY_CONTINUATION_FRAME)
-    ws->fragments = 0;
-  if (++ws->fragments > LR_WS_MAX_FRAGMENTS ||
-      (lr_cfg->ws_max_frame_size && arg->payload_length > lr_cfg->ws_max_frame_size))
-    lr__close_with(ws, 1009, NULL, 1);
 }
 
 static void lr__msg_recv(wslay_event_context_ptr ctx,
@@ -204,7 +256,7 @@ static void lr__msg_recv(wslay_event_context_ptr ctx,
   lr_conn *c = ud;
   lr_ws *ws = lr__ws(c);
   lr_wscycle *cy = (lr_wscycle *)c->cycle;
-  if (!cy)
+  if (!cy || ws->failed)
     return;
   if (arg->opcode == WSLAY_TEXT_FRAME) {
     PyObject *t = PyUnicode_DecodeUTF8((const char *)arg->msg, (Py_ssize_t)arg->msg_length,
@@ -289,13 +341,26 @@ void lr_ws_on_data(lr_conn *c) {
   if (!ws || ws->state == LR_WS_CONNECTING || ws->state == LR_WS_CLOSED)
     return;
   lr_wscycle *cy = (lr_wscycle *)c->cycle;
+  if (ws->failed) {
+    c->rpos = c->rlen; /* closing for a protocol error: input is discarded */
+    return;
+  }
   if (cy && PyList_GET_SIZE(cy->pending) > LR_WS_IN_HIGH) {
     lr_conn_pause(c);
     return;
   }
-  if (wslay_event_recv(ws->ctx) != 0) {
+  int code = lr__scan(ws);
+  if (wslay_event_recv(ws->ctx) != 0) { /* frames before the bad one still count */
     lr__pump(ws);
     lr_conn_close_after_write(c);
+    return;
+  }
+  if (code) {
+    ws->failed = 1;
+    lr_log(LR_LOG_DEBUG, "laurel.ws", "%s: closing with %d (bad frame)", c->peer, code);
+    lr__close_with(ws, code, NULL, 1);
+    c->rpos = c->rlen;
+    ws->scanned = 0;
     return;
   }
   lr__pump(ws);
@@ -865,6 +930,9 @@ PyObject *lr_ws_start(lr_conn *c) {
     return NULL;
   }
   lr__log(cy, "WSCONNECTING");
+  free(c->req.hdr); /* the scope holds the headers now */
+  c->req.hdr = NULL;
+  c->req.n_hdr = 0;
   if (lr_cfg->websocket_connect_timeout > 0) {
     ev_timer_set(&ws->life, lr_cfg->websocket_connect_timeout, 0.);
     ev_timer_start(lr_loop, &ws->life);

@@ -199,6 +199,14 @@ void lr_conn_arm_timer(lr_conn *c, double seconds) {
 }
 
 static void lr__on_readable(lr_conn *c) {
+  if (!c->rbuf) { /* released while idle (WebSocket): take one again */
+    if (!(c->rbuf = malloc(LR_RBUF_MIN))) {
+      lr_conn_close(c);
+      return;
+    }
+    c->rcap = LR_RBUF_MIN;
+    c->rpos = c->rlen = 0;
+  }
   if (c->rpos == c->rlen) {
     c->rpos = c->rlen = 0;
   } else if (c->rlen == c->rcap && c->rpos > 0) {
@@ -228,6 +236,12 @@ static void lr__on_readable(lr_conn *c) {
     }
     c->rlen += (size_t)r;
     lr_http1_process(c);
+    if (c->is_ws && !(c->flags & LR_C_CLOSED) && c->rpos == c->rlen) {
+      /* Idle WebSockets are most connections: hold no read buffer between messages. */
+      free(c->rbuf);
+      c->rbuf = NULL;
+      c->rcap = c->rpos = c->rlen = 0;
+    }
   } else if (r == 0) {
     if (c->flags & LR_C_LINGER)
       lr_conn_close(c);

@@ -103,6 +103,9 @@ static int lr__ws_check(lr_conn *c) {
   const lr_hspan *k = lr__hdr(c, "sec-websocket-key");
   if (!k || !lr_ws_key_valid(c->rbuf + k->value, k->value_len))
     return 400;
+  for (const lr_hspan *h = k + 1; h < c->req.hdr + c->req.n_hdr; h++)
+    if (h->name_len == 17 && strncasecmp(c->rbuf + h->name, "sec-websocket-key", 17) == 0)
+      return 400; /* two keys: which one would the accept answer? */
   memcpy(c->ws_key, c->rbuf + k->value, k->value_len);
   c->ws_key[k->value_len] = '\0';
   return 0;

@@ -211,7 +211,9 @@ static void lr__leave_groups(LrLayer *L, LrChan *ch) {
   Py_CLEAR(ch->groups);
 }
 
-static void lr__expire(LrLayer *L, LrChan *ch, double now) {
+/* Drops expired messages; a channel that had one leaves all its groups. Returns 1 when
+ * that happened. */
+static int lr__expire(LrLayer *L, LrChan *ch, double now) {
   int expired = 0;
   while (ch->len > 0 && ch->q[ch->head].expires < now) {
     Py_DECREF(lr__pop(ch));
@@ -219,6 +221,7 @@ static void lr__expire(LrLayer *L, LrChan *ch, double now) {
   }
   if (expired)
     lr__leave_groups(L, ch);
+  return expired;
 }
 
 static PyObject *lr__running_loop(void) {
@@ -228,33 +231,60 @@ static PyObject *lr__running_loop(void) {
   return loop; /* new reference; None outside a loop */
 }
 
-/* Hand msg (stolen) to the first live waiter on this loop, else queue it.
- * Returns 1 delivered or queued, 0 full (msg dropped), -1 error. */
-static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop, double now) {
-  while (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && ch->len == 0) {
+static int lr__fut_done(PyObject *fut) {
+  PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
+  int done = d ? PyObject_IsTrue(d) : 1;
+  Py_XDECREF(d);
+  PyErr_Clear();
+  return done;
+}
+
+/* Drops cancelled waiters from the front; returns the number of live ones left. */
+static Py_ssize_t lr__live_waiters(LrChan *ch) {
+  if (!ch->waiters)
+    return 0;
+  while (PyList_GET_SIZE(ch->waiters) > 0 &&
+         lr__fut_done(PyTuple_GET_ITEM(PyList_GET_ITEM(ch->waiters, 0), 0)))
+    PySequence_DelItem(ch->waiters, 0);
+  return PyList_GET_SIZE(ch->waiters);
+}
+
+/* Wake up to n parked receivers of this loop. The message stays queued: a woken
+ * receiver takes it when it runs, so one cancelled in between loses nothing. A receiver
+ * on another thread's loop is woken there (call_soon_threadsafe). */
+static void lr__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
+  while (n > 0 && lr__live_waiters(ch) > 0) {
     PyObject *w = PyList_GET_ITEM(ch->waiters, 0); /* (future, loop) */
     PyObject *fut = PyTuple_GET_ITEM(w, 0), *loop = PyTuple_GET_ITEM(w, 1);
-    PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
-    int done = d ? PyObject_IsTrue(d) : 1;
-    Py_XDECREF(d);
-    PyErr_Clear();
-    if (done) { /* cancelled receive: the message stays for the next one */
-      PySequence_DelItem(ch->waiters, 0);
-      continue;
+    if (loop != cur_loop) {
+      if (!ch->wake_scheduled) {
+        ch->wake_scheduled = 1; /* before the call: it may let the other thread run */
+        PyObject *wake = PyObject_GetAttr((PyObject *)L, lr__s_wake);
+        PyObject *r = wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name,
+                                                        NULL)
+                           : NULL;
+        Py_XDECREF(wake);
+        if (!r) { /* that loop is closed: the message waits for the next receive */
+          PyErr_Clear();
+          ch->wake_scheduled = 0;
+        }
+        Py_XDECREF(r);
+      }
+      return;
     }
-    if (loop != cur_loop)
-      break; /* the receiver runs on another thread's loop: queue and wake it there */
     Py_INCREF(fut);
     PySequence_DelItem(ch->waiters, 0);
-    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, msg);
-    Py_DECREF(fut);
-    Py_DECREF(msg);
+    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, Py_None);
     if (!r)
-      return -1;
-    Py_DECREF(r);
-    L->delivered++;
-    return 1;
+      PyErr_WriteUnraisable(fut);
+    Py_XDECREF(r);
+    Py_DECREF(fut);
+    n--;
   }
+}
+
+/* Queue msg (stolen) and wake one receiver. 1 queued, 0 full (dropped), -1 error. */
+static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop, double now) {
   if (ch->len >= (unsigned long)ch->capacity) {
     Py_DECREF(msg);
     return 0;
@@ -264,21 +294,15 @@ static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop
     return -1;
   }
   L->delivered++;
-  if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && !ch->wake_scheduled) {
-    /* Waiters on another loop: let that loop take the message itself. */
-    PyObject *w = PyList_GET_ITEM(ch->waiters, 0);
-    PyObject *loop = PyTuple_GET_ITEM(w, 1);
-    PyObject *wake = PyObject_GetAttr((PyObject *)L, lr__s_wake);
-    PyObject *r = wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name, NULL)
-                       : NULL;
-    Py_XDECREF(wake);
-    if (!r)
-      PyErr_Clear(); /* that loop is closed: the message waits for the next receive */
-    else
-      ch->wake_scheduled = 1;
-    Py_XDECREF(r);
-  }
+  lr__wake_n(L, ch, cur_loop, 1);
   return 1;
+}
+
+/* Forget a channel nobody holds: no queued message, no parked receiver, no group. */
+static void lr__maybe_drop(LrLayer *L, LrChan *ch) {
+  if (ch->len == 0 && !ch->groups && lr__live_waiters(ch) == 0 &&
+      PyDict_DelItem(L->channels, ch->name) < 0)
+    PyErr_Clear();
 }
 
 /* ---- the layer ---- */
@@ -371,7 +395,10 @@ static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n
     if (!ch)
       goto fail;
     Py_INCREF(ch);
-    lr__expire(L, ch, now);
+    if (lr__expire(L, ch, now)) { /* its stale message took it out of every group */
+      Py_DECREF(ch);
+      continue;
+    }
     PyObject *copy = lr__copy(args[1], 0);
     int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
     Py_DECREF(ch);
@@ -400,23 +427,13 @@ static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fu
   if (!ch)
     return NULL;
   lr__expire(L, ch, lr__now());
-  int live_waiters = 0;
-  if (ch->waiters) { /* earlier receivers first; cancelled ones do not count */
-    while (PyList_GET_SIZE(ch->waiters) > 0) {
-      PyObject *f = PyTuple_GET_ITEM(PyList_GET_ITEM(ch->waiters, 0), 0);
-      PyObject *d = PyObject_CallMethodNoArgs(f, lr__s_done);
-      int done = d ? PyObject_IsTrue(d) : 1;
-      Py_XDECREF(d);
-      PyErr_Clear();
-      if (!done) {
-        live_waiters = 1;
-        break;
-      }
-      PySequence_DelItem(ch->waiters, 0);
-    }
+  if (ch->len > 0) {
+    PyObject *msg = lr__pop(ch);
+    Py_INCREF(ch);
+    lr__maybe_drop(L, ch);
+    Py_DECREF(ch);
+    return msg;
   }
-  if (ch->len > 0 && !live_waiters)
-    return lr__pop(ch);
   PyObject *loop = lr__running_loop();
   if (!loop || loop == Py_None) {
     Py_XDECREF(loop);
@@ -437,15 +454,37 @@ static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fu
   return NULL;
 }
 
+/* A receive was cancelled: for Channels that is the sign the consumer is gone. An empty
+ * channel with nobody else waiting is reclaimed with its memberships; a message that
+ * arrived meanwhile goes to another waiter, or stays queued. */
+static void lr__receive_cancelled(PyObject *owner, PyObject *name) {
+  LrLayer *L = (LrLayer *)owner;
+  LrChan *ch = lr__chan(L, name, 0, 0);
+  if (!ch) {
+    PyErr_Clear();
+    return;
+  }
+  Py_INCREF(ch);
+  if (lr__live_waiters(ch) > 0) {
+    PyObject *loop = lr__running_loop();
+    lr__wake_n(L, ch, loop, ch->len);
+    Py_XDECREF(loop);
+  } else if (ch->len == 0) {
+    lr__leave_groups(L, ch);
+    lr__maybe_drop(L, ch);
+  }
+  Py_DECREF(ch);
+}
+
 static PyObject *lr__receive(PyObject *o, PyObject *name) {
   if (!PyUnicode_Check(name)) {
     PyErr_SetString(PyExc_TypeError, "channel name must be a str");
     return NULL;
   }
-  return lr_coro_new(lr__receive_poll, o, name);
+  return lr_coro_new_ex(lr__receive_poll, o, name, 1, lr__receive_cancelled);
 }
 
-/* _wake(channel): on the receiver's loop, give queued messages to parked receivers. */
+/* _wake(channel): on the receivers' loop, wake as many as there are messages. */
 static PyObject *lr__wake(PyObject *o, PyObject *name) {
   LrLayer *L = (LrLayer *)o;
   LrChan *ch = lr__chan(L, name, 0, 0);
@@ -454,29 +493,7 @@ static PyObject *lr__wake(PyObject *o, PyObject *name) {
   Py_INCREF(ch);
   ch->wake_scheduled = 0;
   PyObject *loop = lr__running_loop();
-  while (ch->len > 0 && ch->waiters && PyList_GET_SIZE(ch->waiters) > 0) {
-    PyObject *w = PyList_GET_ITEM(ch->waiters, 0);
-    PyObject *fut = PyTuple_GET_ITEM(w, 0);
-    PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
-    int done = d ? PyObject_IsTrue(d) : 1;
-    Py_XDECREF(d);
-    PyErr_Clear();
-    if (done) {
-      PySequence_DelItem(ch->waiters, 0);
-      continue;
-    }
-    if (PyTuple_GET_ITEM(w, 1) != loop)
-      break;
-    Py_INCREF(fut);
-    PySequence_DelItem(ch->waiters, 0);
-    PyObject *msg = lr__pop(ch);
-    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, msg);
-    Py_XDECREF(r);
-    if (!r)
-      PyErr_WriteUnraisable(fut);
-    Py_DECREF(msg);
-    Py_DECREF(fut);
-  }
+  lr__wake_n(L, ch, loop, ch->len);
   Py_XDECREF(loop);
   Py_DECREF(ch);
   Py_RETURN_NONE;

@@ -72,6 +72,8 @@ typedef struct {
   PyObject *arg;
   PyObject *fut;
   int state; /* 0 fresh, 1 awaiting fut, 2 finished */
+  int repoll;
+  lr_cancel_fn on_cancel;
 } LrCoro;
 
 static PyTypeObject LrCoro_Type;
@@ -89,6 +91,10 @@ static PySendResult lr__coro_am_send(PyObject *o, PyObject *value, PyObject **re
   if (self->state == 2) {
     PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
     return PYGEN_ERROR;
+  }
+  if (self->state == 1 && self->repoll) { /* woken: take the result from its producer */
+    Py_CLEAR(self->fut);
+    self->state = 0;
   }
   if (self->state == 0) {
     PyObject *fut = NULL;
@@ -132,35 +138,40 @@ static PyObject *lr__coro_send(PyObject *self, PyObject *value) {
   return lr__to_call(r, res);
 }
 
+/* The awaiting coroutine is abandoned: cancel its future so the producer keeps the
+ * message (producers skip cancelled waiters), and tell the owner. */
+static void lr__coro_abandon(LrCoro *self) {
+  if (self->fut) {
+    PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr__str_cancel);
+    Py_XDECREF(r);
+    if (!r)
+      PyErr_Clear();
+  }
+  if (self->state != 2 && self->on_cancel && self->owner) {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    self->on_cancel(self->owner, self->arg);
+    if (PyErr_Occurred())
+      PyErr_WriteUnraisable(self->owner);
+    PyErr_Restore(t, v, tb);
+  }
+  lr__coro_finish(self);
+}
+
 static PyObject *lr__coro_throw(PyObject *o, PyObject *args) {
   LrCoro *self = (LrCoro *)o;
   if (PyTuple_GET_SIZE(args) < 1) {
     PyErr_SetString(PyExc_TypeError, "throw expected at least 1 argument");
     return NULL;
   }
-  if (self->fut) {
-    /* Nobody will take the future's result now: cancel it so its producer keeps the
-     * message (the producer checks for cancelled waiters before dequeuing). */
-    PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr__str_cancel);
-    Py_XDECREF(r);
-    if (!r)
-      PyErr_Clear();
-  }
-  lr__coro_finish(self);
+  lr__coro_abandon(self);
   lr__raise_thrown(args);
   return NULL;
 }
 
 static PyObject *lr__coro_close(PyObject *o, PyObject *unused) {
   (void)unused;
-  LrCoro *self = (LrCoro *)o;
-  if (self->fut) {
-    PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr__str_cancel);
-    Py_XDECREF(r);
-    if (!r)
-      PyErr_Clear();
-  }
-  lr__coro_finish(self);
+  lr__coro_abandon((LrCoro *)o);
   Py_RETURN_NONE;
 }
 
@@ -198,6 +209,11 @@ static PyTypeObject LrCoro_Type = {
 };
 
 PyObject *lr_coro_new(lr_poll_fn poll, PyObject *owner, PyObject *arg) {
+  return lr_coro_new_ex(poll, owner, arg, 0, NULL);
+}
+
+PyObject *lr_coro_new_ex(lr_poll_fn poll, PyObject *owner, PyObject *arg, int repoll,
+                         lr_cancel_fn on_cancel) {
   LrCoro *self = PyObject_New(LrCoro, &LrCoro_Type);
   if (!self)
     return NULL;
@@ -206,6 +222,8 @@ PyObject *lr_coro_new(lr_poll_fn poll, PyObject *owner, PyObject *arg) {
   self->arg = Py_XNewRef(arg);
   self->fut = NULL;
   self->state = 0;
+  self->repoll = repoll;
+  self->on_cancel = on_cancel;
   return (PyObject *)self;
 }
 

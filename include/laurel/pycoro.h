@@ -21,8 +21,15 @@ enum { LR_APP_RETURNED = 0, LR_APP_RAISED = 1, LR_APP_CANCELLED = 2 };
  * the exception is kept and propagated to the Task. */
 typedef void (*lr_done_fn)(PyObject *owner, int how);
 
+/* Called when an awaiting coroutine is cancelled (thrown into or closed). */
+typedef void (*lr_cancel_fn)(PyObject *owner, PyObject *arg);
+
 int lr_pycoro_init(void);
 PyObject *lr_coro_new(lr_poll_fn poll, PyObject *owner, PyObject *arg);
+/* repoll: the future is only a wake-up; on resuming, poll runs again (the result stays
+ * with its producer until taken, so a cancelled waiter loses nothing). */
+PyObject *lr_coro_new_ex(lr_poll_fn poll, PyObject *owner, PyObject *arg, int repoll,
+                         lr_cancel_fn on_cancel);
 /* Steals nothing; inner must be an awaitable (coroutine or object with __await__). */
 PyObject *lr_runner_new(PyObject *inner, PyObject *owner, lr_done_fn done);
 

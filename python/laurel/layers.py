@@ -56,6 +56,7 @@ class ChannelLayer(BaseChannelLayer):
         **kwargs,
     ):
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
         if hosts:
             raise NotImplementedError(
                 "laurel.layers.ChannelLayer: Redis 'hosts' are not supported yet; "
