@@ -13,21 +13,17 @@ import argparse
 import datetime
 import os
 import re
-import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import (CLK_TCK, ROOT, StartError, cpu_ticks, free_port, fmt,
+                    rss_kib, start_server, stop, tail, wait_http)
+from common import check_cpus, versions as _versions
+
 APP = "hello:app"
 EXPECTED_BODY = b"Hello, world!"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ALL_SERVERS = ("laurel", "uvicorn", "daphne")
 
 
@@ -43,70 +39,6 @@ def server_command(name, args, port):
         return [args.python, "-m", "daphne", "-v", "0",
                 "-b", "127.0.0.1", "-p", str(port), APP]
     raise ValueError(name)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------- /proc reading
-
-def _children_map():
-    """ppid -> [pid] for every live process."""
-    kids = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        kids.setdefault(int(fields[1]), []).append(int(entry))
-    return kids
-
-
-def process_tree(pid):
-    """pid and all its live descendants (a server that forks workers)."""
-    kids = _children_map()
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(kids.get(p, ()))
-    return tree
-
-
-def cpu_ticks(pid):
-    """utime+stime of pid and its live descendants, plus what reaped children used."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # Fields after "(comm)": state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += sum(int(x) for x in fields[11:15])
-    return total
-
-
-def rss_kib(pid):
-    total = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total
 
 
 # ---------------------------------------------------------------- wrk
@@ -149,51 +81,9 @@ def run_wrk(args, port, duration):
 
 # ---------------------------------------------------------------- one server
 
-class StartError(Exception):
-    pass
-
-
 def wait_ready(proc, port, timeout):
     """Poll until the server answers GET / with the hello body."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StartError(f"exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                body = r.read()
-            if body == EXPECTED_BODY:
-                return
-            last = f"unexpected body {body[:40]!r}"
-        except Exception as e:  # refused while starting up, etc.
-            last = str(e)
-        time.sleep(0.1)
-    raise StartError(f"not ready after {timeout:.0f}s ({last})")
-
-
-def stop(proc):
-    """SIGTERM the server, then SIGKILL whatever is left of its process group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: workers, shell children
-    except OSError:
-        pass
-    proc.wait()
-
-
-def tail(path, n=5):
-    try:
-        with open(path, errors="replace") as f:
-            lines = [l.rstrip() for l in f if l.strip()]
-        return " / ".join(lines[-n:])
-    except OSError:
-        return ""
+    wait_http(proc, f"http://127.0.0.1:{port}/", timeout, lambda b: b == EXPECTED_BODY)
 
 
 def bench_one(name, args, logdir):
@@ -203,17 +93,11 @@ def bench_one(name, args, logdir):
         result["error"] = f"not built ({os.path.relpath(args.laurel, ROOT)} missing; run make build)"
         return result
     port = free_port()
-    cmd = ["taskset", "-c", str(args.server_cpu)] + server_command(name, args, port)
     log_path = os.path.join(logdir, f"{name}.log")
-    log = open(log_path, "w")
-    print(f"[{name}] {shlex.join(cmd)}", file=sys.stderr)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     try:
-        # taskset execs the server, so proc.pid is the server's own pid.
-        proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        proc, log = start_server(server_command(name, args, port), log_path,
+                                 args.server_cpu, tag=name)
     except OSError as e:
-        log.close()
         result["error"] = f"failed to start: {e}"
         return result
     try:
@@ -257,10 +141,6 @@ def bench_one(name, args, logdir):
 
 # ---------------------------------------------------------------- report
 
-def fmt(v, spec):
-    return "–" if v is None else format(v, spec)
-
-
 def table(results):
     base = next((r.get("cpu_us_per_req") for r in results
                  if r["server"] == "uvicorn" and not r["error"]), None)
@@ -282,17 +162,7 @@ def table(results):
 
 def versions(args, servers):
     """'uvicorn 0.17.6, daphne 4.0.0' for the Python servers being run."""
-    names = [s for s in servers if s != "laurel"]
-    if not names:
-        return ""
-    code = ("import importlib.metadata as m, sys\n"
-            "print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))")
-    try:
-        out = subprocess.run([args.python, "-c", code] + names, capture_output=True,
-                             text=True, timeout=30)
-        return out.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
+    return _versions(args.python, servers)
 
 
 def header(args, servers):
@@ -333,13 +203,7 @@ def main(argv=None):
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"run.py: {tool} not found (make deps installs it)")
-    cpus = os.sched_getaffinity(0)
-    for cpu in (args.server_cpu, args.wrk_cpu):
-        if cpu not in cpus:
-            sys.exit(f"run.py: CPU {cpu} not available (have {sorted(cpus)}); "
-                     "use --server-cpu/--wrk-cpu")
-    if args.server_cpu == args.wrk_cpu:
-        print("run.py: warning: server and wrk share a CPU", file=sys.stderr)
+    check_cpus("run.py", args.server_cpu, args.wrk_cpu, "wrk")
     args.laurel = os.path.abspath(args.laurel)
 
     logdir = tempfile.mkdtemp(prefix="laurel-bench-")

@@ -1,0 +1,185 @@
+"""Helpers shared by the benchmark runners (bench/run.py, bench/fanout.py):
+ports, /proc sampling (CPU ticks, RSS), starting, polling and stopping servers,
+table formatting."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- /proc reading
+
+def _children_map():
+    """ppid -> [pid] for every live process."""
+    kids = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        kids.setdefault(int(fields[1]), []).append(int(entry))
+    return kids
+
+
+def process_tree(pid):
+    """pid and all its live descendants (a server that forks workers)."""
+    kids = _children_map()
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(kids.get(p, ()))
+    return tree
+
+
+def cpu_ticks(pid):
+    """utime+stime of pid and its live descendants, plus what reaped children used."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after "(comm)": state=0 ppid=1 ... utime=11 stime=12 cutime=13 cstime=14
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])
+    return total
+
+
+def rss_kib(pid):
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+# ---------------------------------------------------------------- servers
+
+class StartError(Exception):
+    pass
+
+
+def start_server(cmd, log_path, cpu, cwd=HERE, tag=None):
+    """Popen cmd pinned to cpu in its own session, output to log_path.
+
+    taskset execs the server, so the returned proc.pid is the server's own pid.
+    Returns (proc, log file); raises OSError if it cannot be started.
+    """
+    cmd = ["taskset", "-c", str(cpu)] + list(cmd)
+    log = open(log_path, "w")
+    if tag:
+        print(f"[{tag}] {shlex.join(cmd)}", file=sys.stderr)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+    except OSError:
+        log.close()
+        raise
+    return proc, log
+
+
+def wait_http(proc, url, timeout, check):
+    """Poll GET url until check(body) is true; raise StartError on exit or timeout."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StartError(f"exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                body = r.read()
+            if check(body):
+                return body
+            last = f"unexpected body {body[:40]!r}"
+        except Exception as e:  # refused while starting up, etc.
+            last = str(e)
+        time.sleep(0.1)
+    raise StartError(f"not ready after {timeout:.0f}s ({last})")
+
+
+def stop(proc):
+    """SIGTERM the server, then SIGKILL whatever is left of its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers: workers, shell children
+    except OSError:
+        pass
+    proc.wait()
+
+
+def tail(path, n=5):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.rstrip() for l in f if l.strip()]
+        return " / ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def check_cpus(prog, server_cpu, load_cpu, load_name):
+    """Exit if a CPU is unavailable; warn if server and load share one."""
+    cpus = os.sched_getaffinity(0)
+    for cpu in (server_cpu, load_cpu):
+        if cpu not in cpus:
+            sys.exit(f"{prog}: CPU {cpu} not available (have {sorted(cpus)}); "
+                     f"use --server-cpu/--{load_name}-cpu")
+    if server_cpu == load_cpu:
+        print(f"{prog}: warning: server and {load_name} share a CPU", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def md_cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def versions(python, servers):
+    """'uvicorn 0.17.6, daphne 4.0.0' for the Python packages named in servers."""
+    names = [s for s in servers if not s.startswith("laurel")]
+    if not names:
+        return ""
+    code = ("import importlib.metadata as m, sys\n"
+            "print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))")
+    try:
+        out = subprocess.run([python, "-c", code] + names, capture_output=True,
+                             text=True, timeout=30)
+        return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""

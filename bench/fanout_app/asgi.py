@@ -1,0 +1,95 @@
+"""ASGI entry point: ``fanout_app.asgi:application`` (run from bench/).
+
+WebSocket:
+  /ws/notifications  NotificationConsumer (group "notifications")
+  /echo              EchoConsumer (AsyncWebsocketConsumer echo)
+  /echo-raw          raw ASGI echo, no Channels at all
+HTTP (raw ASGI, so the trigger costs little next to the fan-out it causes):
+  POST /broadcast    group_send to "notifications"; body "seq=N" is put in the payload
+  GET /              "ok <channel layer class>" (readiness check)
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fanout_app.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from channels.layers import get_channel_layer  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from .consumers import GROUP, EchoConsumer, NotificationConsumer  # noqa: E402
+
+_counter = 0
+
+
+async def _read_body(receive):
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def _respond(send, status, body, content_type=b"text/plain"):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def http_app(scope, receive, send):
+    global _counter
+    body = await _read_body(receive)
+    if body is None:
+        return
+    method, route = scope["method"], scope["path"]
+    if route == "/broadcast" and method == "POST":
+        _counter += 1
+        seq = _counter
+        for part in body.split(b"&"):
+            key, _, value = part.partition(b"=")
+            if key == b"seq" and value.isdigit():
+                seq = int(value)
+        text = json.dumps({"seq": seq, "ts": time.time()})
+        await get_channel_layer().group_send(GROUP, {"type": "send_notification",
+                                                     "text": text})
+        await _respond(send, 200, text.encode(), b"application/json")
+    elif route == "/" and method in ("GET", "HEAD"):
+        layer = type(get_channel_layer())
+        await _respond(send, 200, f"ok {layer.__module__}.{layer.__qualname__}".encode())
+    else:
+        await _respond(send, 404, b"not found")
+
+
+async def raw_echo(scope, receive, send):
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif kind == "websocket.receive":
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes")})
+        else:  # websocket.disconnect
+            return
+
+
+application = ProtocolTypeRouter({
+    "http": http_app,
+    "websocket": URLRouter([
+        path("ws/notifications", NotificationConsumer.as_asgi()),
+        path("echo", EchoConsumer.as_asgi()),
+        path("echo-raw", raw_echo),
+    ]),
+})
