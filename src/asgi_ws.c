@@ -184,6 +184,7 @@ static ssize_t lr__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, siz
 }
 
 static void lr__close_with(lr_ws *ws, int code, const char *reason, int stop_reading);
+static void lr__tick_arm(lr_ws *ws, double seconds);
 
 static void lr__frame_start(wslay_event_context_ptr ctx,
                             const struct wslay_event_on_frame_recv_start_arg *arg, void *ud) {
@@ -191,8 +192,11 @@ static void lr__frame_start(wslay_event_context_ptr ctx,
   lr_conn *c = ud;
   lr_ws *ws = lr__ws(c);
   ws->last_recv = ev_now(lr_loop);
-  if (arg->opcode == WSLAY_PONG)
-    ws->ping_sent = 0;
+  if (arg->opcode == WSLAY_PONG && ws->ping_sent > 0) {
+    ws->ping_sent = 0; /* answered: the next ping is an interval of silence away */
+    if (ws->close_sent_at == 0 && lr_cfg->ping_interval > 0)
+      lr__tick_arm(ws, lr_cfg->ping_interval);
+  }
 }
 
 /* Checks every frame header as soon as it is complete, before wslay reads the frame:
@@ -315,10 +319,7 @@ static void lr__pump(lr_ws *ws) {
     lr_conn_close_after_write(c);
   } else if (sent && ws->close_sent_at == 0) {
     ws->close_sent_at = ev_now(lr_loop);
-    if (!ev_is_active(&ws->tick)) { /* pings may be off: the close wait still needs it */
-      ev_timer_set(&ws->tick, 0.5, 0.5);
-      ev_timer_start(lr_loop, &ws->tick);
-    }
+    lr__tick_arm(ws, LR_WS_CLOSE_WAIT);
   }
 }
 
@@ -366,31 +367,53 @@ void lr_ws_on_data(lr_conn *c) {
   lr__pump(ws);
 }
 
+static void lr__tick_arm(lr_ws *ws, double seconds) {
+  ev_timer_stop(lr_loop, &ws->tick);
+  ev_timer_set(&ws->tick, seconds > 0.001 ? seconds : 0.001, 0.);
+  ev_timer_start(lr_loop, &ws->tick);
+}
+
+/* One timer for the keepalive and the close handshake, re-armed to the next deadline:
+ * a ping ping_interval after the last frame received, a close when its pong is
+ * ping_timeout late, the end of the wait for the peer's close. */
 static void lr__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   lr_ws *ws = (lr_ws *)((char *)w - offsetof(lr_ws, tick));
   double now = ev_now(loop);
   if (ws->close_sent_at > 0) {
-    if (now - ws->close_sent_at >= LR_WS_CLOSE_WAIT)
+    double left = ws->close_sent_at + LR_WS_CLOSE_WAIT - now;
+    if (left <= 0)
       lr_conn_close(ws->c); /* the peer never answered our close */
+    else
+      lr__tick_arm(ws, left);
     return;
   }
   if (ws->state != LR_WS_OPEN)
     return;
-  if (ws->ping_sent > 0 && now - ws->ping_sent >= lr_cfg->ping_timeout) {
+  if (ws->ping_sent > 0 && lr_cfg->ping_timeout > 0) {
+    double left = ws->ping_sent + lr_cfg->ping_timeout - now;
+    if (left > 0) {
+      lr__tick_arm(ws, left);
+      return;
+    }
     lr_log(LR_LOG_INFO, "laurel.ws", "%s: no pong within %gs; closing", ws->c->peer,
            lr_cfg->ping_timeout);
     lr__close_with(ws, 1011, "keepalive ping timeout", 1);
     return;
   }
-  if (ws->ping_sent == 0 && lr_cfg->ping_interval > 0 &&
-      now - ws->last_recv >= lr_cfg->ping_interval) {
-    struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
-    if (wslay_event_queue_msg(ws->ctx, &m) == 0) {
-      ws->ping_sent = now;
-      lr__pump(ws);
-    }
+  if (lr_cfg->ping_interval <= 0)
+    return;
+  double idle = now - ws->last_recv;
+  if (idle < lr_cfg->ping_interval - 0.001) {
+    lr__tick_arm(ws, lr_cfg->ping_interval - idle);
+    return;
   }
+  struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
+  if (wslay_event_queue_msg(ws->ctx, &m) == 0) {
+    ws->ping_sent = lr_cfg->ping_timeout > 0 ? now : 0;
+    lr__pump(ws);
+  }
+  lr__tick_arm(ws, lr_cfg->ping_timeout > 0 ? lr_cfg->ping_timeout : lr_cfg->ping_interval);
 }
 
 static void lr__reject(lr_wscycle *cy, int status) {
@@ -541,14 +564,8 @@ static int lr__accept(lr_wscycle *cy, PyObject *msg) {
     ev_timer_set(&ws->life, lr_cfg->websocket_timeout, 0.);
     ev_timer_start(lr_loop, &ws->life);
   }
-  double every = lr_cfg->ping_interval > 0 ? lr_cfg->ping_interval : 0;
-  if (lr_cfg->ping_timeout > 0 && (every == 0 || lr_cfg->ping_timeout < every))
-    every = lr_cfg->ping_timeout;
-  if (every > 0) {
-    every = every / 2 < 0.05 ? 0.05 : every / 2;
-    ev_timer_set(&ws->tick, every, every);
-    ev_timer_start(lr_loop, &ws->tick);
-  }
+  if (lr_cfg->ping_interval > 0)
+    lr__tick_arm(ws, lr_cfg->ping_interval);
   lr__log(cy, "WSCONNECT");
   lr_ws_on_data(c); /* frames the client sent right after the handshake */
   return 0;
