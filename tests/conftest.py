@@ -7,6 +7,9 @@ check the tests themselves, uvicorn or daphne (``--server uvicorn`` or
 passing a flag that the other server has no equivalent for is skipped too.
 
 Test modules import the helpers with ``from conftest import ...``.
+
+LAUREL_TEST_IGNORE_MARKS=1 runs every test whatever its markers: pointed at uvicorn or
+daphne, it shows that laurel-only tests do fail on servers that behave otherwise.
 """
 
 import http.client
@@ -263,6 +266,17 @@ class Server:
                 self.returncode = None
                 return None
         self.returncode = self.proc.returncode
+        return self.returncode
+
+    def wait_stopped(self, timeout=15):
+        """After the test signalled the server itself: waits for the exit without
+        signalling again (a second SIGTERM may mean "force"); returns the status."""
+        self.stopped = True
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.returncode = None
         return self.returncode
 
     def wait_exit(self, timeout=10):

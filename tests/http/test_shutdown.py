@@ -120,7 +120,7 @@ def test_sigterm_stops_accepting(serve):
         finally:
             s.close()
     bg.join()
-    assert srv.stop() == 0
+    assert srv.wait_stopped() == 0
 
 
 @pytest.mark.servers("laurel", "uvicorn")
@@ -141,7 +141,7 @@ def test_sigterm_closes_idle_keepalive_connections(serve):
         assert parse(data)[0].status == 200
     finally:
         idle.close()
-    assert srv.stop() == 0
+    assert srv.wait_stopped() == 0
 
 
 @pytest.mark.servers("laurel", "uvicorn")
@@ -158,7 +158,7 @@ def test_keepalive_connection_closed_after_inflight_response(serve):
         assert rd.closed(3)
     finally:
         s.close()
-    assert srv.stop() == 0
+    assert srv.wait_stopped() == 0
 
 
 @pytest.mark.servers("laurel", "uvicorn")
@@ -182,13 +182,9 @@ def test_graceful_timeout_cancels_and_exits(serve, tmp_path):
     time.sleep(0.3)
     t0 = time.monotonic()
     srv.signal(signal.SIGTERM)
-    try:
-        srv.proc.wait(6)
-    except Exception:
-        pass
+    rc = srv.wait_stopped(6)
     elapsed = time.monotonic() - t0
-    srv.stop()
-    assert srv.proc.returncode is not None and elapsed < 5, "did not exit after the grace"
+    assert rc is not None and elapsed < 5, "did not exit after the grace"
     assert elapsed >= 0.8, "exited before --graceful-timeout"
     (data, closed), = bg.join()
     assert closed
