@@ -354,7 +354,71 @@ async def ws_wait(scope, receive, send, q):
         raise
 
 
+async def ws_aio(scope, receive, send, q):
+    """Checks that the instance runs as a Task on a real running asyncio loop; sends the
+    findings as JSON."""
+    import threading
+    from asgiref.sync import async_to_sync, sync_to_async
+
+    await connect(receive)
+    await accept(send)
+    r = {}
+    task = asyncio.current_task()
+    r["task"] = task is not None
+    r["loop_running"] = asyncio.get_running_loop().is_running()
+    async with asyncio.timeout(5):
+        await asyncio.sleep(0)
+    r["timeout_ok"] = True
+    try:
+        async with asyncio.timeout(0.05):
+            await asyncio.sleep(5)
+        r["timeout_fires"] = False
+    except TimeoutError:
+        r["timeout_fires"] = True
+    async with asyncio.TaskGroup() as tg:
+        t1 = tg.create_task(asyncio.sleep(0.01, result=1))
+        t2 = tg.create_task(asyncio.sleep(0.02, result=2))
+    r["taskgroup"] = t1.result() + t2.result()
+    loop = asyncio.get_running_loop()
+    main_thread = threading.get_ident()
+    r["executor_other_thread"] = await loop.run_in_executor(
+        None, lambda: threading.get_ident() != main_thread)
+
+    def sync_part():
+        return async_to_sync(asyncio.sleep)(0.01, result="a2s")
+
+    r["sync_to_async"] = await sync_to_async(sync_part)()
+    fut = loop.create_future()
+    threading.Thread(target=lambda: loop.call_soon_threadsafe(fut.set_result, "cst")).start()
+    r["call_soon_threadsafe"] = await asyncio.wait_for(fut, 5)
+    await send({"type": "websocket.send", "text": json.dumps(r)})
+    await echo_until_disconnect(receive, send)
+
+
+async def ws_ignore_disconnect(scope, receive, send, q):
+    """Receives the disconnect, records it, then sleeps on: the server must cancel it
+    after --application-close-timeout."""
+    await connect(receive)
+    await accept(send)
+    key = q["id"]
+    while True:
+        m = await receive()
+        if m["type"] == "websocket.disconnect":
+            break
+    t0 = time.monotonic()
+    RESULTS[key] = {"state": "ignoring", "disconnect": m}
+    try:
+        await asyncio.sleep(float(q.get("t", "30")))
+        RESULTS[key] = {"state": "slept-through", "disconnect": m}
+    except asyncio.CancelledError:
+        RESULTS[key] = {"state": "cancelled", "after": time.monotonic() - t0,
+                        "disconnect": m}
+        raise
+
+
 WS_ROUTES = {
+    "aio": ws_aio,
+    "ignore-disconnect": ws_ignore_disconnect,
     "echo": ws_echo,
     "scope": ws_scope,
     "subprotocol": ws_subprotocol,

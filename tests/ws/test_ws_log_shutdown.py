@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import Reader
-from wshelpers import (WS_APP, HandshakeFailed, RawWS, bystander_check, handshake_bytes, new_key, q, rid)
+from wshelpers import WS_APP, HandshakeFailed, RawWS, handshake_bytes, new_key, q, rid
 
 DATE = r"\[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\]"
 
@@ -47,14 +47,15 @@ def test_access_log_accepted_socket(serve):
 @pytest.mark.servers("laurel", "daphne")
 @pytest.mark.parametrize("path", [
     "/close-before-accept",
-    pytest.param("/return-before-accept", marks=pytest.mark.laurel_only)])
+    pytest.param("/return-before-accept", marks=pytest.mark.laurel_only),
+    pytest.param("/deny", marks=pytest.mark.laurel_only)])
 def test_access_log_rejected_socket(serve, path):
     srv = serve(WS_APP)
     s = srv.connect()
     try:
         s.sendall(handshake_bytes(path + "?q=1", new_key()))
         port = s.getsockname()[1]
-        assert Reader(s).read_response().status == 403
+        assert Reader(s).read_response().status == (401 if path == "/deny" else 403)
     finally:
         s.close()
     a = find(srv, port, "WSCONNECTING", path)

@@ -74,14 +74,14 @@ def test_pong_answering_raw_client_stays(serve):
     srv = serve(WS_APP, "--ping-interval", "1", "--ping-timeout", "1")
     with RawWS(srv, "/wait") as ws:
         t0, pings = time.monotonic(), 0
-        while time.monotonic() - t0 < 3.6:
+        while time.monotonic() - t0 < 4.2:
             f = next_frame(ws, 0.2)
             if f is None:
                 continue
             assert f.opcode == OP_PING, f"unexpected frame {f}"
             pings += 1
             ws.send_frame(OP_PONG, f.payload)
-        assert pings >= 3, pings
+        assert pings >= 2, pings  # idle is counted from the last pong
         ws.send_text("alive")
         assert ws.recv_text() == "alive"
 
@@ -159,6 +159,7 @@ def test_connect_timeout_403(serve, flag):
         bystander.close()
 
 
+@pytest.mark.laurel_only  # daphne 4.0 drops the connection
 def test_connect_timeout_stops_at_accept(serve):
     srv = serve(WS_APP, "--websocket_connect_timeout", "1")
     with RawWS(srv, "/accept-after?t=0.4") as ws:
