@@ -35,7 +35,7 @@ help:
 	@echo "make build-asan  the same with ASan+UBSan into $(BUILD_ASAN)/"
 	@echo "make unit        C unit tests (meson test)"
 	@echo "make test        both builds, meson test in both, pytest against both binaries"
-	@echo "make demo        serve examples/notifications on http://127.0.0.1:8000/"
+	@echo "make demo        set up and serve examples/notifications on http://127.0.0.1:8000/"
 	@echo "make bench       laurel vs uvicorn vs daphne (bench/run.py)"
 	@echo "make clean       remove build directories and caches"
 
@@ -82,8 +82,14 @@ test: build build-asan
 	LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 	LAUREL_BIN=$(CURDIR)/$(BUILD_ASAN)/laurel $(ASAN_ENV) $(PYTHON) -m pytest -q -x $(PYTEST_ARGS)
 
+# demo_setup migrates the SQLite database and (re)creates the demo users, idempotently.
 demo: build
-	@echo "laurel: serving examples/notifications -- open http://127.0.0.1:8000/ (Ctrl-C stops)"
+	cd examples/notifications && $(PYTHON) manage.py demo_setup
+	@echo ""
+	@echo "laurel: serving examples/notifications on http://127.0.0.1:8000/ (Ctrl-C stops)"
+	@echo "  log in at http://127.0.0.1:8000/login/ as demo / laurel-demo"
+	@echo "  (a second user, other / laurel-other, shows that notifications stay private)"
+	@echo ""
 	cd examples/notifications && ../../$(BUILD)/laurel -b 127.0.0.1 -p 8000 notifications.asgi:application
 
 bench: build

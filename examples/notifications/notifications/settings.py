@@ -1,4 +1,15 @@
-"""Settings for the laurel notifications example (HTTP only for now)."""
+"""Settings for the laurel notifications example: Django + Channels, real-time
+notifications pushed to logged-in users over WebSockets.
+
+Environment variables (all optional):
+
+- ``NOTIFICATIONS_DB``: path of the SQLite database (default ``db.sqlite3`` here); the
+  tests point it at a temporary file so that they never touch the repository.
+- ``NOTIFICATIONS_REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0`` selects channels_redis,
+  a channel layer shared between processes (needed by ``manage.py notify`` and by
+  several server processes); without it, Channels' in-process layer.
+- ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
+"""
 
 import os
 from pathlib import Path
@@ -11,17 +22,29 @@ SECRET_KEY = os.environ.get(
 
 DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+    if h.strip()
+]
 
 INSTALLED_APPS = [
+    "django.contrib.auth",
     "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
+    "inbox",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "notifications.urls"
@@ -30,8 +53,14 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": False,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 
@@ -40,9 +69,27 @@ ASGI_APPLICATION = "notifications.asgi.application"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "db.sqlite3",
+        "NAME": os.environ.get("NOTIFICATIONS_DB") or (BASE_DIR / "db.sqlite3"),
     }
 }
+
+# The in-process layer, as a plain Channels project has it (laurel replaces it with its
+# native layer when it serves the project; see docs/cli.md, --channel-layer).
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+if os.environ.get("NOTIFICATIONS_REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["NOTIFICATIONS_REDIS_URL"]]},
+        }
+    }
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "index"
+
+# POST /echo/ takes bodies of a few MB (the tests send 3 MB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

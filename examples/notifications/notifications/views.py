@@ -9,6 +9,8 @@ from django.views.decorators.http import require_GET
 
 @require_GET
 def index(request):
+    # Renders for everybody ("Hello from laurel" and a login link); the notification
+    # bar and its WebSocket are only for logged-in users.
     return render(request, "index.html", {"path": request.path})
 
 

@@ -1,0 +1,256 @@
+"""The notifications demo in a real browser: headless Chromium (selenium) logs in, the
+page opens its WebSocket, and notifications posted from elsewhere appear in the bar of
+the right user's page only.
+
+Skipped when chromium, chromedriver or selenium are missing. The screenshots
+(demo.png, other.png) are left in the test's tmp dir.
+"""
+
+import http.client
+import http.cookies
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import PY, REPO, _Factory
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+EXAMPLE = REPO / "examples" / "notifications"
+APP = "notifications.asgi:application"
+USERS = {"demo": "laurel-demo", "other": "laurel-other"}
+WAIT = 10  # seconds for anything the browser does
+
+if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+    pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt install chromium chromium-driver)",
+                allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver",
+                                reason="needs selenium (apt install python3-selenium)")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (EXAMPLE / "inbox").is_dir(),
+                       reason="examples/notifications has no inbox app yet"),
+]
+
+
+# --------------------------------------------------------------------------- server
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-site")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "NOTIFICATIONS_REDIS_URL")}
+    env.update({"NOTIFICATIONS_DB": str(tmp / "db.sqlite3"), "PYTHONDONTWRITEBYTECODE": "1"})
+    r = subprocess.run([PY, "manage.py", "demo_setup"], cwd=EXAMPLE, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    factory = _Factory(tmp)
+    srv = factory(APP, cwd=EXAMPLE, env=env, ready_timeout=20)
+    yield srv
+    problems = factory.finalize()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+class Client:
+    """A logged-in HTTP client posting notifications as the page would (session cookie
+    and CSRF token)."""
+
+    def __init__(self, srv, username):
+        self.srv, self.cookies = srv, {}
+        _, body = self.request("GET", "/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+        status, _ = self.request("POST", "/login/", {
+            "username": username, "password": USERS[username],
+            "csrfmiddlewaretoken": token.decode(), "next": "/"})
+        assert status == 302 and "sessionid" in self.cookies, status
+
+    def request(self, method, path, fields=None, headers=None):
+        h = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        body = None
+        if fields is not None:
+            body = urllib.parse.urlencode(fields)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        h.update(headers or {})
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            data = r.read()
+            for line in r.headers.get_all("Set-Cookie") or []:
+                c = http.cookies.SimpleCookie()
+                c.load(line)
+                self.cookies.update((n, m.value) for n, m in c.items())
+            return r.status, data
+        finally:
+            conn.close()
+
+    def notify(self, text):
+        status, body = self.request("POST", "/notify/", {"text": text},
+                                    {"X-CSRFToken": self.cookies["csrftoken"]})
+        assert status == 200, body[:300]
+        assert json.loads(body)["sent"] is True
+
+
+# --------------------------------------------------------------------------- browsers
+
+@pytest.fixture
+def browser():
+    """Factory: browser() -> a new headless Chromium (own profile); all quit at the end."""
+    made = []
+
+    def make():
+        profile = tempfile.mkdtemp(prefix="laurel-chromium-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for a in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                  "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--window-size=1000,760",
+                  f"--user-data-dir={profile}"):
+            opts.add_argument(a)
+        try:
+            driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        except Exception:
+            shutil.rmtree(profile, ignore_errors=True)
+            raise
+        made.append((driver, profile))
+        return driver
+
+    yield make
+    for driver, profile in made:
+        try:
+            driver.quit()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def log_in(driver, srv, username):
+    """Logs in through the login form and waits for the page's socket to be open."""
+    driver.get(srv.url("/login/"))
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(USERS[username])
+    driver.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+    wait = WebDriverWait(driver, WAIT)
+    wait.until(EC.text_to_be_present_in_element((By.ID, "username"), username))
+    assert driver.current_url == srv.url("/")
+    wait.until(lambda d: d.find_element(By.ID, "ws-state").get_attribute("data-state")
+               == "connected",
+               message="the page's WebSocket did not connect: "
+                       + _state(driver))
+
+
+def _state(driver):
+    try:
+        return driver.find_element(By.ID, "ws-state").text
+    except Exception as e:  # noqa: BLE001 - only for the failure message
+        return repr(e)
+
+
+def bar(driver):
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR,
+                                                  "#notification-bar > .notification")]
+
+
+def wait_for_notification(driver, text):
+    WebDriverWait(driver, WAIT).until(
+        lambda d: text in bar(d),
+        message=f"{text!r} never appeared in the bar; it holds {bar(driver)!r}")
+
+
+def unique(prefix):
+    return f"{prefix} {uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_anonymous_page_has_login_link(browser, site):
+    d = browser()
+    d.get(site.url("/"))
+    assert "Hello from laurel" in d.find_element(By.TAG_NAME, "h1").text
+    assert d.find_elements(By.ID, "notification-bar") == []
+    d.find_element(By.LINK_TEXT, "Log in").click()
+    WebDriverWait(d, WAIT).until(EC.presence_of_element_located((By.ID, "login-form")))
+
+
+def test_notifications_reach_the_right_browser(browser, site, tmp_path):
+    demo_page, other_page = browser(), browser()
+    log_in(demo_page, site, "demo")
+    log_in(other_page, site, "other")
+
+    # Posted by another HTTP client logged in as demo: shows in demo's page only.
+    text = unique("Build finished")
+    Client(site, "demo").notify(text)
+    wait_for_notification(demo_page, text)
+    # other's page is connected too; give a misrouted message time to arrive.
+    time.sleep(1)
+    assert bar(other_page) == [], "other's page shows demo's notification"
+
+    # The page's own form (fetch with the CSRF token) notifies the user's pages.
+    mine = unique("Hello me")
+    box = demo_page.find_element(By.ID, "notify-text")
+    box.send_keys(mine)
+    demo_page.find_element(By.CSS_SELECTOR, "#notify-form button[type=submit]").click()
+    wait_for_notification(demo_page, mine)
+    assert box.get_attribute("value") == ""
+
+    # other's notifications reach other's page, not demo's.
+    theirs = unique("For other")
+    Client(site, "other").notify(theirs)
+    wait_for_notification(other_page, theirs)
+    assert bar(other_page) == [theirs]
+    assert bar(demo_page) == [text, mine]
+    assert demo_page.find_element(By.ID, "ws-state").get_attribute("data-state") == "connected"
+
+    # HTML in a notification is shown as text.
+    html = "<b>bold?</b> " + uuid.uuid4().hex[:6]
+    Client(site, "demo").notify(html)
+    wait_for_notification(demo_page, html)
+    assert demo_page.find_elements(By.CSS_SELECTOR, "#notification-bar b") == []
+
+    for name, d in (("demo", demo_page), ("other", other_page)):
+        path = Path(tmp_path) / f"{name}.png"
+        assert d.save_screenshot(str(path)), path
+        assert path.stat().st_size > 1000
+    print(f"screenshots: {tmp_path}/demo.png, {tmp_path}/other.png")
+
+
+def test_page_reconnects_after_server_restart(browser, tmp_path, site):
+    """A page whose socket dropped (server restarted) reconnects by itself and then
+    receives notifications again."""
+    factory = _Factory(tmp_path / "srv")
+    env = dict(site.env)
+    srv = factory(APP, cwd=EXAMPLE, env=env, ready_timeout=20)
+    try:
+        d = browser()
+        log_in(d, srv, "demo")
+        port = srv.port
+        assert srv.stop() == 0
+        WebDriverWait(d, WAIT).until(
+            lambda d: d.find_element(By.ID, "ws-state").get_attribute("data-state")
+            == "disconnected")
+        srv2 = factory(APP, cwd=EXAMPLE, env=env, port=port, ready_timeout=20)
+        WebDriverWait(d, 20).until(
+            lambda d: d.find_element(By.ID, "ws-state").get_attribute("data-state")
+            == "connected", message="the page did not reconnect")
+        text = unique("After restart")
+        Client(srv2, "demo").notify(text)
+        wait_for_notification(d, text)
+    finally:
+        problems = factory.finalize()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
