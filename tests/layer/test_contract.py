@@ -21,6 +21,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 
 from channels.exceptions import ChannelFull
+from layer_fixtures import impl, layer, layer_class, make_layer, oracle_differs  # noqa: F401
 from channels.layers import BaseChannelLayer
 
 PROBE = {"type": "probe.marker"}

@@ -1,4 +1,7 @@
-"""Fixtures for the channel-layer contract tests (tests/layer).
+"""Fixtures for the channel-layer contract tests (tests/layer), imported by them.
+
+(A plain module rather than a conftest.py: a second "conftest" module would shadow
+tests/conftest.py, which other test modules import helpers from.)
 
 Every test in test_contract.py runs twice: against Channels' own
 ``channels.layers.InMemoryChannelLayer`` (the oracle) and against
@@ -21,21 +24,6 @@ for _p in (str(_REPO / "python"), str(_REPO / "build")):
     sys.path.insert(0, _p)  # build first, then python (inserted last = first)
 
 IMPLS = ("inmemory", "laurel")
-
-
-def pytest_plugin_registered(plugin, manager):
-    # pytest imports every conftest.py of a rootdir without __init__.py as the module
-    # "conftest", deleting the previous one from sys.modules first. Other test modules
-    # (tests/http) do "from conftest import ..." at import time and at run time; once
-    # this file is registered, point "conftest" back at tests/conftest.py so they keep
-    # finding their helpers.
-    if getattr(plugin, "__file__", None) != __file__:
-        return
-    root = str(_REPO / "tests" / "conftest.py")
-    for p in manager.get_plugins():
-        if getattr(p, "__file__", None) == root:
-            sys.modules["conftest"] = p
-            return
 
 
 def layer_class(impl):
