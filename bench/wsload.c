@@ -56,18 +56,28 @@ static struct {
   int clients;
   int broadcasts;
   double settle;
-  double timeout;          /* per broadcast */
-  double connect_timeout;  /* whole opening phase */
-  int concurrency;         /* handshakes in flight */
+  double timeout;         /* per broadcast */
+  double connect_timeout; /* whole opening phase */
+  int concurrency;        /* handshakes in flight */
   int size;
   double duration;
   double warmup;
   int control;
 } opt = {
-  .host = "127.0.0.1", .port = 8000, .path = NULL, .trigger = "/broadcast",
-  .clients = -1, .broadcasts = 50, .settle = 1.0, .timeout = 10.0,
-  .connect_timeout = 60.0, .concurrency = 64, .size = 32, .duration = 10.0,
-  .warmup = 1.0, .control = 0,
+    .host = "127.0.0.1",
+    .port = 8000,
+    .path = NULL,
+    .trigger = "/broadcast",
+    .clients = -1,
+    .broadcasts = 50,
+    .settle = 1.0,
+    .timeout = 10.0,
+    .connect_timeout = 60.0,
+    .concurrency = 64,
+    .size = 32,
+    .duration = 10.0,
+    .warmup = 1.0,
+    .control = 0,
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -114,10 +124,13 @@ static int cmp_double(const void *a, const void *b) {
 
 /* Nearest-rank percentile of a sorted array. */
 static double pct(const double *v, size_t n, double p) {
-  if (!n) return NAN;
+  if (!n)
+    return NAN;
   size_t i = (size_t)ceil(p / 100.0 * n);
-  if (i < 1) i = 1;
-  if (i > n) i = n;
+  if (i < 1)
+    i = 1;
+  if (i > n)
+    i = n;
   return v[i - 1];
 }
 
@@ -152,7 +165,8 @@ static long n_errors;
 
 static void record_error(const char *fmt, ...) {
   n_errors++;
-  if (first_error[0]) return;
+  if (first_error[0])
+    return;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(first_error, sizeof first_error, fmt, ap);
@@ -169,7 +183,8 @@ static void defer_cb(struct ev_loop *l, ev_timer *w, int revents) {
   (void)revents;
   void (*f)(void) = deferred;
   deferred = NULL;
-  if (f) f();
+  if (f)
+    f();
 }
 
 static void defer(void (*f)(void)) {
@@ -184,7 +199,8 @@ static void base64(const unsigned char *in, int len, char *out) {
 
 static int tcp_socket(void) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0)
+    return -1;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
@@ -235,8 +251,10 @@ static void on_message(struct conn *c, const struct wslay_event_on_msg_recv_arg 
 static void open_more(void);
 
 static void conn_watch(struct conn *c, int events) {
-  if (events == c->events) return;
-  if (c->events) ev_io_stop(loop, &c->io);
+  if (events == c->events)
+    return;
+  if (c->events)
+    ev_io_stop(loop, &c->io);
   c->events = events;
   if (events) {
     ev_io_set(&c->io, c->fd, events);
@@ -246,8 +264,10 @@ static void conn_watch(struct conn *c, int events) {
 
 static void conn_update(struct conn *c) {
   int ev = 0;
-  if (wslay_event_want_read(c->ctx)) ev |= EV_READ;
-  if (wslay_event_want_write(c->ctx)) ev |= EV_WRITE;
+  if (wslay_event_want_read(c->ctx))
+    ev |= EV_READ;
+  if (wslay_event_want_write(c->ctx))
+    ev |= EV_WRITE;
   conn_watch(c, ev);
 }
 
@@ -290,13 +310,15 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   struct conn *c = user;
   if (c->hbuf && c->hoff < c->hlen) {
     size_t n = c->hlen - c->hoff;
-    if (n > len) n = len;
+    if (n > len)
+      n = len;
     memcpy(buf, c->hbuf + c->hoff, n);
     c->hoff += n;
     return n;
   }
   ssize_t r;
-  do r = recv(c->fd, buf, len, 0);
+  do
+    r = recv(c->fd, buf, len, 0);
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -308,7 +330,8 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     return -1;
   }
   if (r == 0) {
-    if (c->state == C_OPEN) n_closed_by_peer++;
+    if (c->state == C_OPEN)
+      n_closed_by_peer++;
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
@@ -319,9 +342,11 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
                           int flags, void *user) {
   struct conn *c = user;
   int f = MSG_NOSIGNAL;
-  if (flags & WSLAY_MSG_MORE) f |= MSG_MORE;
+  if (flags & WSLAY_MSG_MORE)
+    f |= MSG_MORE;
   ssize_t r;
-  do r = send(c->fd, data, len, f);
+  do
+    r = send(c->fd, data, len, f);
   while (r < 0 && errno == EINTR);
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -357,7 +382,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx,
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
-  ws_recv_cb, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb,
+    ws_recv_cb, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb,
 };
 
 /* Drive wslay after an event or after queueing messages. */
@@ -366,7 +391,8 @@ static void conn_pump(struct conn *c, int readable) {
     conn_close(c);
     return;
   }
-  if (c->state == C_DONE) return;
+  if (c->state == C_DONE)
+    return;
   if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
     conn_close(c);
     return;
@@ -409,7 +435,8 @@ static void conn_start(struct conn *c) {
 }
 
 static void open_more(void) {
-  if (opening_done) return;
+  if (opening_done)
+    return;
   while (next_to_open < n_conns && n_opening < opt.concurrency)
     conn_start(&conns[next_to_open++]);
   if (next_to_open == n_conns && n_opening == 0) {
@@ -437,8 +464,10 @@ static int handshake_read(struct conn *c) {
   for (;;) {
     ssize_t r = recv(c->fd, c->hbuf + c->hlen, HBUF_SIZE - 1 - c->hlen, 0);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
       record_error("handshake recv: %s", strerror(errno));
       return -1;
     }
@@ -459,7 +488,8 @@ static int handshake_read(struct conn *c) {
     *end = 0;
     if (strncmp(c->hbuf, "HTTP/1.1 101", 12) != 0) {
       char *eol = strstr(c->hbuf, "\r\n");
-      if (eol) *eol = 0;
+      if (eol)
+        *eol = 0;
       record_error("handshake: %s", c->hbuf);
       return -1;
     }
@@ -468,7 +498,8 @@ static int handshake_read(struct conn *c) {
       line += 2;
       if (strncasecmp(line, "sec-websocket-accept:", 21) == 0) {
         char *v = line + 21;
-        while (*v == ' ' || *v == '\t') v++;
+        while (*v == ' ' || *v == '\t')
+          v++;
         ok = strncmp(v, c->accept, strlen(c->accept)) == 0;
       }
     }
@@ -497,7 +528,8 @@ static void conn_cb(struct ev_loop *l, ev_io *w, int revents) {
     while (c->req_off < c->req_len) {
       ssize_t r = send(c->fd, c->req + c->req_off, c->req_len - c->req_off, MSG_NOSIGNAL);
       if (r < 0) {
-        if (errno == EAGAIN || errno == EINTR) return;
+        if (errno == EAGAIN || errno == EINTR)
+          return;
         record_error("handshake send: %s", strerror(errno));
         conn_close(c);
         return;
@@ -514,7 +546,8 @@ static void conn_cb(struct ev_loop *l, ev_io *w, int revents) {
       conn_close(c);
       return;
     }
-    if (r == 0) return;
+    if (r == 0)
+      return;
     if (wslay_event_context_client_init(&c->ctx, &ws_callbacks, c) != 0) {
       record_error("wslay_event_context_client_init failed");
       conn_close(c);
@@ -549,19 +582,22 @@ static void close_timeout_cb(struct ev_loop *l, ev_timer *w, int revents) {
   (void)w;
   (void)revents;
   for (int i = 0; i < n_conns; i++)
-    if (conns[i].state == C_OPEN || conns[i].state == C_CLOSING) conn_close(&conns[i]);
+    if (conns[i].state == C_OPEN || conns[i].state == C_CLOSING)
+      conn_close(&conns[i]);
 }
 
 static void close_all(void (*then)(void)) {
   after_close = then;
   for (int i = 0; i < n_conns; i++) {
     struct conn *c = &conns[i];
-    if (c->state != C_OPEN) continue;
+    if (c->state != C_OPEN)
+      continue;
     c->state = C_CLOSING;
     wslay_event_queue_close(c->ctx, 1000, NULL, 0);
     conn_pump(c, 0);
   }
-  if (!after_close) return; /* the last one closed in the loop above */
+  if (!after_close)
+    return; /* the last one closed in the loop above */
   if (n_open == 0) {
     after_close = NULL;
     defer(then);
@@ -580,7 +616,8 @@ static void stdin_cb(struct ev_loop *l, ev_io *w, int revents) {
   (void)revents;
   char buf[256];
   ssize_t r = read(w->fd, buf, sizeof buf);
-  if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (r < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
   ev_io_stop(l, w);
   on_go(); /* a line, or EOF: go on either way */
 }
@@ -662,7 +699,8 @@ static void trigger_cb(struct ev_loop *l, ev_io *w, int revents) {
     while (trig.off < trig.len) {
       ssize_t r = send(trig.fd, trig.req + trig.off, trig.len - trig.off, MSG_NOSIGNAL);
       if (r < 0) {
-        if (errno == EAGAIN || errno == EINTR) return;
+        if (errno == EAGAIN || errno == EINTR)
+          return;
         record_error("trigger send: %s", strerror(errno));
         trigger_end(0);
         return;
@@ -678,8 +716,10 @@ static void trigger_cb(struct ev_loop *l, ev_io *w, int revents) {
   for (;;) {
     ssize_t r = recv(trig.fd, trig.resp + trig.rlen, sizeof trig.resp - 1 - trig.rlen, 0);
     if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        return;
       record_error("trigger recv: %s", strerror(errno));
       trigger_end(0);
       return;
@@ -689,7 +729,8 @@ static void trigger_cb(struct ev_loop *l, ev_io *w, int revents) {
       int ok = strncmp(trig.resp, "HTTP/1.1 200", 12) == 0;
       if (!ok) {
         char *eol = strstr(trig.resp, "\r\n");
-        if (eol) *eol = 0;
+        if (eol)
+          *eol = 0;
         record_error("trigger: POST %s answered %s", opt.trigger,
                      trig.rlen ? trig.resp : "nothing");
       }
@@ -784,9 +825,11 @@ static void bc_timeout_cb(struct ev_loop *l, ev_timer *w, int revents) {
 static long parse_seq(const char *p, size_t len) {
   /* {"seq": 12, "ts": ...}: find "seq" and read the number after the colon. */
   for (size_t i = 0; i + 5 < len; i++) {
-    if (memcmp(p + i, "\"seq\"", 5) != 0) continue;
+    if (memcmp(p + i, "\"seq\"", 5) != 0)
+      continue;
     i += 5;
-    while (i < len && (p[i] == ' ' || p[i] == ':')) i++;
+    while (i < len && (p[i] == ' ' || p[i] == ':'))
+      i++;
     long v = 0;
     int digits = 0;
     while (i < len && p[i] >= '0' && p[i] <= '9') {
@@ -798,7 +841,8 @@ static long parse_seq(const char *p, size_t len) {
   return -1;
 }
 
-static void fanout_message(struct conn *c, const struct wslay_event_on_msg_recv_arg *arg) {
+static void fanout_message(struct conn *c,
+                           const struct wslay_event_on_msg_recv_arg *arg) {
   long seq = parse_seq((const char *)arg->msg, arg->msg_length);
   if (seq < 0) {
     bad++;
@@ -807,7 +851,8 @@ static void fanout_message(struct conn *c, const struct wslay_event_on_msg_recv_
   if (cur && seq == cur && c->last_seq < seq) {
     c->last_seq = seq;
     recv_times[got_cur++] = now() - t_trigger;
-    if (got_cur >= n_open && trigger_done) broadcast_finish(0);
+    if (got_cur >= n_open && trigger_done)
+      broadcast_finish(0);
   } else if (seq < cur || c->last_seq >= seq) {
     late++;
   } else {
@@ -828,7 +873,9 @@ static void fanout_go(void) {
   broadcast_start();
 }
 
-static void fanout_settled(void) { checkpoint("open", fanout_go); }
+static void fanout_settled(void) {
+  checkpoint("open", fanout_go);
+}
 
 static void settle_cb(struct ev_loop *l, ev_timer *w, int revents) {
   (void)l;
@@ -845,12 +892,16 @@ static void fanout_after_close(void) {
   long expected = 0;
   for (int i = 0; i < k; i++) {
     expected += bc[i].expected;
-    if (bc[i].timed_out) timeouts++;
+    if (bc[i].timed_out)
+      timeouts++;
     else {
-      if (!isnan(bc[i].last)) last[nl++] = bc[i].last * 1e3;
-      if (!isnan(bc[i].median)) med[nm++] = bc[i].median * 1e3;
+      if (!isnan(bc[i].last))
+        last[nl++] = bc[i].last * 1e3;
+      if (!isnan(bc[i].median))
+        med[nm++] = bc[i].median * 1e3;
     }
-    if (!isnan(bc[i].trigger_rtt)) trt[nt++] = bc[i].trigger_rtt * 1e3;
+    if (!isnan(bc[i].trigger_rtt))
+      trt[nt++] = bc[i].trigger_rtt * 1e3;
   }
   qsort(last, nl, sizeof *last, cmp_double);
   qsort(med, nm, sizeof *med, cmp_double);
@@ -943,8 +994,10 @@ static void echo_message(struct conn *c, const struct wslay_event_on_msg_recv_ar
     }
     rtts[n_rtts++] = rtt * 1e3;
   }
-  if (echo_sending) echo_send(c); /* sent by conn_pump after the recv loop */
-  else echo_check_drained();
+  if (echo_sending)
+    echo_send(c); /* sent by conn_pump after the recv loop */
+  else
+    echo_check_drained();
 }
 
 /* Start every open connection sending; stop after `secs`, drain, then `then`. */
@@ -962,7 +1015,8 @@ static void echo_timer_cb(struct ev_loop *l, ev_timer *w, int revents) {
   }
   record_error("echo: %ld messages never came back", echo_outstanding);
   echo_outstanding = 0;
-  for (int i = 0; i < n_conns; i++) conns[i].waiting = 0;
+  for (int i = 0; i < n_conns; i++)
+    conns[i].waiting = 0;
   echo_check_drained();
 }
 
@@ -978,7 +1032,8 @@ static void echo_run(double secs, int measure, void (*then)(void)) {
   ev_timer_start(loop, &echo_timer);
   for (int i = 0; i < n_conns; i++) {
     struct conn *c = &conns[i];
-    if (c->state != C_OPEN) continue;
+    if (c->state != C_OPEN)
+      continue;
     echo_send(c);
     conn_pump(c, 0);
   }
@@ -990,7 +1045,9 @@ static void echo_run(double secs, int measure, void (*then)(void)) {
   }
 }
 
-static void echo_finish(void) { close_all(echo_after_close); }
+static void echo_finish(void) {
+  close_all(echo_after_close);
+}
 
 static void echo_measured(void) {
   t_echo_end = now();
@@ -998,8 +1055,12 @@ static void echo_measured(void) {
   checkpoint("done", echo_finish);
 }
 
-static void echo_go(void) { echo_run(opt.duration, 1, echo_measured); }
-static void echo_warmed(void) { checkpoint("ready", echo_go); }
+static void echo_go(void) {
+  echo_run(opt.duration, 1, echo_measured);
+}
+static void echo_warmed(void) {
+  checkpoint("ready", echo_go);
+}
 
 static void echo_after_close(void) {
   qsort(rtts, n_rtts, sizeof *rtts, cmp_double);
@@ -1029,13 +1090,16 @@ static void echo_after_close(void) {
 /* ------------------------------------------------------------------ dispatch */
 
 static void on_message(struct conn *c, const struct wslay_event_on_msg_recv_arg *arg) {
-  if (opt.mode == MODE_FANOUT) fanout_message(c, arg);
-  else echo_message(c, arg);
+  if (opt.mode == MODE_FANOUT)
+    fanout_message(c, arg);
+  else
+    echo_message(c, arg);
 }
 
 static void on_conn_lost(struct conn *c) {
   if (opt.mode == MODE_FANOUT) {
-    if (cur && c->last_seq == cur) got_cur--;
+    if (cur && c->last_seq == cur)
+      got_cur--;
     if (cur && got_cur >= n_open && trigger_done && ev_is_active(&bc_timer))
       broadcast_finish(0);
   } else if (c->waiting) {
@@ -1060,25 +1124,26 @@ static void on_all_open(void) {
 /* ------------------------------------------------------------------ main */
 
 static void usage(FILE *f) {
-  fprintf(f,
-    "usage: wsload fanout|echo [options]\n"
-    "  -p, --port N              server port (8000)\n"
-    "  -H, --host A              IPv4 loopback address (127.0.0.1)\n"
-    "      --path P              WebSocket path (/ws/notifications; echo: /echo)\n"
-    "      --control             print phase events, wait for a stdin line after each\n"
-    "      --concurrency N       handshakes in flight while opening (64)\n"
-    "      --connect-timeout S   limit for opening all connections (60)\n"
-    "fanout:\n"
-    "  -n, --clients N           subscribers (1000)\n"
-    "  -k, --broadcasts K        broadcasts, one at a time (50)\n"
-    "      --trigger P           URL path POSTed to trigger a broadcast (/broadcast)\n"
-    "      --settle S            wait after all are open (1)\n"
-    "      --timeout S           per-broadcast limit (10)\n"
-    "echo:\n"
-    "  -c, --clients N           connections (64)\n"
-    "  -s, --size S              message bytes (32)\n"
-    "  -d, --duration D          measured seconds (10)\n"
-    "      --warmup W            unmeasured seconds first (1)\n");
+  fprintf(
+      f,
+      "usage: wsload fanout|echo [options]\n"
+      "  -p, --port N              server port (8000)\n"
+      "  -H, --host A              IPv4 loopback address (127.0.0.1)\n"
+      "      --path P              WebSocket path (/ws/notifications; echo: /echo)\n"
+      "      --control             print phase events, wait for a stdin line after each\n"
+      "      --concurrency N       handshakes in flight while opening (64)\n"
+      "      --connect-timeout S   limit for opening all connections (60)\n"
+      "fanout:\n"
+      "  -n, --clients N           subscribers (1000)\n"
+      "  -k, --broadcasts K        broadcasts, one at a time (50)\n"
+      "      --trigger P           URL path POSTed to trigger a broadcast (/broadcast)\n"
+      "      --settle S            wait after all are open (1)\n"
+      "      --timeout S           per-broadcast limit (10)\n"
+      "echo:\n"
+      "  -c, --clients N           connections (64)\n"
+      "  -s, --size S              message bytes (32)\n"
+      "  -d, --duration D          measured seconds (10)\n"
+      "      --warmup W            unmeasured seconds first (1)\n");
 }
 
 static double parse_pos(const char *s, const char *what) {
@@ -1096,43 +1161,91 @@ int main(int argc, char **argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  if (!strcmp(argv[1], "fanout")) opt.mode = MODE_FANOUT;
-  else if (!strcmp(argv[1], "echo")) opt.mode = MODE_ECHO;
+  if (!strcmp(argv[1], "fanout"))
+    opt.mode = MODE_FANOUT;
+  else if (!strcmp(argv[1], "echo"))
+    opt.mode = MODE_ECHO;
   else {
     usage(stderr);
     return 2;
   }
   static const struct option longopts[] = {
-    {"port", 1, 0, 'p'}, {"host", 1, 0, 'H'}, {"path", 1, 0, 'P'},
-    {"trigger", 1, 0, 'T'}, {"clients", 1, 0, 'n'}, {"broadcasts", 1, 0, 'k'},
-    {"settle", 1, 0, 'S'}, {"timeout", 1, 0, 't'}, {"connect-timeout", 1, 0, 'C'},
-    {"concurrency", 1, 0, 'Q'}, {"size", 1, 0, 's'}, {"duration", 1, 0, 'd'},
-    {"warmup", 1, 0, 'W'}, {"control", 0, 0, 'X'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+      {"port", 1, 0, 'p'},
+      {"host", 1, 0, 'H'},
+      {"path", 1, 0, 'P'},
+      {"trigger", 1, 0, 'T'},
+      {"clients", 1, 0, 'n'},
+      {"broadcasts", 1, 0, 'k'},
+      {"settle", 1, 0, 'S'},
+      {"timeout", 1, 0, 't'},
+      {"connect-timeout", 1, 0, 'C'},
+      {"concurrency", 1, 0, 'Q'},
+      {"size", 1, 0, 's'},
+      {"duration", 1, 0, 'd'},
+      {"warmup", 1, 0, 'W'},
+      {"control", 0, 0, 'X'},
+      {"help", 0, 0, 'h'},
+      {0, 0, 0, 0},
   };
   optind = 2;
   int ch;
   while ((ch = getopt_long(argc, argv, "p:H:n:c:k:s:d:h", longopts, NULL)) != -1) {
     switch (ch) {
-    case 'p': opt.port = (int)parse_pos(optarg, "port"); break;
-    case 'H': opt.host = optarg; break;
-    case 'P': opt.path = optarg; break;
-    case 'T': opt.trigger = optarg; break;
-    case 'n': case 'c': opt.clients = (int)parse_pos(optarg, "clients"); break;
-    case 'k': opt.broadcasts = (int)parse_pos(optarg, "broadcasts"); break;
-    case 'S': opt.settle = parse_pos(optarg, "settle"); break;
-    case 't': opt.timeout = parse_pos(optarg, "timeout"); break;
-    case 'C': opt.connect_timeout = parse_pos(optarg, "connect-timeout"); break;
-    case 'Q': opt.concurrency = (int)parse_pos(optarg, "concurrency"); break;
-    case 's': opt.size = (int)parse_pos(optarg, "size"); break;
-    case 'd': opt.duration = parse_pos(optarg, "duration"); break;
-    case 'W': opt.warmup = parse_pos(optarg, "warmup"); break;
-    case 'X': opt.control = 1; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'p':
+      opt.port = (int)parse_pos(optarg, "port");
+      break;
+    case 'H':
+      opt.host = optarg;
+      break;
+    case 'P':
+      opt.path = optarg;
+      break;
+    case 'T':
+      opt.trigger = optarg;
+      break;
+    case 'n':
+    case 'c':
+      opt.clients = (int)parse_pos(optarg, "clients");
+      break;
+    case 'k':
+      opt.broadcasts = (int)parse_pos(optarg, "broadcasts");
+      break;
+    case 'S':
+      opt.settle = parse_pos(optarg, "settle");
+      break;
+    case 't':
+      opt.timeout = parse_pos(optarg, "timeout");
+      break;
+    case 'C':
+      opt.connect_timeout = parse_pos(optarg, "connect-timeout");
+      break;
+    case 'Q':
+      opt.concurrency = (int)parse_pos(optarg, "concurrency");
+      break;
+    case 's':
+      opt.size = (int)parse_pos(optarg, "size");
+      break;
+    case 'd':
+      opt.duration = parse_pos(optarg, "duration");
+      break;
+    case 'W':
+      opt.warmup = parse_pos(optarg, "warmup");
+      break;
+    case 'X':
+      opt.control = 1;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
-  if (opt.clients < 0) opt.clients = opt.mode == MODE_FANOUT ? 1000 : 64;
-  if (!opt.path) opt.path = opt.mode == MODE_FANOUT ? "/ws/notifications" : "/echo";
+  if (opt.clients < 0)
+    opt.clients = opt.mode == MODE_FANOUT ? 1000 : 64;
+  if (!opt.path)
+    opt.path = opt.mode == MODE_FANOUT ? "/ws/notifications" : "/echo";
   if (opt.clients < 1 || opt.port < 1 || opt.port > 65535 || opt.concurrency < 1 ||
       opt.broadcasts < 1 || opt.size < 1 || opt.broadcasts > 1000000) {
     fprintf(stderr, "wsload: clients, port, concurrency, broadcasts, size must be > 0\n");
@@ -1150,7 +1263,8 @@ int main(int argc, char **argv) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.clients + 64) {
     rlim_t want = (rlim_t)opt.clients + 64;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) rl.rlim_max = want;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want)
+      rl.rlim_max = want;
     rl.rlim_cur = want;
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
       fprintf(stderr, "wsload: cannot raise RLIMIT_NOFILE to %lu: %s\n",
@@ -1161,7 +1275,8 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (getrandom(&rng_state, sizeof rng_state, 0) != sizeof rng_state || !rng_state)
     rng_state = (uint64_t)time(NULL) * 2654435761u + getpid();
-  if (opt.control) fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+  if (opt.control)
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
 
   loop = EV_DEFAULT;
   n_conns = opt.clients;
@@ -1178,7 +1293,8 @@ int main(int argc, char **argv) {
     ev_timer_init(&next_timer, next_cb, 0, 0);
   } else {
     echo_payload = malloc(opt.size);
-    for (int i = 0; i < opt.size; i++) echo_payload[i] = 'a' + rng() % 26;
+    for (int i = 0; i < opt.size; i++)
+      echo_payload[i] = 'a' + rng() % 26;
   }
   ev_timer_init(&close_timer, close_timeout_cb, 5.0, 0);
   ev_timer_init(&defer_timer, defer_cb, 0, 0);

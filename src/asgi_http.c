@@ -25,11 +25,10 @@ lr_app_ctx lr_app;
 enum { LR_T_NONE, LR_T_HTTP_TIMEOUT, LR_T_CLOSE_TIMEOUT };
 
 typedef struct lr_cycle {
-  PyObject_HEAD
-  lr_conn *conn;     /* NULL once the connection is done with us */
-  PyObject *task;    /* the app's asyncio Task, until the app ends */
-  PyObject *waiters; /* list of futures parked in receive(), or NULL */
-  PyObject *drain;   /* future parked in send() for output to drain, or NULL */
+  PyObject_HEAD lr_conn *conn; /* NULL once the connection is done with us */
+  PyObject *task;              /* the app's asyncio Task, until the app ends */
+  PyObject *waiters;           /* list of futures parked in receive(), or NULL */
+  PyObject *drain;             /* future parked in send() for output to drain, or NULL */
   ev_timer timer;
   int timer_kind;
 
@@ -83,7 +82,9 @@ static void lr__set_result(PyObject *fut, PyObject *value) {
   lr_loop_kick();
 }
 
-static PyObject *lr__new_future(void) { return PyObject_CallNoArgs(lr_app.create_future); }
+static PyObject *lr__new_future(void) {
+  return PyObject_CallNoArgs(lr_app.create_future);
+}
 
 static void lr__timer_stop(lr_cycle *cy) {
   ev_timer_stop(lr_loop, &cy->timer);
@@ -206,85 +207,148 @@ static PyObject *lr__receive(PyObject *self, PyObject *unused) {
 
 static const char *lr__reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 102: return "Processing";
-  case 103: return "Early Hints";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 203: return "Non-Authoritative Information";
-  case 204: return "No Content";
-  case 205: return "Reset Content";
-  case 206: return "Partial Content";
-  case 207: return "Multi-Status";
-  case 208: return "Already Reported";
-  case 226: return "IM Used";
-  case 300: return "Multiple Choices";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 305: return "Use Proxy";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 402: return "Payment Required";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 406: return "Not Acceptable";
-  case 407: return "Proxy Authentication Required";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Request Entity Too Large";
-  case 414: return "Request-URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 416: return "Requested Range Not Satisfiable";
-  case 417: return "Expectation Failed";
-  case 418: return "I'm a Teapot";
-  case 421: return "Misdirected Request";
-  case 422: return "Unprocessable Entity";
-  case 423: return "Locked";
-  case 424: return "Failed Dependency";
-  case 425: return "Too Early";
-  case 426: return "Upgrade Required";
-  case 428: return "Precondition Required";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 451: return "Unavailable For Legal Reasons";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  case 506: return "Variant Also Negotiates";
-  case 507: return "Insufficient Storage";
-  case 508: return "Loop Detected";
-  case 510: return "Not Extended";
-  case 511: return "Network Authentication Required";
-  default: return "";
+  case 100:
+    return "Continue";
+  case 101:
+    return "Switching Protocols";
+  case 102:
+    return "Processing";
+  case 103:
+    return "Early Hints";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 203:
+    return "Non-Authoritative Information";
+  case 204:
+    return "No Content";
+  case 205:
+    return "Reset Content";
+  case 206:
+    return "Partial Content";
+  case 207:
+    return "Multi-Status";
+  case 208:
+    return "Already Reported";
+  case 226:
+    return "IM Used";
+  case 300:
+    return "Multiple Choices";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 303:
+    return "See Other";
+  case 304:
+    return "Not Modified";
+  case 305:
+    return "Use Proxy";
+  case 307:
+    return "Temporary Redirect";
+  case 308:
+    return "Permanent Redirect";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 402:
+    return "Payment Required";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 406:
+    return "Not Acceptable";
+  case 407:
+    return "Proxy Authentication Required";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 410:
+    return "Gone";
+  case 411:
+    return "Length Required";
+  case 412:
+    return "Precondition Failed";
+  case 413:
+    return "Request Entity Too Large";
+  case 414:
+    return "Request-URI Too Long";
+  case 415:
+    return "Unsupported Media Type";
+  case 416:
+    return "Requested Range Not Satisfiable";
+  case 417:
+    return "Expectation Failed";
+  case 418:
+    return "I'm a Teapot";
+  case 421:
+    return "Misdirected Request";
+  case 422:
+    return "Unprocessable Entity";
+  case 423:
+    return "Locked";
+  case 424:
+    return "Failed Dependency";
+  case 425:
+    return "Too Early";
+  case 426:
+    return "Upgrade Required";
+  case 428:
+    return "Precondition Required";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 451:
+    return "Unavailable For Legal Reasons";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 505:
+    return "HTTP Version Not Supported";
+  case 506:
+    return "Variant Also Negotiates";
+  case 507:
+    return "Insufficient Storage";
+  case 508:
+    return "Loop Detected";
+  case 510:
+    return "Not Extended";
+  case 511:
+    return "Network Authentication Required";
+  default:
+    return "";
   }
 }
 
 /* RFC 9110 tchar. */
 static const unsigned char lr__tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
-    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,
-    ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
-    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
-    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
-    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1,
-    ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
-    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1,
-    ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1,  ['|'] = 1,
+    ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1,  ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1,  ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,  ['j'] = 1,
+    ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,  ['q'] = 1,
+    ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1,  ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1,  ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,  ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,  ['S'] = 1,
+    ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1,  ['Z'] = 1,
 };
 
 static void lr__buf_init(lr_head *b) {
@@ -377,7 +441,8 @@ int lr_head_encode(PyObject *msg, lr_head *b) {
       goto fail;
     PyObject *item;
     while ((item = PyIter_Next(it))) {
-      PyObject *seq = PySequence_Fast(item, "Header must be a sequence of two bytes objects");
+      PyObject *seq =
+          PySequence_Fast(item, "Header must be a sequence of two bytes objects");
       Py_DECREF(item);
       if (!seq) {
         Py_DECREF(it);
@@ -693,11 +758,12 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
       (PyUnicode_Check(type) && PyUnicode_Compare(type, lr_s.http_response_body) == 0))
     r = lr__body(cy, msg);
   else if (type == lr_s.http_response_start ||
-           (PyUnicode_Check(type) && PyUnicode_Compare(type, lr_s.http_response_start) == 0))
+           (PyUnicode_Check(type) &&
+            PyUnicode_Compare(type, lr_s.http_response_start) == 0))
     r = lr__start(cy, msg);
   else {
-    PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for an HTTP connection",
-                 type);
+    PyErr_Format(PyExc_RuntimeError,
+                 "Unexpected ASGI message type %R for an HTTP connection", type);
     return NULL;
   }
   if (r < 0)
@@ -747,7 +813,9 @@ void lr_app_report(const char *what, const char *request) {
   Py_XDECREF(tb);
 }
 
-static void lr__report(lr_cycle *cy, const char *what) { lr_app_report(what, cy->logline); }
+static void lr__report(lr_cycle *cy, const char *what) {
+  lr_app_report(what, cy->logline);
+}
 
 static void lr__app_done(PyObject *self, int how) {
   lr_cycle *cy = (lr_cycle *)self;
@@ -903,9 +971,13 @@ void lr_cycle_body_end(PyObject *self) {
     lr__wake_receivers(cy);
 }
 
-size_t lr_cycle_body_buffered(PyObject *self) { return ((lr_cycle *)self)->body_len; }
+size_t lr_cycle_body_buffered(PyObject *self) {
+  return ((lr_cycle *)self)->body_len;
+}
 
-int lr_cycle_response_started(PyObject *self) { return ((lr_cycle *)self)->started; }
+int lr_cycle_response_started(PyObject *self) {
+  return ((lr_cycle *)self)->started;
+}
 
 void lr_cycle_detach(PyObject *self, int disconnected) {
   lr_cycle *cy = (lr_cycle *)self;
@@ -920,7 +992,9 @@ void lr_cycle_detach(PyObject *self, int disconnected) {
     lr__timer_start(cy, LR_T_CLOSE_TIMEOUT, lr_cfg->application_close_timeout);
 }
 
-PyObject *lr_cycle_task(PyObject *self) { return ((lr_cycle *)self)->task; }
+PyObject *lr_cycle_task(PyObject *self) {
+  return ((lr_cycle *)self)->task;
+}
 
 static void lr__cycle_dealloc(PyObject *self) {
   lr_cycle *cy = (lr_cycle *)self;

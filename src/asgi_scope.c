@@ -15,15 +15,46 @@
 
 /* Lower-case header names that nearly every request carries. */
 static const char *const lr__common_names[] = {
-    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
-    "content-type", "content-length", "cookie", "referer", "origin", "cache-control",
-    "upgrade-insecure-requests", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
-    "sec-fetch-user", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform",
-    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-real-ip",
-    "x-requested-with", "x-csrftoken", "authorization", "if-none-match",
-    "if-modified-since", "pragma", "upgrade", "sec-websocket-key",
-    "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
-    "dnt", "te", "expect", "transfer-encoding", "range",
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "connection",
+    "content-type",
+    "content-length",
+    "cookie",
+    "referer",
+    "origin",
+    "cache-control",
+    "upgrade-insecure-requests",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-requested-with",
+    "x-csrftoken",
+    "authorization",
+    "if-none-match",
+    "if-modified-since",
+    "pragma",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "dnt",
+    "te",
+    "expect",
+    "transfer-encoding",
+    "range",
 };
 #define LR_N_COMMON (sizeof lr__common_names / sizeof *lr__common_names)
 static PyObject *lr__common[LR_N_COMMON];
@@ -219,8 +250,7 @@ static int lr__proxy(lr_conn *c, PyObject *scope) {
       return -1;
   }
   h = lr__find(c, "daphne-root-path");
-  if (h && lr__set(scope, lr_s.root_path,
-                   lr__path(c->rbuf + h->value, h->value_len)) < 0)
+  if (h && lr__set(scope, lr_s.root_path, lr__path(c->rbuf + h->value, h->value_len)) < 0)
     return -1;
   return 0;
 }
@@ -269,10 +299,12 @@ PyObject *lr_scope_http(lr_conn *c) {
     goto fail;
   }
   if (lr__set(scope, lr_s.headers, headers) < 0 ||
-      PyDict_SetItem(scope, lr_s.http_version, r->http_minor ? lr_s.v1_1 : lr_s.v1_0) < 0 ||
+      PyDict_SetItem(scope, lr_s.http_version, r->http_minor ? lr_s.v1_1 : lr_s.v1_0) <
+          0 ||
       lr__set(scope, lr_s.method, lr__method(c->rbuf + r->method, r->method_len)) < 0 ||
       lr__set(scope, lr_s.path, lr__path(target, plen)) < 0 ||
-      lr__set(scope, lr_s.raw_path, PyBytes_FromStringAndSize(target, (Py_ssize_t)plen)) < 0 ||
+      lr__set(scope, lr_s.raw_path, PyBytes_FromStringAndSize(target, (Py_ssize_t)plen)) <
+          0 ||
       lr__set(scope, lr_s.query_string,
               q ? PyBytes_FromStringAndSize(q + 1, (Py_ssize_t)(tlen - plen - 1))
                 : PyBytes_FromStringAndSize("", 0)) < 0 ||

@@ -34,20 +34,19 @@ typedef struct lr_ws {
   ev_timer tick; /* keepalive pings; close handshake wait */
   double last_recv, ping_sent, close_sent_at;
   /* Frame headers are checked here before wslay sees the frame (see lr__scan). */
-  size_t scanned;     /* bytes after conn->rpos already checked */
+  size_t scanned;      /* bytes after conn->rpos already checked */
   uint64_t frame_left; /* payload bytes of the current frame not yet scanned */
   uint64_t msg_bytes;  /* payload bytes of the data message in progress */
   unsigned fragments;  /* frames of the data message in progress */
   int in_msg;          /* a fragmented data message is in progress */
   int failed;          /* we closed for a protocol error: ignore further input */
   int state;
-  int close_code;      /* received from the peer, 0 if none yet */
+  int close_code;         /* received from the peer, 0 if none yet */
   PyObject *close_reason; /* str (owned) */
 } lr_ws;
 
 typedef struct lr_wscycle {
-  PyObject_HEAD
-  lr_conn *conn;
+  PyObject_HEAD lr_conn *conn;
   PyObject *task;
   PyObject *pending; /* list of messages for receive() */
   PyObject *waiters; /* list of futures parked in receive() */
@@ -58,7 +57,7 @@ typedef struct lr_wscycle {
   char *denial_body;
   size_t denial_len;
   ev_timer close_timer; /* --application-close-timeout after the connection ended */
-  char *path;            /* raw path without query, for the access log */
+  char *path;           /* raw path without query, for the access log */
   size_t path_len;
 } lr_wscycle;
 
@@ -68,14 +67,16 @@ static PyObject *lr__s_connect, *lr__s_receive, *lr__s_disconnect, *lr__s_accept
     *lr__s_subprotocol, *lr__s_subprotocols, *lr__s_websocket, *lr__s_ws, *lr__s_wss,
     *lr__s_resp_start, *lr__s_resp_body, *lr__ext;
 
-static lr_ws *lr__ws(lr_conn *c) { return (lr_ws *)c->ws; }
+static lr_ws *lr__ws(lr_conn *c) {
+  return (lr_ws *)c->ws;
+}
 
 static void lr__log(lr_wscycle *cy, const char *what) {
   if (!lr_access_enabled() || !cy->path)
     return;
   char line[512];
-  size_t wl = strlen(what), n = cy->path_len < sizeof line - wl - 2 ? cy->path_len
-                                                                    : sizeof line - wl - 2;
+  size_t wl = strlen(what),
+         n = cy->path_len < sizeof line - wl - 2 ? cy->path_len : sizeof line - wl - 2;
   memcpy(line, what, wl);
   line[wl] = ' ';
   memcpy(line + wl + 1, cy->path, n);
@@ -156,8 +157,8 @@ static void lr__deliver_disconnect(lr_wscycle *cy, int code, PyObject *reason) {
 
 /* ---- the protocol side ---- */
 
-static ssize_t lr__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                           void *ud) {
+static ssize_t lr__recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                           int flags, void *ud) {
   (void)flags;
   lr_conn *c = ud;
   lr_ws *ws = lr__ws(c);
@@ -187,7 +188,8 @@ static void lr__close_with(lr_ws *ws, int code, const char *reason, int stop_rea
 static void lr__tick_arm(lr_ws *ws, double seconds);
 
 static void lr__frame_start(wslay_event_context_ptr ctx,
-                            const struct wslay_event_on_frame_recv_start_arg *arg, void *ud) {
+                            const struct wslay_event_on_frame_recv_start_arg *arg,
+                            void *ud) {
   (void)ctx;
   lr_conn *c = ud;
   lr_ws *ws = lr__ws(c);
@@ -263,8 +265,8 @@ static void lr__msg_recv(wslay_event_context_ptr ctx,
   if (!cy || ws->failed)
     return;
   if (arg->opcode == WSLAY_TEXT_FRAME) {
-    PyObject *t = PyUnicode_DecodeUTF8((const char *)arg->msg, (Py_ssize_t)arg->msg_length,
-                                       "strict");
+    PyObject *t = PyUnicode_DecodeUTF8((const char *)arg->msg,
+                                       (Py_ssize_t)arg->msg_length, "strict");
     if (!t) { /* wslay validated it; be safe anyway */
       PyErr_Clear();
       lr__close_with(ws, 1007, NULL, 1);
@@ -273,8 +275,8 @@ static void lr__msg_recv(wslay_event_context_ptr ctx,
     lr__push(cy, lr__dict2(lr__s_receive, lr__s_text, t));
     Py_DECREF(t);
   } else if (arg->opcode == WSLAY_BINARY_FRAME) {
-    PyObject *b = PyBytes_FromStringAndSize((const char *)arg->msg,
-                                            (Py_ssize_t)arg->msg_length);
+    PyObject *b =
+        PyBytes_FromStringAndSize((const char *)arg->msg, (Py_ssize_t)arg->msg_length);
     if (!b) {
       PyErr_WriteUnraisable((PyObject *)cy);
       return;
@@ -413,7 +415,8 @@ static void lr__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     ws->ping_sent = lr_cfg->ping_timeout > 0 ? now : 0;
     lr__pump(ws);
   }
-  lr__tick_arm(ws, lr_cfg->ping_timeout > 0 ? lr_cfg->ping_timeout : lr_cfg->ping_interval);
+  lr__tick_arm(ws,
+               lr_cfg->ping_timeout > 0 ? lr_cfg->ping_timeout : lr_cfg->ping_interval);
 }
 
 static void lr__reject(lr_wscycle *cy, int status) {
@@ -439,8 +442,10 @@ static void lr__life_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       Py_DECREF(cy);
     }
   } else if (ws->state == LR_WS_OPEN) {
-    lr_log(LR_LOG_INFO, "laurel.ws", "%s: WebSocket open for %gs (--websocket_timeout); "
-           "closing", ws->c->peer, lr_cfg->websocket_timeout);
+    lr_log(LR_LOG_INFO, "laurel.ws",
+           "%s: WebSocket open for %gs (--websocket_timeout); "
+           "closing",
+           ws->c->peer, lr_cfg->websocket_timeout);
     lr__close_with(ws, 1000, NULL, 0);
   }
 }
@@ -467,7 +472,8 @@ static PyObject *lr__receive_poll(PyObject *owner, PyObject *arg, PyObject **fut
   PyObject *f = PyObject_CallNoArgs(lr_app.create_future);
   if (!f)
     return NULL;
-  if ((!cy->waiters && !(cy->waiters = PyList_New(0))) || PyList_Append(cy->waiters, f) < 0) {
+  if ((!cy->waiters && !(cy->waiters = PyList_New(0))) ||
+      PyList_Append(cy->waiters, f) < 0) {
     Py_DECREF(f);
     return NULL;
   }
@@ -548,7 +554,8 @@ static int lr__accept(lr_wscycle *cy, PyObject *msg) {
     ok = lr_conn_write_copy(c, date, dl) == 0;
   if (ok && !extra.has_server && srv[0])
     ok = lr_conn_write_copy(c, "Server: ", 8) == 0 &&
-         lr_conn_write_copy(c, srv, strlen(srv)) == 0 && lr_conn_write_copy(c, "\r\n", 2) == 0;
+         lr_conn_write_copy(c, srv, strlen(srv)) == 0 &&
+         lr_conn_write_copy(c, "\r\n", 2) == 0;
   if (ok)
     ok = lr_conn_write_copy(c, "\r\n", 2) == 0;
   lr_head_free(&extra);
@@ -759,8 +766,9 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   int r;
   if (lr__is(type, lr__s_send)) {
     if (!cy->accepted && !cy->rejected && cy->conn) {
-      PyErr_SetString(PyExc_RuntimeError,
-                      "Unexpected ASGI message 'websocket.send', before 'websocket.accept'.");
+      PyErr_SetString(
+          PyExc_RuntimeError,
+          "Unexpected ASGI message 'websocket.send', before 'websocket.accept'.");
       return NULL;
     }
     r = lr__send_data(cy, msg);
@@ -777,7 +785,8 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   } else if (lr__is(type, lr__s_resp_body)) {
     r = lr__denial(cy, msg, 0);
   } else {
-    PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for a WebSocket", type);
+    PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for a WebSocket",
+                 type);
     return NULL;
   }
   if (r < 0)
@@ -833,8 +842,8 @@ static void lr__app_done(PyObject *self, int how) {
   cy->app_done = 1;
   ev_timer_stop(lr_loop, &cy->close_timer);
   char where[256];
-  snprintf(where, sizeof where, "WebSocket %.*s", (int)(cy->path_len > 200 ? 200 : cy->path_len),
-           cy->path ? cy->path : "");
+  snprintf(where, sizeof where, "WebSocket %.*s",
+           (int)(cy->path_len > 200 ? 200 : cy->path_len), cy->path ? cy->path : "");
   if (how == LR_APP_RAISED)
     lr_app_report("Exception inside application", where);
   lr_conn *c = cy->conn;
@@ -867,8 +876,9 @@ PyObject *lr_ws_start(lr_conn *c) {
     free(ws);
     return PyErr_NoMemory();
   }
-  wslay_event_config_set_max_recv_msg_length(
-      ws->ctx, lr_cfg->ws_max_message_size ? lr_cfg->ws_max_message_size : UINT64_MAX >> 1);
+  wslay_event_config_set_max_recv_msg_length(ws->ctx, lr_cfg->ws_max_message_size
+                                                          ? lr_cfg->ws_max_message_size
+                                                          : UINT64_MAX >> 1);
   ev_init(&ws->life, lr__life_cb);
   ev_init(&ws->tick, lr__tick_cb);
   c->ws = ws;
@@ -923,7 +933,8 @@ PyObject *lr_ws_start(lr_conn *c) {
     }
   }
   PyObject *scheme = PyDict_GetItem(scope, lr_s.scheme); /* borrowed */
-  int secure = scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, lr_s.https) == 0;
+  int secure =
+      scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, lr_s.https) == 0;
   if (PyDict_SetItem(scope, lr_s.type, lr__s_websocket) < 0 ||
       PyDict_SetItem(scope, lr_s.scheme, secure ? lr__s_wss : lr__s_ws) < 0 ||
       PyDict_SetItem(scope, lr__s_subprotocols, subs) < 0 ||
@@ -1037,7 +1048,9 @@ static PyTypeObject LrWsCycle_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
 };
 
-PyObject *lr_ws_cycle_task(PyObject *self) { return ((lr_wscycle *)self)->task; }
+PyObject *lr_ws_cycle_task(PyObject *self) {
+  return ((lr_wscycle *)self)->task;
+}
 
 int lr_ws_init(void) {
   if (PyType_Ready(&LrWsCycle_Type) < 0)

@@ -46,8 +46,9 @@
 #define LR_LIBEV "libev"
 #endif
 #ifdef LLHTTP_VERSION_MAJOR
-#define LR_LLHTTP \
-  "llhttp " LR_STR(LLHTTP_VERSION_MAJOR) "." LR_STR(LLHTTP_VERSION_MINOR) "." LR_STR(LLHTTP_VERSION_PATCH)
+#define LR_LLHTTP                                                                        \
+  "llhttp " LR_STR(LLHTTP_VERSION_MAJOR) "." LR_STR(LLHTTP_VERSION_MINOR) "." LR_STR(    \
+      LLHTTP_VERSION_PATCH)
 #else
 #define LR_LLHTTP "llhttp"
 #endif
@@ -180,13 +181,44 @@ static const char *const help_text[] = {
 /* ---- the options ---- */
 
 enum opt_id {
-  O_PORT = 256, O_BIND, O_UNIX, O_FD, O_ENDPOINT, O_VERBOSITY, O_HTTP_TIMEOUT,
-  O_ACCESS_LOG, O_LOG_FMT, O_PING_INTERVAL, O_PING_TIMEOUT, O_APP_CLOSE_TIMEOUT,
-  O_WS_TIMEOUT, O_WS_CONNECT_TIMEOUT, O_ROOT_PATH, O_PROXY_HEADERS, O_PROXY_HOST,
-  O_PROXY_PORT, O_SERVER_NAME, O_NO_SERVER_NAME, O_WS_MAX_MESSAGE, O_WS_MAX_FRAME,
-  O_LIFESPAN, O_GRACEFUL, O_KEEPALIVE, O_HEADER_TIMEOUT, O_LIMIT_LINE,
-  O_LIMIT_HEADERS, O_LIMIT_FIELDS, O_LIMIT_BODY, O_LIMIT_CONCURRENCY, O_WORKERS,
-  O_MAX_REQUESTS, O_MAX_REQUESTS_JITTER, O_CHANNEL_LAYER, O_HELP, O_VERSION, O_END
+  O_PORT = 256,
+  O_BIND,
+  O_UNIX,
+  O_FD,
+  O_ENDPOINT,
+  O_VERBOSITY,
+  O_HTTP_TIMEOUT,
+  O_ACCESS_LOG,
+  O_LOG_FMT,
+  O_PING_INTERVAL,
+  O_PING_TIMEOUT,
+  O_APP_CLOSE_TIMEOUT,
+  O_WS_TIMEOUT,
+  O_WS_CONNECT_TIMEOUT,
+  O_ROOT_PATH,
+  O_PROXY_HEADERS,
+  O_PROXY_HOST,
+  O_PROXY_PORT,
+  O_SERVER_NAME,
+  O_NO_SERVER_NAME,
+  O_WS_MAX_MESSAGE,
+  O_WS_MAX_FRAME,
+  O_LIFESPAN,
+  O_GRACEFUL,
+  O_KEEPALIVE,
+  O_HEADER_TIMEOUT,
+  O_LIMIT_LINE,
+  O_LIMIT_HEADERS,
+  O_LIMIT_FIELDS,
+  O_LIMIT_BODY,
+  O_LIMIT_CONCURRENCY,
+  O_WORKERS,
+  O_MAX_REQUESTS,
+  O_MAX_REQUESTS_JITTER,
+  O_CHANNEL_LAYER,
+  O_HELP,
+  O_VERSION,
+  O_END
 };
 #define N_OPTS (O_END - O_PORT)
 
@@ -207,11 +239,11 @@ static const struct optdef {
     [O_LOG_FMT - O_PORT] = {"--log-fmt", "LAUREL_LOG_FMT", 0},
     [O_PING_INTERVAL - O_PORT] = {"--ping-interval", "LAUREL_PING_INTERVAL", 0},
     [O_PING_TIMEOUT - O_PORT] = {"--ping-timeout", "LAUREL_PING_TIMEOUT", 0},
-    [O_APP_CLOSE_TIMEOUT - O_PORT] = {"--application-close-timeout",
-                                      "LAUREL_APPLICATION_CLOSE_TIMEOUT", 0},
+    [O_APP_CLOSE_TIMEOUT -
+        O_PORT] = {"--application-close-timeout", "LAUREL_APPLICATION_CLOSE_TIMEOUT", 0},
     [O_WS_TIMEOUT - O_PORT] = {"--websocket_timeout", "LAUREL_WEBSOCKET_TIMEOUT", 0},
-    [O_WS_CONNECT_TIMEOUT - O_PORT] = {"--websocket_connect_timeout",
-                                       "LAUREL_WEBSOCKET_CONNECT_TIMEOUT", 0},
+    [O_WS_CONNECT_TIMEOUT -
+        O_PORT] = {"--websocket_connect_timeout", "LAUREL_WEBSOCKET_CONNECT_TIMEOUT", 0},
     [O_ROOT_PATH - O_PORT] = {"--root-path", "LAUREL_ROOT_PATH", 0},
     [O_PROXY_HEADERS - O_PORT] = {"--proxy-headers", "LAUREL_PROXY_HEADERS", 0},
     [O_PROXY_HOST - O_PORT] = {"--proxy-headers-host", "LAUREL_PROXY_HEADERS_HOST", 0},
@@ -220,24 +252,24 @@ static const struct optdef {
     [O_NO_SERVER_NAME - O_PORT] = {"--no-server-name", "LAUREL_NO_SERVER_NAME", 0},
     [O_WS_MAX_MESSAGE - O_PORT] = {"--websocket-max-message-size",
                                    "LAUREL_WEBSOCKET_MAX_MESSAGE_SIZE", 0},
-    [O_WS_MAX_FRAME - O_PORT] = {"--websocket-max-frame-size",
-                                 "LAUREL_WEBSOCKET_MAX_FRAME_SIZE", 0},
+    [O_WS_MAX_FRAME -
+        O_PORT] = {"--websocket-max-frame-size", "LAUREL_WEBSOCKET_MAX_FRAME_SIZE", 0},
     [O_LIFESPAN - O_PORT] = {"--lifespan", "LAUREL_LIFESPAN", 0},
     [O_GRACEFUL - O_PORT] = {"--graceful-timeout", "LAUREL_GRACEFUL_TIMEOUT", 0},
     [O_KEEPALIVE - O_PORT] = {"--keep-alive-timeout", "LAUREL_KEEP_ALIVE_TIMEOUT", 0},
     [O_HEADER_TIMEOUT - O_PORT] = {"--header-timeout", "LAUREL_HEADER_TIMEOUT", 0},
     [O_LIMIT_LINE - O_PORT] = {"--limit-request-line", "LAUREL_LIMIT_REQUEST_LINE", 0},
-    [O_LIMIT_HEADERS - O_PORT] = {"--limit-request-headers",
-                                  "LAUREL_LIMIT_REQUEST_HEADERS", 0},
-    [O_LIMIT_FIELDS - O_PORT] = {"--limit-request-fields", "LAUREL_LIMIT_REQUEST_FIELDS",
-                                 0},
+    [O_LIMIT_HEADERS -
+        O_PORT] = {"--limit-request-headers", "LAUREL_LIMIT_REQUEST_HEADERS", 0},
+    [O_LIMIT_FIELDS -
+        O_PORT] = {"--limit-request-fields", "LAUREL_LIMIT_REQUEST_FIELDS", 0},
     [O_LIMIT_BODY - O_PORT] = {"--limit-request-body", "LAUREL_LIMIT_REQUEST_BODY", 0},
-    [O_LIMIT_CONCURRENCY - O_PORT] = {"--limit-concurrency", "LAUREL_LIMIT_CONCURRENCY",
-                                      0},
+    [O_LIMIT_CONCURRENCY -
+        O_PORT] = {"--limit-concurrency", "LAUREL_LIMIT_CONCURRENCY", 0},
     [O_WORKERS - O_PORT] = {"--workers", "LAUREL_WORKERS", 0},
     [O_MAX_REQUESTS - O_PORT] = {"--max-requests", "LAUREL_MAX_REQUESTS", 0},
-    [O_MAX_REQUESTS_JITTER - O_PORT] = {"--max-requests-jitter",
-                                        "LAUREL_MAX_REQUESTS_JITTER", 0},
+    [O_MAX_REQUESTS_JITTER -
+        O_PORT] = {"--max-requests-jitter", "LAUREL_MAX_REQUESTS_JITTER", 0},
     [O_CHANNEL_LAYER - O_PORT] = {"--channel-layer", "LAUREL_CHANNEL_LAYER", 0},
     [O_HELP - O_PORT] = {"-h/--help", NULL, 'h'},
     [O_VERSION - O_PORT] = {"-V/--version", NULL, 'V'},
@@ -292,7 +324,8 @@ static const char short_opts[] = "-:p:b:u:e:v:t:s:hV";
 
 static int short_to_id(int c) {
   for (int i = 0; i < N_OPTS; i++)
-    if (optdefs[i].shrt && optdefs[i].shrt == c) return O_PORT + i;
+    if (optdefs[i].shrt && optdefs[i].shrt == c)
+      return O_PORT + i;
   return c;
 }
 
@@ -336,11 +369,13 @@ void lr_config_defaults(lr_config *cfg) {
 /* A decimal integer with an optional sign and nothing else (no spaces, no hex). */
 static bool parse_ll(const char *s, long long *out) {
   const char *d = (*s == '+' || *s == '-') ? s + 1 : s;
-  if (!isdigit((unsigned char)*d)) return false;
+  if (!isdigit((unsigned char)*d))
+    return false;
   char *end;
   errno = 0;
   long long v = strtoll(s, &end, 10);
-  if (errno || *end) return false;
+  if (errno || *end)
+    return false;
   *out = v;
   return true;
 }
@@ -351,11 +386,13 @@ static bool parse_double(const char *s, double *out) {
   if (!isdigit((unsigned char)*d) && !(*d == '.' && isdigit((unsigned char)d[1])))
     return false;
   for (const char *p = d; *p; p++)
-    if (*p == 'x' || *p == 'X') return false;
+    if (*p == 'x' || *p == 'X')
+      return false;
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (*end || !isfinite(v) || (errno == ERANGE && (v > 1 || v < -1))) return false;
+  if (*end || !isfinite(v) || (errno == ERANGE && (v > 1 || v < -1)))
+    return false;
   *out = v;
   return true;
 }
@@ -375,17 +412,21 @@ static int fail(FILE *err, const origin *o, const char *fmt, const char *val) {
 
 static int get_int(FILE *err, const origin *o, const char *s, long long lo, long long hi,
                    long long *out) {
-  if (!parse_ll(s, out)) return fail(err, o, "invalid int value: '%s'", s);
+  if (!parse_ll(s, out))
+    return fail(err, o, "invalid int value: '%s'", s);
   if (*out < lo || *out > hi) {
-    fprintf(err, "laurel: error: %s %s: value out of range: '%s' (expected %lld to %lld)\n",
+    fprintf(err,
+            "laurel: error: %s %s: value out of range: '%s' (expected %lld to %lld)\n",
             o->what, o->name, s, lo, hi);
     return -1;
   }
   return 0;
 }
 
-static int get_seconds(FILE *err, const origin *o, const char *s, double lo, double *out) {
-  if (!parse_double(s, out)) return fail(err, o, "invalid float value: '%s'", s);
+static int get_seconds(FILE *err, const origin *o, const char *s, double lo,
+                       double *out) {
+  if (!parse_double(s, out))
+    return fail(err, o, "invalid float value: '%s'", s);
   if (*out < lo || *out > MAX_SECONDS) {
     fprintf(err, "laurel: error: %s %s: value out of range: '%s' (expected %g to %g)\n",
             o->what, o->name, s, lo, MAX_SECONDS);
@@ -398,10 +439,13 @@ static int get_bool(FILE *err, const origin *o, const char *s, int *out) {
   static const char *const yes[] = {"1", "true", "yes", "on"};
   static const char *const no[] = {"0", "false", "no", "off"};
   for (size_t i = 0; i < 4; i++) {
-    if (strcasecmp(s, yes[i]) == 0) return *out = 1, 0;
-    if (strcasecmp(s, no[i]) == 0) return *out = 0, 0;
+    if (strcasecmp(s, yes[i]) == 0)
+      return *out = 1, 0;
+    if (strcasecmp(s, no[i]) == 0)
+      return *out = 0, 0;
   }
-  return fail(err, o, "invalid boolean value: '%s' (use 1/0, true/false, yes/no, on/off)", s);
+  return fail(err, o, "invalid boolean value: '%s' (use 1/0, true/false, yes/no, on/off)",
+              s);
 }
 
 /* ---- endpoint strings ---- */
@@ -418,7 +462,8 @@ typedef struct ep_part {
 /* Splits a Twisted endpoint description: ':' separates parameters, the first '=' of a
  * parameter separates key and value, and a backslash makes the next character
  * literal ("interface=\:\:1"). */
-static int ep_tokenize(const char *spec, ep_part *parts, int *n, char *errbuf, size_t errcap) {
+static int ep_tokenize(const char *spec, ep_part *parts, int *n, char *errbuf,
+                       size_t errcap) {
   int np = 0;
   size_t len = 0;
   bool in_value = false;
@@ -429,7 +474,8 @@ static int ep_tokenize(const char *spec, ep_part *parts, int *n, char *errbuf, s
     if (c == '\0' || c == ':') {
       cur->val[len] = '\0';
       np++;
-      if (c == '\0') break;
+      if (c == '\0')
+        break;
       if (np == EP_MAX_PARTS) {
         snprintf(errbuf, errcap, "invalid endpoint '%s': too many parameters", spec);
         return -1;
@@ -508,7 +554,8 @@ static bool copy_host(char *dst, size_t cap, const char *src) {
     src++;
     n -= 2;
   }
-  if (n >= cap) return false;
+  if (n >= cap)
+    return false;
   memcpy(dst, src, n);
   dst[n] = '\0';
   return true;
@@ -522,12 +569,13 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
     errbuf = dummy;
     errcap = sizeof dummy;
   }
-  if (ep_tokenize(spec, parts, &np, errbuf, errcap) < 0) return -1;
+  if (ep_tokenize(spec, parts, &np, errbuf, errcap) < 0)
+    return -1;
 
   const char *type = parts[0].val;
   if (parts[0].has_key || type[0] == '\0') {
-    snprintf(errbuf, errcap, "invalid endpoint '%s': it must start with a type such as tcp:",
-             spec);
+    snprintf(errbuf, errcap,
+             "invalid endpoint '%s': it must start with a type such as tcp:", spec);
     return -1;
   }
   if (strcasecmp(type, "ssl") == 0 || strcasecmp(type, "tls") == 0) {
@@ -536,7 +584,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
   }
   const struct ep_type *t = NULL;
   for (size_t i = 0; i < sizeof ep_types / sizeof ep_types[0]; i++)
-    if (strcasecmp(type, ep_types[i].name) == 0) t = &ep_types[i];
+    if (strcasecmp(type, ep_types[i].name) == 0)
+      t = &ep_types[i];
   if (!t) {
     snprintf(errbuf, errcap,
              "invalid endpoint '%s': unknown type '%s' (supported: tcp, tcp6, unix, fd, "
@@ -558,7 +607,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
       }
     } else {
       for (int k = 0; k < 4 && t->params[k]; k++)
-        if (strcmp(parts[i].key, t->params[k]) == 0) slot = k;
+        if (strcmp(parts[i].key, t->params[k]) == 0)
+          slot = k;
       if (slot < 0) {
         snprintf(errbuf, errcap, "invalid endpoint '%s': unknown parameter '%s' for %s",
                  spec, parts[i].key, t->name);
@@ -582,9 +632,12 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
   if (strcmp(t->name, "tcp") == 0 || strcmp(t->name, "tcp6") == 0) {
     const char *port = NULL, *iface = NULL, *backlog = NULL;
     for (int k = 0; k < 4 && t->params[k]; k++) {
-      if (strcmp(t->params[k], "port") == 0) port = val[k];
-      if (strcmp(t->params[k], "interface") == 0) iface = val[k];
-      if (strcmp(t->params[k], "backlog") == 0) backlog = val[k];
+      if (strcmp(t->params[k], "port") == 0)
+        port = val[k];
+      if (strcmp(t->params[k], "interface") == 0)
+        iface = val[k];
+      if (strcmp(t->params[k], "backlog") == 0)
+        backlog = val[k];
     }
     ep->kind = LR_EP_TCP;
     if (!port) {
@@ -604,7 +657,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
     }
     if (backlog) {
       if (!ep_int(backlog, 1, 65535, &v)) {
-        snprintf(errbuf, errcap, "invalid endpoint '%s': invalid backlog '%s'", spec, backlog);
+        snprintf(errbuf, errcap, "invalid endpoint '%s': invalid backlog '%s'", spec,
+                 backlog);
         return -1;
       }
       ep->backlog = (int)v;
@@ -631,7 +685,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
       errno = 0;
       long m = strtol(s, &end, 8);
       if (!*s || *end || errno || m < 0 || m > 07777 || *s == '-' || *s == '+') {
-        snprintf(errbuf, errcap, "invalid endpoint '%s': invalid octal mode '%s'", spec, s);
+        snprintf(errbuf, errcap, "invalid endpoint '%s': invalid octal mode '%s'", spec,
+                 s);
         return -1;
       }
       ep->mode = (int)m;
@@ -680,7 +735,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
 }
 
 void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap) {
-  if (cap == 0) return;
+  if (cap == 0)
+    return;
   size_t n = 0;
   switch (ep->kind) {
   case LR_EP_TCP: {
@@ -688,7 +744,8 @@ void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap) {
     char host[2 * sizeof ep->host];
     size_t h = 0;
     for (const char *p = ep->host; *p && h + 2 < sizeof host; p++) {
-      if (*p == ':') host[h++] = '\\';
+      if (*p == ':')
+        host[h++] = '\\';
       host[h++] = *p;
     }
     host[h] = '\0';
@@ -743,9 +800,12 @@ static int add_endpoint_spec(state *st, const origin *o, const char *spec) {
 static int choose(FILE *err, const origin *o, const char *v, const char *const *choices,
                   int n) {
   for (int i = 0; i < n; i++)
-    if (strcmp(v, choices[i]) == 0) return i;
-  fprintf(err, "laurel: error: %s %s: invalid choice: '%s' (choose from", o->what, o->name, v);
-  for (int i = 0; i < n; i++) fprintf(err, "%s '%s'", i ? "," : "", choices[i]);
+    if (strcmp(v, choices[i]) == 0)
+      return i;
+  fprintf(err, "laurel: error: %s %s: invalid choice: '%s' (choose from", o->what,
+          o->name, v);
+  for (int i = 0; i < n; i++)
+    fprintf(err, "%s '%s'", i ? "," : "", choices[i]);
   fprintf(err, ")\n");
   return -1;
 }
@@ -760,7 +820,8 @@ static int apply(state *st, int id, const char *v, const origin *o) {
 
   switch (id) {
   case O_PORT:
-    if (get_int(err, o, v, 0, 65535, &n)) return -1;
+    if (get_int(err, o, v, 0, 65535, &n))
+      return -1;
     st->port = (int)n;
     st->have_port = true;
     return 0;
@@ -776,7 +837,8 @@ static int apply(state *st, int id, const char *v, const origin *o) {
     st->have_unix = v[0] != '\0';
     return 0;
   case O_FD:
-    if (get_int(err, o, v, 0, INT_MAX, &n)) return -1;
+    if (get_int(err, o, v, 0, INT_MAX, &n))
+      return -1;
     st->fd = (int)n;
     st->have_fd = true;
     return 0;
@@ -785,27 +847,34 @@ static int apply(state *st, int id, const char *v, const origin *o) {
       char one[EP_MAX_TEXT * 2];
       const char *p = v;
       while (*p) {
-        while (isspace((unsigned char)*p)) p++;
+        while (isspace((unsigned char)*p))
+          p++;
         size_t len = 0;
-        while (p[len] && !isspace((unsigned char)p[len])) len++;
-        if (len == 0) break;
-        if (len >= sizeof one) return fail(err, o, "endpoint too long in '%s'", v);
+        while (p[len] && !isspace((unsigned char)p[len]))
+          len++;
+        if (len == 0)
+          break;
+        if (len >= sizeof one)
+          return fail(err, o, "endpoint too long in '%s'", v);
         memcpy(one, p, len);
         one[len] = '\0';
-        if (add_endpoint_spec(st, o, one)) return -1;
+        if (add_endpoint_spec(st, o, one))
+          return -1;
         p += len;
       }
       return 0;
     }
     return add_endpoint_spec(st, o, v);
   case O_VERBOSITY:
-    if (!parse_ll(v, &n)) return fail(err, o, "invalid int value: '%s'", v);
+    if (!parse_ll(v, &n))
+      return fail(err, o, "invalid int value: '%s'", v);
     if (n < 0 || n > 3)
       return fail(err, o, "invalid choice: %s (choose from 0, 1, 2, 3)", v);
     cfg->verbosity = (int)n;
     return 0;
   case O_HTTP_TIMEOUT:
-    if (get_seconds(err, o, v, -MAX_SECONDS, &d)) return -1;
+    if (get_seconds(err, o, v, -MAX_SECONDS, &d))
+      return -1;
     cfg->http_timeout = d;
     return 0;
   case O_ACCESS_LOG:
@@ -813,36 +882,45 @@ static int apply(state *st, int id, const char *v, const origin *o) {
     return 0;
   case O_LOG_FMT: {
     char why[256];
-    if (lr_log_check_format(v, why, sizeof why) < 0) return fail(err, o, "%s", why);
+    if (lr_log_check_format(v, why, sizeof why) < 0)
+      return fail(err, o, "%s", why);
     cfg->log_fmt = v;
     return 0;
   }
   case O_PING_INTERVAL:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->ping_interval = d;
     return 0;
   case O_PING_TIMEOUT:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->ping_timeout = d;
     return 0;
   case O_APP_CLOSE_TIMEOUT:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->application_close_timeout = d;
     return 0;
   case O_WS_TIMEOUT:
   case O_WS_CONNECT_TIMEOUT:
     /* daphne: any negative value means no limit. */
-    if (get_seconds(err, o, v, -MAX_SECONDS, &d)) return -1;
-    if (d < 0) d = -1;
-    if (id == O_WS_TIMEOUT) cfg->websocket_timeout = d;
-    else cfg->websocket_connect_timeout = d;
+    if (get_seconds(err, o, v, -MAX_SECONDS, &d))
+      return -1;
+    if (d < 0)
+      d = -1;
+    if (id == O_WS_TIMEOUT)
+      cfg->websocket_timeout = d;
+    else
+      cfg->websocket_connect_timeout = d;
     return 0;
   case O_ROOT_PATH:
     cfg->root_path = v;
     return 0;
   case O_PROXY_HEADERS:
     if (o->what[0] == 'e') {
-      if (get_bool(err, o, v, &b)) return -1;
+      if (get_bool(err, o, v, &b))
+        return -1;
       cfg->proxy_headers = b;
     } else {
       cfg->proxy_headers = 1;
@@ -850,7 +928,8 @@ static int apply(state *st, int id, const char *v, const origin *o) {
     return 0;
   case O_PROXY_HOST:
   case O_PROXY_PORT:
-    if (!v[0]) return 0; /* daphne: empty means not given */
+    if (!v[0])
+      return 0; /* daphne: empty means not given */
     if (id == O_PROXY_HOST) {
       cfg->proxy_headers_host = v;
       st->proxy_host_set = true;
@@ -866,74 +945,93 @@ static int apply(state *st, int id, const char *v, const origin *o) {
     return 0;
   case O_NO_SERVER_NAME:
     if (o->what[0] == 'e') {
-      if (get_bool(err, o, v, &b)) return -1;
-      if (b) cfg->server_name = "";
+      if (get_bool(err, o, v, &b))
+        return -1;
+      if (b)
+        cfg->server_name = "";
     } else {
       cfg->server_name = "";
     }
     return 0;
   case O_WS_MAX_MESSAGE:
   case O_WS_MAX_FRAME:
-    if (get_int(err, o, v, 0, INT64_MAX, &n)) return -1;
-    if (id == O_WS_MAX_MESSAGE) cfg->ws_max_message_size = (uint64_t)n;
-    else cfg->ws_max_frame_size = (uint64_t)n;
+    if (get_int(err, o, v, 0, INT64_MAX, &n))
+      return -1;
+    if (id == O_WS_MAX_MESSAGE)
+      cfg->ws_max_message_size = (uint64_t)n;
+    else
+      cfg->ws_max_frame_size = (uint64_t)n;
     return 0;
   case O_LIFESPAN: {
     static const char *const modes[] = {"auto", "on", "off"};
-    static const lr_lifespan_mode map[] = {LR_LIFESPAN_AUTO, LR_LIFESPAN_ON, LR_LIFESPAN_OFF};
+    static const lr_lifespan_mode map[] = {LR_LIFESPAN_AUTO, LR_LIFESPAN_ON,
+                                           LR_LIFESPAN_OFF};
     int i = choose(err, o, v, modes, 3);
-    if (i < 0) return -1;
+    if (i < 0)
+      return -1;
     cfg->lifespan = map[i];
     return 0;
   }
   case O_GRACEFUL:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->graceful_timeout = d;
     return 0;
   case O_KEEPALIVE:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->keepalive_timeout = d;
     return 0;
   case O_HEADER_TIMEOUT:
-    if (get_seconds(err, o, v, 0, &d)) return -1;
+    if (get_seconds(err, o, v, 0, &d))
+      return -1;
     cfg->header_timeout = d;
     return 0;
   case O_LIMIT_LINE:
-    if (get_int(err, o, v, 1, 1 << 30, &n)) return -1;
+    if (get_int(err, o, v, 1, 1 << 30, &n))
+      return -1;
     cfg->limit_request_line = (size_t)n;
     return 0;
   case O_LIMIT_HEADERS:
-    if (get_int(err, o, v, 1, 1 << 30, &n)) return -1;
+    if (get_int(err, o, v, 1, 1 << 30, &n))
+      return -1;
     cfg->limit_request_headers = (size_t)n;
     return 0;
   case O_LIMIT_FIELDS:
-    if (get_int(err, o, v, 1, 1000000, &n)) return -1;
+    if (get_int(err, o, v, 1, 1000000, &n))
+      return -1;
     cfg->limit_request_fields = (unsigned)n;
     return 0;
   case O_LIMIT_BODY: /* -1: no limit */
-    if (get_int(err, o, v, -1, INT64_MAX, &n)) return -1;
+    if (get_int(err, o, v, -1, INT64_MAX, &n))
+      return -1;
     cfg->limit_request_body = n;
     return 0;
   case O_LIMIT_CONCURRENCY: /* 0: no limit */
-    if (get_int(err, o, v, 0, INT_MAX, &n)) return -1;
+    if (get_int(err, o, v, 0, INT_MAX, &n))
+      return -1;
     cfg->limit_concurrency = (int)n;
     return 0;
   case O_WORKERS:
-    if (get_int(err, o, v, 1, 1024, &n)) return -1;
+    if (get_int(err, o, v, 1, 1024, &n))
+      return -1;
     cfg->workers = (int)n;
     return 0;
   case O_MAX_REQUESTS:
-    if (get_int(err, o, v, 0, LONG_MAX, &n)) return -1;
+    if (get_int(err, o, v, 0, LONG_MAX, &n))
+      return -1;
     cfg->max_requests = (long)n;
     return 0;
   case O_MAX_REQUESTS_JITTER:
-    if (get_int(err, o, v, 0, LONG_MAX, &n)) return -1;
+    if (get_int(err, o, v, 0, LONG_MAX, &n))
+      return -1;
     cfg->max_requests_jitter = (long)n;
     return 0;
   case O_CHANNEL_LAYER: {
     static const char *const layers[] = {"native", "settings"};
     int i = choose(err, o, v, layers, 2);
-    if (i < 0) return -1;
+    if (i < 0)
+      return -1;
     cfg->channel_layer = layers[i];
     return 0;
   }
@@ -949,17 +1047,21 @@ static int long_option_problem(state *st, const char *arg, char *unrec, size_t c
   const struct option *match[64];
   int nm = 0;
   for (const struct option *lo = long_opts; lo->name; lo++) {
-    if (strncmp(lo->name, name, nlen) != 0) continue;
+    if (strncmp(lo->name, name, nlen) != 0)
+      continue;
     if (strlen(lo->name) == nlen) { /* exact */
       match[0] = lo;
       nm = 1;
       break;
     }
-    if (nm < 64) match[nm++] = lo;
+    if (nm < 64)
+      match[nm++] = lo;
   }
   if (nm > 1) {
-    fprintf(st->err, "laurel: error: ambiguous option: --%.*s could match", (int)nlen, name);
-    for (int i = 0; i < nm; i++) fprintf(st->err, "%s --%s", i ? "," : "", match[i]->name);
+    fprintf(st->err, "laurel: error: ambiguous option: --%.*s could match", (int)nlen,
+            name);
+    for (int i = 0; i < nm; i++)
+      fprintf(st->err, "%s --%s", i ? "," : "", match[i]->name);
     fputc('\n', st->err);
     return -1;
   }
@@ -982,7 +1084,8 @@ static int cmp_desc(const void *a, const void *b) {
 
 static int env_origin_name(int id, origin *o) {
   const char *env = optdefs[id - O_PORT].env;
-  if (!env) return -1;
+  if (!env)
+    return -1;
   o->what = "environment variable";
   o->name = env;
   return 0;
@@ -1002,7 +1105,8 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
   for (;;) {
     int cur = optind == 0 ? 1 : optind; /* the element getopt is about to look at */
     int c = getopt_long(argc, argv, short_opts, long_opts, NULL);
-    if (c == -1) break;
+    if (c == -1)
+      break;
     const char *arg = cur < argc ? argv[cur] : "";
 
     if (c == 1) { /* a positional */
@@ -1016,14 +1120,16 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
     }
     if (c == ':') {
       int id = short_to_id(optopt);
-      if (id < O_PORT || id >= O_END) id = O_PORT;
+      if (id < O_PORT || id >= O_END)
+        id = O_PORT;
       fprintf(err, "laurel: error: argument %s: expected one argument\n",
               optdefs[id - O_PORT].label);
       return -1;
     }
     if (c == '?') {
       if (strncmp(arg, "--", 2) == 0) {
-        if (long_option_problem(&st, arg, unrec, sizeof unrec)) return -1;
+        if (long_option_problem(&st, arg, unrec, sizeof unrec))
+          return -1;
       } else if (cur != last_bad) { /* report "-xyz" once, not per letter */
         char one[3] = {'-', (char)optopt, '\0'};
         const char *tok = (arg[0] == '-' && arg[1] == optopt) ? arg : one;
@@ -1045,10 +1151,12 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
       fprintf(out, "laurel %s\n%s\n", LAUREL_VERSION, LAUREL_LIBRARIES);
       return 1;
     }
-    if (id < O_PORT || id >= O_END) continue;
+    if (id < O_PORT || id >= O_END)
+      continue;
     st.seen[id - O_PORT] = true;
     origin o = {"argument", optdefs[id - O_PORT].label};
-    if (apply(&st, id, optarg ? optarg : "", &o)) return -1;
+    if (apply(&st, id, optarg ? optarg : "", &o))
+      return -1;
   }
   for (int i = optind; i < argc; i++) { /* after "--" */
     if (!app) {
@@ -1061,7 +1169,8 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
 
   if (!app) {
     const char *e = getenv("LAUREL_APPLICATION");
-    if (e && *e) app = e;
+    if (e && *e)
+      app = e;
   }
   if (!app) {
     fprintf(err, "laurel: error: the following arguments are required: application\n");
@@ -1075,14 +1184,19 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
 
   /* The environment fills what the command line left out. -s and --no-server-name
    * set one thing, so either on the command line shuts out both variables. */
-  bool cli_server_name = st.seen[O_SERVER_NAME - O_PORT] || st.seen[O_NO_SERVER_NAME - O_PORT];
+  bool cli_server_name =
+      st.seen[O_SERVER_NAME - O_PORT] || st.seen[O_NO_SERVER_NAME - O_PORT];
   for (int id = O_PORT; id < O_END; id++) {
     origin o;
-    if (st.seen[id - O_PORT] || env_origin_name(id, &o) < 0) continue;
-    if ((id == O_SERVER_NAME || id == O_NO_SERVER_NAME) && cli_server_name) continue;
+    if (st.seen[id - O_PORT] || env_origin_name(id, &o) < 0)
+      continue;
+    if ((id == O_SERVER_NAME || id == O_NO_SERVER_NAME) && cli_server_name)
+      continue;
     const char *v = getenv(o.name);
-    if (!v || !*v) continue;
-    if (apply(&st, id, v, &o)) return -1;
+    if (!v || !*v)
+      continue;
+    if (apply(&st, id, v, &o))
+      return -1;
   }
 
   /* PORT (Heroku, Cloud Run...): only when nothing else chose a listener. */
@@ -1093,15 +1207,18 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
     const char *p = getenv("PORT");
     if (p && *p) {
       origin o = {"environment variable", "PORT"};
-      if (apply(&st, O_PORT, p, &o)) return -1;
+      if (apply(&st, O_PORT, p, &o))
+        return -1;
     }
   }
 
   /* daphne checks these after parsing, with this wording. */
   if (!cfg->proxy_headers && (st.proxy_host_set || st.proxy_port_set)) {
     const origin *o = st.proxy_host_set ? &st.proxy_host_from : &st.proxy_port_from;
-    fprintf(err, "laurel: error: %s %s: --proxy-headers has to be passed for this parameter.\n",
-            o->what, o->name);
+    fprintf(
+        err,
+        "laurel: error: %s %s: --proxy-headers has to be passed for this parameter.\n",
+        o->what, o->name);
     return -1;
   }
 
@@ -1120,13 +1237,15 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
     st.have_host = true;
   }
 
-  int n = st.n_eps + (st.have_host ? 1 : 0) + (st.have_unix ? 1 : 0) + (st.have_fd ? 1 : 0);
+  int n =
+      st.n_eps + (st.have_host ? 1 : 0) + (st.have_unix ? 1 : 0) + (st.have_fd ? 1 : 0);
   if (n > LR_MAX_ENDPOINTS) {
     fprintf(err, "laurel: error: too many listeners (at most %d)\n", LR_MAX_ENDPOINTS);
     return -1;
   }
   cfg->n_endpoints = 0;
-  for (int i = 0; i < st.n_eps; i++) cfg->endpoints[cfg->n_endpoints++] = st.eps[i];
+  for (int i = 0; i < st.n_eps; i++)
+    cfg->endpoints[cfg->n_endpoints++] = st.eps[i];
   if (st.have_host) {
     lr_endpoint *ep = &cfg->endpoints[cfg->n_endpoints++];
     memset(ep, 0, sizeof *ep);

@@ -158,7 +158,9 @@ int lr_conn_write_ref(lr_conn *c, PyObject *obj, const char *p, size_t n) {
   return 0;
 }
 
-size_t lr_conn_pending(const lr_conn *c) { return c->wq.bytes; }
+size_t lr_conn_pending(const lr_conn *c) {
+  return c->wq.bytes;
+}
 
 void lr_conn_pause(lr_conn *c) {
   if (!(c->flags & LR_C_PAUSED)) {
@@ -331,4 +333,6 @@ void lr_conn_accept(lr_listener *l, int fd, const struct sockaddr *sa, socklen_t
 
 /* Low-water mark for send() backpressure (asgi_http.c parks above the high mark). */
 size_t lr_conn_low_water(void);
-size_t lr_conn_low_water(void) { return LR_LOW_WATER; }
+size_t lr_conn_low_water(void) {
+  return LR_LOW_WATER;
+}

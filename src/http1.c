@@ -25,7 +25,9 @@
 static llhttp_settings_t lr__settings;
 static int lr__settings_ready;
 
-static lr_conn *lr__conn(llhttp_t *p) { return (lr_conn *)p->data; }
+static lr_conn *lr__conn(llhttp_t *p) {
+  return (lr_conn *)p->data;
+}
 
 static int lr__on_method(llhttp_t *p, const char *at, size_t len) {
   lr_conn *c = lr__conn(p);
@@ -65,9 +67,8 @@ static int lr__on_header_value_complete(llhttp_t *p) {
   lr_conn *c = lr__conn(p);
   lr_hspan *h = &c->req.hdr[c->req.n_hdr];
   /* llhttp drops leading OWS but keeps trailing OWS (RFC 9110 5.5: not the value) */
-  while (h->value_len > 0 &&
-         (c->rbuf[h->value + h->value_len - 1] == ' ' ||
-          c->rbuf[h->value + h->value_len - 1] == '\t'))
+  while (h->value_len > 0 && (c->rbuf[h->value + h->value_len - 1] == ' ' ||
+                              c->rbuf[h->value + h->value_len - 1] == '\t'))
     h->value_len--;
   c->req.n_hdr++;
   return 0;
@@ -157,7 +158,8 @@ static int lr__on_headers_complete(llhttp_t *p) {
 static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
   lr_conn *c = lr__conn(p);
   c->body_seen += len;
-  if (lr_cfg->limit_request_body >= 0 && c->body_seen > (uint64_t)lr_cfg->limit_request_body) {
+  if (lr_cfg->limit_request_body >= 0 &&
+      c->body_seen > (uint64_t)lr_cfg->limit_request_body) {
     c->err_status = 413;
     return -1;
   }
@@ -174,7 +176,8 @@ static void lr__on_chunk_data(void *ud, const char *at, size_t len) {
   if (c->body_err)
     return;
   c->body_seen += len;
-  if (lr_cfg->limit_request_body >= 0 && c->body_seen > (uint64_t)lr_cfg->limit_request_body)
+  if (lr_cfg->limit_request_body >= 0 &&
+      c->body_seen > (uint64_t)lr_cfg->limit_request_body)
     c->body_err = 413;
   else if (c->cycle && lr_cycle_body(c->cycle, at, len) < 0)
     c->body_err = 500;
@@ -208,17 +211,28 @@ void lr_http1_init(lr_conn *c) {
 
 static const char *lr__reason(int status) {
   switch (status) {
-  case 400: return "Bad Request";
-  case 408: return "Request Timeout";
-  case 403: return "Forbidden";
-  case 413: return "Payload Too Large";
-  case 426: return "Upgrade Required";
-  case 414: return "URI Too Long";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 503: return "Service Unavailable";
-  case 505: return "HTTP Version Not Supported";
-  default: return "Error";
+  case 400:
+    return "Bad Request";
+  case 408:
+    return "Request Timeout";
+  case 403:
+    return "Forbidden";
+  case 413:
+    return "Payload Too Large";
+  case 426:
+    return "Upgrade Required";
+  case 414:
+    return "URI Too Long";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  case 505:
+    return "HTTP Version Not Supported";
+  default:
+    return "Error";
   }
 }
 
@@ -234,7 +248,9 @@ static void lr__drop_cycle(lr_conn *c) {
   }
 }
 
-void lr_http1_error(lr_conn *c, int status) { lr_http1_reply(c, status, NULL); }
+void lr_http1_error(lr_conn *c, int status) {
+  lr_http1_reply(c, status, NULL);
+}
 
 void lr_http1_reply(lr_conn *c, int status, const char *text) {
   if (c->flags & LR_C_CLOSED)
@@ -252,13 +268,12 @@ void lr_http1_reply(lr_conn *c, int status, const char *text) {
     snprintf(deftext, sizeof deftext, "%s\n", reason);
     text = deftext;
   }
-  int n = snprintf(buf, sizeof buf,
-                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                   "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s%s\r\n%s",
-                   status, reason, strlen(text), date, *srv ? "Server: " : "", srv,
-                   *srv ? "\r\n" : "",
-                   status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "",
-                   text);
+  int n = snprintf(
+      buf, sizeof buf,
+      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+      "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s%s\r\n%s",
+      status, reason, strlen(text), date, *srv ? "Server: " : "", srv, *srv ? "\r\n" : "",
+      status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "", text);
   if (n < 0 || (size_t)n >= sizeof buf)
     n = 0;
   lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", c->peer, status, reason);
@@ -286,7 +301,9 @@ static void lr__fail(lr_conn *c, int status) {
     lr_http1_error(c, status);
 }
 
-static int lr__error_status(lr_conn *c) { return c->err_status ? c->err_status : 400; }
+static int lr__error_status(lr_conn *c) {
+  return c->err_status ? c->err_status : 400;
+}
 
 static int lr__execute(lr_conn *c, const char *p, size_t n) {
   llhttp_errno_t e = llhttp_execute(&c->parser, p, n);

@@ -20,8 +20,7 @@ typedef struct lr_lmsg {
 } lr_lmsg;
 
 typedef struct LrChan {
-  PyObject_HEAD
-  PyObject *name;
+  PyObject_HEAD PyObject *name;
   lr_lmsg *q;
   unsigned head, len, cap;
   long capacity;
@@ -31,9 +30,8 @@ typedef struct LrChan {
 } LrChan;
 
 typedef struct LrLayer {
-  PyObject_HEAD
-  PyObject *channels; /* str -> LrChan */
-  PyObject *groups;   /* str -> {channel: membership expiry} */
+  PyObject_HEAD PyObject *channels; /* str -> LrChan */
+  PyObject *groups;                 /* str -> {channel: membership expiry} */
   double expiry, group_expiry;
   long capacity;
   PyObject *capacity_fn;  /* callable(name) -> int */
@@ -61,8 +59,8 @@ static PyObject *lr__copy(PyObject *o, int depth) {
     return NULL;
   }
   PyTypeObject *t = Py_TYPE(o);
-  if (t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBytes_Type || t == &PyFloat_Type ||
-      t == &PyBool_Type || o == Py_None)
+  if (t == &PyUnicode_Type || t == &PyLong_Type || t == &PyBytes_Type ||
+      t == &PyFloat_Type || t == &PyBool_Type || o == Py_None)
     return Py_NewRef(o);
   if (t == &PyDict_Type) {
     PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(o));
@@ -260,9 +258,9 @@ static void lr__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
       if (!ch->wake_scheduled) {
         ch->wake_scheduled = 1; /* before the call: it may let the other thread run */
         PyObject *wake = PyObject_GetAttr((PyObject *)L, lr__s_wake);
-        PyObject *r = wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name,
-                                                        NULL)
-                           : NULL;
+        PyObject *r =
+            wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name, NULL)
+                 : NULL;
         Py_XDECREF(wake);
         if (!r) { /* that loop is closed: the message waits for the next receive */
           PyErr_Clear();
@@ -284,7 +282,8 @@ static void lr__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
 }
 
 /* Queue msg (stolen) and wake one receiver. 1 queued, 0 full (dropped), -1 error. */
-static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop, double now) {
+static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop,
+                       double now) {
   if (ch->len >= (unsigned long)ch->capacity) {
     Py_DECREF(msg);
     return 0;
@@ -309,11 +308,12 @@ static void lr__maybe_drop(LrLayer *L, LrChan *ch) {
 
 static int lr__layer_init(PyObject *o, PyObject *args, PyObject *kw) {
   LrLayer *L = (LrLayer *)o;
-  static char *names[] = {"expiry", "group_expiry", "capacity", "capacity_fn",
+  static char *names[] = {"expiry",   "group_expiry", "capacity", "capacity_fn",
                           "validate", "channel_full", NULL};
   PyObject *capfn, *validate, *full;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "ddlOOO", names, &L->expiry, &L->group_expiry,
-                                   &L->capacity, &capfn, &validate, &full))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ddlOOO", names, &L->expiry,
+                                   &L->group_expiry, &L->capacity, &capfn, &validate,
+                                   &full))
     return -1;
   Py_XSETREF(L->capacity_fn, Py_NewRef(capfn));
   Py_XSETREF(L->validate, Py_NewRef(validate));
@@ -360,7 +360,8 @@ static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   Py_RETURN_NONE;
 }
 
-/* group_send(group, message) -> number delivered. Full members are skipped and counted. */
+/* group_send(group, message) -> number delivered. Full members are skipped and counted.
+ */
 static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
   if (n != 2) {
@@ -568,7 +569,8 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
     while (ch->len > 0)
       Py_DECREF(lr__pop(ch));
     Py_CLEAR(ch->groups);
-    if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 && PyDict_SetItem(keep, k, v) < 0) {
+    if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 &&
+        PyDict_SetItem(keep, k, v) < 0) {
       Py_DECREF(keep);
       return NULL;
     }
@@ -604,7 +606,8 @@ static PyMethodDef lr__layer_methods[] = {
     {"receive", lr__receive, METH_O, "receive(channel) -> coroutine of the next message"},
     {"_wake", lr__wake, METH_O, NULL},
     {"group_add", (PyCFunction)(void (*)(void))lr__group_add, METH_FASTCALL, NULL},
-    {"group_discard", (PyCFunction)(void (*)(void))lr__group_discard, METH_FASTCALL, NULL},
+    {"group_discard", (PyCFunction)(void (*)(void))lr__group_discard, METH_FASTCALL,
+     NULL},
     {"flush", lr__flush, METH_NOARGS, NULL},
     {"stats", lr__stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -641,8 +644,8 @@ int lr_layer_init(PyObject *module) {
   lr__s_done = PyUnicode_InternFromString("done");
   lr__s_cstsafe = PyUnicode_InternFromString("call_soon_threadsafe");
   lr__s_wake = PyUnicode_InternFromString("_wake");
-  if (!lr__get_running_loop || !lr__deepcopy || !lr__s_create_future || !lr__s_set_result ||
-      !lr__s_done || !lr__s_cstsafe || !lr__s_wake)
+  if (!lr__get_running_loop || !lr__deepcopy || !lr__s_create_future ||
+      !lr__s_set_result || !lr__s_done || !lr__s_cstsafe || !lr__s_wake)
     return -1;
   Py_INCREF(&LrLayer_Type);
   if (PyModule_AddObject(module, "LayerCore", (PyObject *)&LrLayer_Type) < 0) {

@@ -6,8 +6,15 @@
 #include "laurel/pycoro.h"
 
 static struct PyModuleDef lr__module = {
-    PyModuleDef_HEAD_INIT, "_laurel_layer", "laurel's channel layer core", -1, NULL,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "_laurel_layer",
+    "laurel's channel layer core",
+    -1,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC PyInit__laurel_layer(void);

@@ -1,4 +1,5 @@
-/* listen.c: bind the listeners of cli.md before Python starts (a busy port fails fast). */
+/* listen.c: bind the listeners of cli.md before Python starts (a busy port fails fast).
+ */
 #include "laurel/listen.h"
 
 #include <arpa/inet.h>
@@ -101,8 +102,8 @@ sys_fail:;
   int err = errno;
   if (fd >= 0)
     close(fd);
-  lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot listen on UNIX socket %s: %s", ep->path,
-         strerror(err));
+  lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot listen on UNIX socket %s: %s",
+         ep->path, strerror(err));
   return -1;
 }
 
@@ -113,12 +114,13 @@ static int lr__fd(lr_listener *l) {
   socklen_t sl = sizeof ss;
   if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0 || !acc ||
       getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
-    lr_log(LR_LOG_CRITICAL, "laurel.server", "File descriptor %d is not a listening socket",
-           fd);
+    lr_log(LR_LOG_CRITICAL, "laurel.server",
+           "File descriptor %d is not a listening socket", fd);
     return -1;
   }
   if (lr__nonblock(fd) < 0) {
-    lr_log(LR_LOG_CRITICAL, "laurel.server", "File descriptor %d: %s", fd, strerror(errno));
+    lr_log(LR_LOG_CRITICAL, "laurel.server", "File descriptor %d: %s", fd,
+           strerror(errno));
     return -1;
   }
   l->is_unix = ss.ss_family == AF_UNIX;
@@ -147,9 +149,16 @@ int lr_listen_open(const lr_config *cfg, lr_listener **out) {
     lr_log(LR_LOG_INFO, "laurel.server", "Configuring endpoint %s", desc[i]);
     int r;
     switch (l->ep.kind) {
-    case LR_EP_TCP: r = lr__tcp(l); break;
-    case LR_EP_UNIX: l->is_unix = 1; r = lr__unix(l); break;
-    default: r = lr__fd(l); break;
+    case LR_EP_TCP:
+      r = lr__tcp(l);
+      break;
+    case LR_EP_UNIX:
+      l->is_unix = 1;
+      r = lr__unix(l);
+      break;
+    default:
+      r = lr__fd(l);
+      break;
     }
     if (r < 0) {
       lr_listen_close(ls, i + 1);

@@ -36,24 +36,30 @@ static void sb_init(sbuf *b, char *out, size_t cap) {
   b->cap = cap ? cap - 1 : 0;
   b->len = 0;
   b->has_nul = cap > 0;
-  if (cap) out[0] = '\0';
+  if (cap)
+    out[0] = '\0';
 }
 
 static void sb_put(sbuf *b, const char *s, size_t n) {
   size_t room = b->cap - b->len;
-  if (n > room) n = room;
+  if (n > room)
+    n = room;
   memcpy(b->p + b->len, s, n);
   b->len += n;
 }
 
-static void sb_putc(sbuf *b, char c) { sb_put(b, &c, 1); }
+static void sb_putc(sbuf *b, char c) {
+  sb_put(b, &c, 1);
+}
 
 static void sb_pad(sbuf *b, char c, size_t n) {
-  while (n-- > 0 && b->len < b->cap) b->p[b->len++] = c;
+  while (n-- > 0 && b->len < b->cap)
+    b->p[b->len++] = c;
 }
 
 static size_t sb_done(sbuf *b) {
-  if (b->has_nul) b->p[b->len] = '\0';
+  if (b->has_nul)
+    b->p[b->len] = '\0';
   return b->len;
 }
 
@@ -105,30 +111,37 @@ static const char *access_time_text(time_t sec, size_t *len) {
 /* ---- Python's repr() of a float: the shortest string that round-trips ---- */
 
 static size_t py_float_repr(double x, char *out, size_t cap) {
-  if (isnan(x)) return (size_t)snprintf(out, cap, "nan");
-  if (isinf(x)) return (size_t)snprintf(out, cap, x < 0 ? "-inf" : "inf");
+  if (isnan(x))
+    return (size_t)snprintf(out, cap, "nan");
+  if (isinf(x))
+    return (size_t)snprintf(out, cap, x < 0 ? "-inf" : "inf");
 
   char e[40];
   for (int prec = 0; prec < 17; prec++) {
     snprintf(e, sizeof e, "%.*e", prec, x);
-    if (strtod(e, NULL) == x) break;
+    if (strtod(e, NULL) == x)
+      break;
   }
 
   /* Split "-d.ddde+XX" into sign, digits and decimal exponent. */
   const char *s = e;
   bool neg = (*s == '-');
-  if (neg) s++;
+  if (neg)
+    s++;
   char digits[24];
   size_t nd = 0;
   for (; *s && *s != 'e'; s++)
-    if (*s != '.' && nd < sizeof digits - 1) digits[nd++] = *s;
+    if (*s != '.' && nd < sizeof digits - 1)
+      digits[nd++] = *s;
   int exp10 = (*s == 'e') ? atoi(s + 1) : 0;
-  while (nd > 1 && digits[nd - 1] == '0') nd--;
+  while (nd > 1 && digits[nd - 1] == '0')
+    nd--;
   digits[nd] = '\0';
 
   sbuf b;
   sb_init(&b, out, cap);
-  if (neg) sb_putc(&b, '-');
+  if (neg)
+    sb_putc(&b, '-');
   if (exp10 >= -4 && exp10 < 16) { /* repr() is fixed-point for 1e-4 <= |x| < 1e16 */
     int decpt = exp10 + 1;
     if (decpt <= 0) {
@@ -162,9 +175,24 @@ static size_t py_float_repr(double x, char *out, size_t cap) {
 enum field_type { F_STR, F_INT, F_FLT };
 
 enum field_id {
-  FLD_ASCTIME, FLD_CREATED, FLD_MSECS, FLD_RELCREATED, FLD_LEVELNAME, FLD_LEVELNO,
-  FLD_NAME, FLD_MESSAGE, FLD_MSG, FLD_PROCESS, FLD_PROCESSNAME, FLD_THREAD,
-  FLD_THREADNAME, FLD_MODULE, FLD_FILENAME, FLD_FUNCNAME, FLD_PATHNAME, FLD_LINENO,
+  FLD_ASCTIME,
+  FLD_CREATED,
+  FLD_MSECS,
+  FLD_RELCREATED,
+  FLD_LEVELNAME,
+  FLD_LEVELNO,
+  FLD_NAME,
+  FLD_MESSAGE,
+  FLD_MSG,
+  FLD_PROCESS,
+  FLD_PROCESSNAME,
+  FLD_THREAD,
+  FLD_THREADNAME,
+  FLD_MODULE,
+  FLD_FILENAME,
+  FLD_FUNCNAME,
+  FLD_PATHNAME,
+  FLD_LINENO,
 };
 
 static const struct {
@@ -172,15 +200,24 @@ static const struct {
   enum field_id id;
   enum field_type type;
 } fields[] = {
-    {"asctime", FLD_ASCTIME, F_STR},       {"created", FLD_CREATED, F_FLT},
-    {"msecs", FLD_MSECS, F_FLT},           {"relativeCreated", FLD_RELCREATED, F_FLT},
-    {"levelname", FLD_LEVELNAME, F_STR},   {"levelno", FLD_LEVELNO, F_INT},
-    {"name", FLD_NAME, F_STR},             {"message", FLD_MESSAGE, F_STR},
-    {"msg", FLD_MSG, F_STR},               {"process", FLD_PROCESS, F_INT},
-    {"processName", FLD_PROCESSNAME, F_STR}, {"thread", FLD_THREAD, F_INT},
-    {"threadName", FLD_THREADNAME, F_STR}, {"module", FLD_MODULE, F_STR},
-    {"filename", FLD_FILENAME, F_STR},     {"funcName", FLD_FUNCNAME, F_STR},
-    {"pathname", FLD_PATHNAME, F_STR},     {"lineno", FLD_LINENO, F_INT},
+    {"asctime", FLD_ASCTIME, F_STR},
+    {"created", FLD_CREATED, F_FLT},
+    {"msecs", FLD_MSECS, F_FLT},
+    {"relativeCreated", FLD_RELCREATED, F_FLT},
+    {"levelname", FLD_LEVELNAME, F_STR},
+    {"levelno", FLD_LEVELNO, F_INT},
+    {"name", FLD_NAME, F_STR},
+    {"message", FLD_MESSAGE, F_STR},
+    {"msg", FLD_MSG, F_STR},
+    {"process", FLD_PROCESS, F_INT},
+    {"processName", FLD_PROCESSNAME, F_STR},
+    {"thread", FLD_THREAD, F_INT},
+    {"threadName", FLD_THREADNAME, F_STR},
+    {"module", FLD_MODULE, F_STR},
+    {"filename", FLD_FILENAME, F_STR},
+    {"funcName", FLD_FUNCNAME, F_STR},
+    {"pathname", FLD_PATHNAME, F_STR},
+    {"lineno", FLD_LINENO, F_INT},
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
@@ -199,7 +236,8 @@ static const char *parse_spec(const char *p, spec *sp, char *err, size_t errcap)
   const char *start = p;
   p += 2;
   const char *key = p;
-  while (*p && *p != ')') p++;
+  while (*p && *p != ')')
+    p++;
   if (!*p) {
     snprintf(err, errcap, "incomplete format key in '%s'", start);
     return NULL;
@@ -217,45 +255,68 @@ static const char *parse_spec(const char *p, spec *sp, char *err, size_t errcap)
 
   sp->left = sp->zero = sp->plus = sp->space = sp->alt = false;
   for (;; p++) {
-    if (*p == '-') sp->left = true;
-    else if (*p == '0') sp->zero = true;
-    else if (*p == '+') sp->plus = true;
-    else if (*p == ' ') sp->space = true;
-    else if (*p == '#') sp->alt = true;
-    else break;
+    if (*p == '-')
+      sp->left = true;
+    else if (*p == '0')
+      sp->zero = true;
+    else if (*p == '+')
+      sp->plus = true;
+    else if (*p == ' ')
+      sp->space = true;
+    else if (*p == '#')
+      sp->alt = true;
+    else
+      break;
   }
   sp->width = -1;
   sp->prec = -1;
-  if (*p == '*') goto star;
+  if (*p == '*')
+    goto star;
   if (*p >= '0' && *p <= '9') {
     sp->width = 0;
     while (*p >= '0' && *p <= '9') {
-      if (sp->width > 100000) goto too_big;
+      if (sp->width > 100000)
+        goto too_big;
       sp->width = sp->width * 10 + (*p++ - '0');
     }
   }
   if (*p == '.') {
     p++;
-    if (*p == '*') goto star;
+    if (*p == '*')
+      goto star;
     sp->prec = 0;
     while (*p >= '0' && *p <= '9') {
-      if (sp->prec > 100000) goto too_big;
+      if (sp->prec > 100000)
+        goto too_big;
       sp->prec = sp->prec * 10 + (*p++ - '0');
     }
   }
-  while (*p == 'h' || *p == 'l' || *p == 'L') p++; /* Python accepts and ignores */
+  while (*p == 'h' || *p == 'l' || *p == 'L')
+    p++; /* Python accepts and ignores */
 
   sp->conv = *p;
   enum field_type t = fields[sp->field].type;
   switch (*p) {
-  case 's': case 'r':
+  case 's':
+  case 'r':
     break;
-  case 'd': case 'i': case 'u': case 'f': case 'F': case 'e': case 'E': case 'g':
+  case 'd':
+  case 'i':
+  case 'u':
+  case 'f':
+  case 'F':
+  case 'e':
+  case 'E':
+  case 'g':
   case 'G':
-    if (t == F_STR) goto type_error;
+    if (t == F_STR)
+      goto type_error;
     break;
-  case 'x': case 'X': case 'o':
-    if (t != F_INT) goto type_error;
+  case 'x':
+  case 'X':
+  case 'o':
+    if (t != F_INT)
+      goto type_error;
     break;
   case '\0':
     snprintf(err, errcap, "incomplete format '%s'", start);
@@ -306,7 +367,8 @@ int lr_log_check_format(const char *pyfmt, char *err, size_t errcap) {
     }
     spec sp;
     p = parse_spec(p, &sp, err, errcap);
-    if (!p) return -1;
+    if (!p)
+      return -1;
     any_field = true;
   }
   if (!any_field) {
@@ -323,7 +385,8 @@ int lr_log_check_format(const char *pyfmt, char *err, size_t errcap) {
 static size_t utf8_chars(const char *s, size_t n) {
   size_t c = 0;
   for (size_t i = 0; i < n; i++)
-    if (((unsigned char)s[i] & 0xC0) != 0x80) c++;
+    if (((unsigned char)s[i] & 0xC0) != 0x80)
+      c++;
   return c;
 }
 
@@ -332,7 +395,8 @@ static size_t utf8_prefix(const char *s, size_t n, size_t chars) {
   size_t i = 0;
   while (i < n) {
     if (((unsigned char)s[i] & 0xC0) != 0x80) {
-      if (chars == 0) break;
+      if (chars == 0)
+        break;
       chars--;
     }
     i++;
@@ -341,12 +405,16 @@ static size_t utf8_prefix(const char *s, size_t n, size_t chars) {
 }
 
 static void put_padded_text(sbuf *b, const spec *sp, const char *s, size_t n) {
-  if (sp->prec >= 0) n = utf8_prefix(s, n, (size_t)sp->prec);
+  if (sp->prec >= 0)
+    n = utf8_prefix(s, n, (size_t)sp->prec);
   size_t chars = utf8_chars(s, n);
-  size_t pad = (sp->width > 0 && (size_t)sp->width > chars) ? (size_t)sp->width - chars : 0;
-  if (!sp->left) sb_pad(b, ' ', pad);
+  size_t pad =
+      (sp->width > 0 && (size_t)sp->width > chars) ? (size_t)sp->width - chars : 0;
+  if (!sp->left)
+    sb_pad(b, ' ', pad);
   sb_put(b, s, n);
-  if (sp->left) sb_pad(b, ' ', pad);
+  if (sp->left)
+    sb_pad(b, ' ', pad);
 }
 
 /* Python's repr() of a str: quotes chosen as Python does, control characters and
@@ -393,33 +461,46 @@ static void put_int(sbuf *b, const spec *sp, long long v) {
     tmp[nt++] = dig[u % base];
     u /= base;
   } while (u);
-  while (nd < nt) digits[nd] = tmp[nt - 1 - nd], nd++;
+  while (nd < nt)
+    digits[nd] = tmp[nt - 1 - nd], nd++;
 
   const char *sign = v < 0 ? "-" : sp->plus ? "+" : sp->space ? " " : "";
   const char *prefix = "";
-  if (sp->alt) prefix = sp->conv == 'x' ? "0x" : sp->conv == 'X' ? "0X" : sp->conv == 'o' ? "0o" : "";
+  if (sp->alt)
+    prefix = sp->conv == 'x'   ? "0x"
+             : sp->conv == 'X' ? "0X"
+             : sp->conv == 'o' ? "0o"
+                               : "";
   size_t zeros = (sp->prec > 0 && (size_t)sp->prec > nd) ? (size_t)sp->prec - nd : 0;
   size_t len = strlen(sign) + strlen(prefix) + zeros + nd;
   size_t pad = (sp->width > 0 && (size_t)sp->width > len) ? (size_t)sp->width - len : 0;
 
-  if (!sp->left && !sp->zero) sb_pad(b, ' ', pad);
+  if (!sp->left && !sp->zero)
+    sb_pad(b, ' ', pad);
   sb_put(b, sign, strlen(sign));
   sb_put(b, prefix, strlen(prefix));
-  if (!sp->left && sp->zero) sb_pad(b, '0', pad);
+  if (!sp->left && sp->zero)
+    sb_pad(b, '0', pad);
   sb_pad(b, '0', zeros);
   sb_put(b, digits, nd);
-  if (sp->left) sb_pad(b, ' ', pad);
+  if (sp->left)
+    sb_pad(b, ' ', pad);
 }
 
 /* %f/%e/%g: C's printf agrees with Python's here, flags included. */
 static void put_float(sbuf *b, const spec *sp, double v) {
   char f[32], *p = f;
   *p++ = '%';
-  if (sp->left) *p++ = '-';
-  if (sp->zero) *p++ = '0';
-  if (sp->plus) *p++ = '+';
-  if (sp->space) *p++ = ' ';
-  if (sp->alt) *p++ = '#';
+  if (sp->left)
+    *p++ = '-';
+  if (sp->zero)
+    *p++ = '0';
+  if (sp->plus)
+    *p++ = '+';
+  if (sp->space)
+    *p++ = ' ';
+  if (sp->alt)
+    *p++ = '#';
   *p++ = '*';
   *p++ = '.';
   *p++ = '*';
@@ -428,13 +509,15 @@ static void put_float(sbuf *b, const spec *sp, double v) {
   char tmp[512];
   int n = snprintf(tmp, sizeof tmp, f, sp->width < 0 ? 0 : sp->width,
                    sp->prec < 0 ? 6 : sp->prec, v);
-  if (n < 0) return;
+  if (n < 0)
+    return;
   if ((size_t)n < sizeof tmp) {
     sb_put(b, tmp, (size_t)n);
     return;
   }
   char *big = malloc((size_t)n + 1); /* only for absurd widths */
-  if (!big) return;
+  if (!big)
+    return;
   snprintf(big, (size_t)n + 1, f, sp->width < 0 ? 0 : sp->width,
            sp->prec < 0 ? 6 : sp->prec, v);
   sb_put(b, big, (size_t)n);
@@ -451,12 +534,18 @@ static double now_seconds(void) {
 
 static const char *level_name(int level, char *buf, size_t cap) {
   switch (level) {
-  case LR_LOG_DEBUG: return "DEBUG";
-  case LR_LOG_INFO: return "INFO";
-  case LR_LOG_WARNING: return "WARNING";
-  case LR_LOG_ERROR: return "ERROR";
-  case LR_LOG_CRITICAL: return "CRITICAL";
-  case 0: return "NOTSET";
+  case LR_LOG_DEBUG:
+    return "DEBUG";
+  case LR_LOG_INFO:
+    return "INFO";
+  case LR_LOG_WARNING:
+    return "WARNING";
+  case LR_LOG_ERROR:
+    return "ERROR";
+  case LR_LOG_CRITICAL:
+    return "CRITICAL";
+  case 0:
+    return "NOTSET";
   }
   snprintf(buf, cap, "Level %d", level);
   return buf;
@@ -466,15 +555,20 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
                      const char *name, const char *msg, double when) {
   sbuf b;
   sb_init(&b, out, cap);
-  if (!pyfmt) pyfmt = LR_DEFAULT_LOG_FMT;
-  if (!name) name = "root";
-  if (!msg) msg = "";
-  if (g_start_time == 0) g_start_time = now_seconds();
+  if (!pyfmt)
+    pyfmt = LR_DEFAULT_LOG_FMT;
+  if (!name)
+    name = "root";
+  if (!msg)
+    msg = "";
+  if (g_start_time == 0)
+    g_start_time = now_seconds();
 
   /* LogRecord.__init__ (3.11): msecs from the float, asctime from floor(created). */
   /* floor() without libm: only negative times (never seen) need the adjustment. */
   double whole = (double)(long long)when;
-  if (whole > when) whole -= 1;
+  if (whole > when)
+    whole -= 1;
   double msecs = (double)(long long)((when - (double)(long long)when) * 1000.0);
   char lvlbuf[24];
   const char *lvl = level_name(level, lvlbuf, sizeof lvlbuf);
@@ -516,21 +610,49 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
       sval = tbuf;
       break;
     }
-    case FLD_CREATED: fval = when; break;
-    case FLD_MSECS: fval = msecs; break;
-    case FLD_RELCREATED: fval = (when - g_start_time) * 1000.0; break;
-    case FLD_LEVELNAME: sval = lvl; break;
-    case FLD_LEVELNO: ival = level; break;
-    case FLD_NAME: sval = name; break;
-    case FLD_MESSAGE: case FLD_MSG: sval = msg; break;
-    case FLD_PROCESS: ival = (long long)getpid(); break;
-    case FLD_PROCESSNAME: sval = "MainProcess"; break;
-    case FLD_THREAD: ival = 0; break;
-    case FLD_THREADNAME: sval = "MainThread"; break;
-    case FLD_MODULE: case FLD_FILENAME: case FLD_FUNCNAME: case FLD_PATHNAME:
+    case FLD_CREATED:
+      fval = when;
+      break;
+    case FLD_MSECS:
+      fval = msecs;
+      break;
+    case FLD_RELCREATED:
+      fval = (when - g_start_time) * 1000.0;
+      break;
+    case FLD_LEVELNAME:
+      sval = lvl;
+      break;
+    case FLD_LEVELNO:
+      ival = level;
+      break;
+    case FLD_NAME:
+      sval = name;
+      break;
+    case FLD_MESSAGE:
+    case FLD_MSG:
+      sval = msg;
+      break;
+    case FLD_PROCESS:
+      ival = (long long)getpid();
+      break;
+    case FLD_PROCESSNAME:
+      sval = "MainProcess";
+      break;
+    case FLD_THREAD:
+      ival = 0;
+      break;
+    case FLD_THREADNAME:
+      sval = "MainThread";
+      break;
+    case FLD_MODULE:
+    case FLD_FILENAME:
+    case FLD_FUNCNAME:
+    case FLD_PATHNAME:
       sval = "laurel";
       break;
-    case FLD_LINENO: ival = 0; break;
+    case FLD_LINENO:
+      ival = 0;
+      break;
     }
 
     switch (sp.conv) {
@@ -541,10 +663,12 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
         size_t need = strlen(sval) * 4 + 3;
         char small[256];
         char *rb = need <= sizeof small ? small : malloc(need);
-        if (!rb) break;
+        if (!rb)
+          break;
         slen = py_str_repr(sval, rb, need);
         put_padded_text(&b, &sp, rb, slen);
-        if (rb != small) free(rb);
+        if (rb != small)
+          free(rb);
         break;
       }
       if (t == F_INT) {
@@ -558,7 +682,12 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
       }
       put_padded_text(&b, &sp, sval, slen);
       break;
-    case 'd': case 'i': case 'u': case 'x': case 'X': case 'o':
+    case 'd':
+    case 'i':
+    case 'u':
+    case 'x':
+    case 'X':
+    case 'o':
       if (t == F_FLT) {
         if (!isfinite(fval)) { /* Python raises; keep the line readable */
           slen = py_float_repr(fval, tbuf, sizeof tbuf);
@@ -584,12 +713,17 @@ static int g_log_threshold = LR_LOG_INFO;
 
 void lr_log_init(const char *pyfmt, int verbosity) {
   g_log_fmt = pyfmt ? pyfmt : LR_DEFAULT_LOG_FMT;
-  g_log_threshold = verbosity <= 0 ? LR_LOG_WARNING : verbosity == 1 ? LR_LOG_INFO : LR_LOG_DEBUG;
-  if (g_start_time == 0) g_start_time = now_seconds();
+  g_log_threshold = verbosity <= 0   ? LR_LOG_WARNING
+                    : verbosity == 1 ? LR_LOG_INFO
+                                     : LR_LOG_DEBUG;
+  if (g_start_time == 0)
+    g_start_time = now_seconds();
   tzset();
 }
 
-int lr_log_enabled(int level) { return level >= g_log_threshold; }
+int lr_log_enabled(int level) {
+  return level >= g_log_threshold;
+}
 
 /* Writes all of buf, retrying on EINTR and short writes; gives up on other errors
  * (a log must never stop the server). A non-blocking fd that stays full for a
@@ -604,7 +738,8 @@ static void write_all(int fd, const char *buf, size_t len) {
       continue;
     } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-      if (poll(&pfd, 1, 1000) <= 0) return;
+      if (poll(&pfd, 1, 1000) <= 0)
+        return;
     } else {
       return;
     }
@@ -612,7 +747,8 @@ static void write_all(int fd, const char *buf, size_t len) {
 }
 
 void lr_log(int level, const char *name, const char *fmt, ...) {
-  if (!lr_log_enabled(level)) return;
+  if (!lr_log_enabled(level))
+    return;
   int saved_errno = errno; /* callers log after failures and then read errno */
 
   char msg_small[2048];
@@ -648,8 +784,10 @@ void lr_log(int level, const char *name, const char *fmt, ...) {
   line[len++] = '\n';
   write_all(STDERR_FILENO, line, len);
 
-  if (line != line_small) free(line);
-  if (msg != msg_small) free(msg);
+  if (line != line_small)
+    free(line);
+  if (msg != msg_small)
+    free(msg);
   errno = saved_errno;
 }
 
@@ -663,18 +801,22 @@ static int g_access_fd = -1;
 static bool g_access_is_file;
 static bool g_atexit_done;
 
-static void access_at_exit(void) { lr_access_flush(); }
+static void access_at_exit(void) {
+  lr_access_flush();
+}
 
 int lr_access_open(const char *path) {
   int fd = STDOUT_FILENO;
   bool is_file = false;
   if (path && strcmp(path, "-") != 0) {
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
+    if (fd < 0)
+      return -1;
     is_file = true;
   }
   lr_access_flush(); /* what was buffered belongs to the old destination */
-  if (g_access_is_file && g_access_fd >= 0) close(g_access_fd);
+  if (g_access_is_file && g_access_fd >= 0)
+    close(g_access_fd);
   g_access_fd = fd;
   g_access_is_file = is_file;
   if (!g_atexit_done) {
@@ -686,7 +828,9 @@ int lr_access_open(const char *path) {
   return 0;
 }
 
-int lr_access_enabled(void) { return g_access_fd >= 0; }
+int lr_access_enabled(void) {
+  return g_access_fd >= 0;
+}
 
 /* Characters a request may carry into the log unchanged. */
 static inline bool access_plain(unsigned char c) {
@@ -696,17 +840,22 @@ static inline bool access_plain(unsigned char c) {
 size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
                         const char *request, size_t request_len, int status,
                         uint64_t size) {
-  if (cap == 0) return 0;
+  if (cap == 0)
+    return 0;
   char head[320], tail[64];
   size_t dlen;
   const char *date = access_time_text(when, &dlen);
   int hn = snprintf(head, sizeof head, "%.255s - - [%.*s] \"", host ? host : "None",
                     (int)dlen, date);
   char st[16], sz[24];
-  if (status) snprintf(st, sizeof st, "%d", status);
-  else strcpy(st, "-");
-  if (size) snprintf(sz, sizeof sz, "%llu", (unsigned long long)size);
-  else strcpy(sz, "-");
+  if (status)
+    snprintf(st, sizeof st, "%d", status);
+  else
+    strcpy(st, "-");
+  if (size)
+    snprintf(sz, sizeof sz, "%llu", (unsigned long long)size);
+  else
+    strcpy(sz, "-");
   int tn = snprintf(tail, sizeof tail, "\" %s %s\n", st, sz);
 
   sbuf b;
@@ -718,10 +867,12 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
   for (size_t i = 0; i < request_len; i++) {
     unsigned char c = (unsigned char)request[i];
     if (access_plain(c)) {
-      if (b.len + 1 > limit) break;
+      if (b.len + 1 > limit)
+        break;
       b.p[b.len++] = (char)c;
     } else {
-      if (b.len + 4 > limit) break;
+      if (b.len + 4 > limit)
+        break;
       b.p[b.len++] = '\\';
       b.p[b.len++] = 'x';
       b.p[b.len++] = hex[c >> 4];
@@ -734,13 +885,15 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
 
 void lr_access_write(const char *host, const char *request, size_t request_len,
                      int status, uint64_t size) {
-  if (g_access_fd < 0) return;
+  if (g_access_fd < 0)
+    return;
   /* Worst case: every request byte escaped to 4, plus host, date and numbers. */
   size_t need = (host ? strlen(host) : 4) + request_len * 4 + 128;
-  if (need > sizeof g_abuf - g_alen) lr_access_flush();
+  if (need > sizeof g_abuf - g_alen)
+    lr_access_flush();
   size_t room = sizeof g_abuf - g_alen; /* includes the NUL lr_access_format adds */
-  g_alen += lr_access_format(g_abuf + g_alen, room, host, time(NULL), request, request_len,
-                             status, size);
+  g_alen += lr_access_format(g_abuf + g_alen, room, host, time(NULL), request,
+                             request_len, status, size);
 }
 
 void lr_access_flush(void) {

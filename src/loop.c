@@ -52,7 +52,9 @@ static void lr__idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
   ev_idle_stop(loop, w);
 }
 
-void lr_loop_kick(void) { lr__kicked = 1; }
+void lr_loop_kick(void) {
+  lr__kicked = 1;
+}
 
 static void lr__prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   (void)w, (void)revents;
@@ -84,7 +86,9 @@ int lr_loop_init(void) {
   return 0;
 }
 
-void lr_loop_set_flush(void (*fn)(void)) { lr__flush_fn = fn; }
+void lr_loop_set_flush(void (*fn)(void)) {
+  lr__flush_fn = fn;
+}
 
 static void lr__pyio_cb(struct ev_loop *loop, ev_io *w, int revents) {
   (void)loop;
@@ -110,7 +114,8 @@ static int lr__ev_events(long events) {
   return (events & 1 ? EV_READ : 0) | (events & 2 ? EV_WRITE : 0);
 }
 
-static int lr__args_fd_events(PyObject *const *args, Py_ssize_t n, int *fd, long *events) {
+static int lr__args_fd_events(PyObject *const *args, Py_ssize_t n, int *fd,
+                              long *events) {
   if (n != 2) {
     PyErr_SetString(PyExc_TypeError, "expected (fd, events)");
     return -1;

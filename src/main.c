@@ -21,7 +21,9 @@ PyObject *lr_pymod_init(void);
  * here and handed over by _laurel.early_signal(). */
 static volatile sig_atomic_t lr__early_signal;
 
-static void lr__early_handler(int sig) { lr__early_signal = sig; }
+static void lr__early_handler(int sig) {
+  lr__early_signal = sig;
+}
 
 int lr_main_early_signal(void);
 int lr_main_early_signal(void) {
@@ -87,10 +89,10 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
   const char *lifespan = cfg->lifespan == LR_LIFESPAN_ON    ? "on"
                          : cfg->lifespan == LR_LIFESPAN_OFF ? "off"
                                                             : "auto";
-  PyObject *r = PyObject_CallMethod(
-      mod, "main", "ssisdds", cfg->app, cfg->log_fmt, cfg->verbosity, lifespan,
-      cfg->graceful_timeout, cfg->application_close_timeout,
-      cfg->channel_layer ? cfg->channel_layer : "native");
+  PyObject *r =
+      PyObject_CallMethod(mod, "main", "ssisdds", cfg->app, cfg->log_fmt, cfg->verbosity,
+                          lifespan, cfg->graceful_timeout, cfg->application_close_timeout,
+                          cfg->channel_layer ? cfg->channel_layer : "native");
   Py_DECREF(mod);
   if (!r) {
     PyErr_Print();

@@ -66,8 +66,7 @@ static PyObject *lr__to_call(PySendResult r, PyObject *result) {
 /* ---- LrCoro ---- */
 
 typedef struct {
-  PyObject_HEAD
-  lr_poll_fn poll;
+  PyObject_HEAD lr_poll_fn poll;
   PyObject *owner;
   PyObject *arg;
   PyObject *fut;
@@ -175,7 +174,9 @@ static PyObject *lr__coro_close(PyObject *o, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__self_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *lr__self_await(PyObject *self) {
+  return Py_NewRef(self);
+}
 
 static void lr__coro_dealloc(PyObject *o) {
   LrCoro *self = (LrCoro *)o;
@@ -230,9 +231,8 @@ PyObject *lr_coro_new_ex(lr_poll_fn poll, PyObject *owner, PyObject *arg, int re
 /* ---- LrRunner ---- */
 
 typedef struct {
-  PyObject_HEAD
-  PyObject *inner; /* the app's awaitable iterator (owned) */
-  PyObject *owner; /* (owned) until the app ends */
+  PyObject_HEAD PyObject *inner; /* the app's awaitable iterator (owned) */
+  PyObject *owner;               /* (owned) until the app ends */
   lr_done_fn done;
 } LrRunner;
 
@@ -374,8 +374,8 @@ PyObject *lr_runner_new(PyObject *inner, PyObject *owner, lr_done_fn done) {
   if (PyCoro_CheckExact(inner)) {
     it = Py_NewRef(inner);
   } else {
-    unaryfunc getter = Py_TYPE(inner)->tp_as_async ? Py_TYPE(inner)->tp_as_async->am_await
-                                                   : NULL;
+    unaryfunc getter =
+        Py_TYPE(inner)->tp_as_async ? Py_TYPE(inner)->tp_as_async->am_await : NULL;
     if (!getter) {
       PyErr_Format(PyExc_TypeError,
                    "the ASGI application returned %.100s, not an awaitable "

@@ -10,8 +10,7 @@
 #include <structmember.h>
 
 typedef struct {
-  PyObject_HEAD
-  PyObject *callback;
+  PyObject_HEAD PyObject *callback;
   PyObject *args;
   PyObject *loop;
   PyObject *context;
@@ -134,7 +133,8 @@ static PyObject *lr__handle_repr(PyObject *o) {
   PyObject *src = lr__cb_source(h);
   if (!src)
     return NULL;
-  PyObject *r = PyUnicode_FromFormat("<Handle%s %U>", h->cancelled ? " cancelled" : "", src);
+  PyObject *r =
+      PyUnicode_FromFormat("<Handle%s %U>", h->cancelled ? " cancelled" : "", src);
   Py_DECREF(src);
   return r;
 }
@@ -198,7 +198,8 @@ static PyObject *lr__call_soon(PyObject *self, PyObject *const *args, Py_ssize_t
   for (Py_ssize_t i = 0; i < nkw; i++) {
     PyObject *k = PyTuple_GET_ITEM(kwnames, i);
     if (PyUnicode_Compare(k, lr__s_context) != 0) {
-      PyErr_Format(PyExc_TypeError, "call_soon() got an unexpected keyword argument %R", k);
+      PyErr_Format(PyExc_TypeError, "call_soon() got an unexpected keyword argument %R",
+                   k);
       return NULL;
     }
     context = args[nargs + i];
@@ -207,7 +208,8 @@ static PyObject *lr__call_soon(PyObject *self, PyObject *const *args, Py_ssize_t
     PyErr_SetString(PyExc_TypeError, "call_soon() missing the callback");
     return NULL;
   }
-  int closed = lr__attr_true(self, lr__s_closed), debug = lr__attr_true(self, lr__s_debug);
+  int closed = lr__attr_true(self, lr__s_closed),
+      debug = lr__attr_true(self, lr__s_debug);
   if (closed < 0 || debug < 0)
     return NULL;
   if (closed) {
@@ -227,7 +229,8 @@ static PyObject *lr__call_soon(PyObject *self, PyObject *const *args, Py_ssize_t
   h->callback = Py_NewRef(args[0]);
   h->args = PyTuple_New(nargs - 1);
   h->loop = Py_NewRef(self);
-  h->context = context && context != Py_None ? Py_NewRef(context) : PyContext_CopyCurrent();
+  h->context =
+      context && context != Py_None ? Py_NewRef(context) : PyContext_CopyCurrent();
   h->repr = NULL;
   h->cancelled = 0;
   h->weakrefs = NULL;
@@ -239,7 +242,8 @@ static PyObject *lr__call_soon(PyObject *self, PyObject *const *args, Py_ssize_t
   for (Py_ssize_t i = 1; i < nargs; i++)
     PyTuple_SET_ITEM(h->args, i - 1, Py_NewRef(args[i]));
   PyObject *ready = PyObject_GetAttr(self, lr__s_ready);
-  PyObject *r = ready ? PyObject_CallMethodOneArg(ready, lr__s_append, (PyObject *)h) : NULL;
+  PyObject *r =
+      ready ? PyObject_CallMethodOneArg(ready, lr__s_append, (PyObject *)h) : NULL;
   Py_XDECREF(ready);
   if (!r) {
     Py_DECREF(h);
@@ -250,7 +254,8 @@ static PyObject *lr__call_soon(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 
 static PyMethodDef lr__loop_methods[] = {
-    {"call_soon", (PyCFunction)(void (*)(void))lr__call_soon, METH_FASTCALL | METH_KEYWORDS,
+    {"call_soon", (PyCFunction)(void (*)(void))lr__call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
      "call_soon(callback, *args, context=None): schedule callback (C Handle)"},
     {NULL, NULL, 0, NULL},
 };

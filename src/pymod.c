@@ -51,19 +51,27 @@ static PyMethodDef lr__methods[] = {
 };
 
 static struct PyModuleDef lr__module = {
-    PyModuleDef_HEAD_INIT, "_laurel", "laurel's C core", -1, lr__methods,
-    NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "_laurel",
+    "laurel's C core",
+    -1,
+    lr__methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyObject *lr_pymod_init(void);
 PyObject *lr_pymod_init(void) {
-  if (lr_pystr_init() < 0 || lr_pycoro_init() < 0 || lr_asgi_init() < 0 || lr_ws_init() < 0)
+  if (lr_pystr_init() < 0 || lr_pycoro_init() < 0 || lr_asgi_init() < 0 ||
+      lr_ws_init() < 0)
     return NULL;
   PyObject *m = PyModule_Create(&lr__module);
   if (!m)
     return NULL;
-  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 || lr_layer_init(m) < 0 ||
-      lr_pyloop_init(m) < 0) {
+  if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 ||
+      lr_layer_init(m) < 0 || lr_pyloop_init(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }

@@ -47,13 +47,18 @@ void lr_server_unlink(lr_conn *c) {
   lr__nconns--;
 }
 
-int lr_server_draining(void) { return lr__draining; }
-unsigned lr_server_conn_count(void) { return lr__nconns; }
+int lr_server_draining(void) {
+  return lr__draining;
+}
+unsigned lr_server_conn_count(void) {
+  return lr__nconns;
+}
 
 static void lr__refuse(int fd) {
-  static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
-                             "charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n"
-                             "Service Unavailable\n";
+  static const char resp[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
+      "charset=utf-8\r\nContent-Length: 20\r\nConnection: close\r\n\r\n"
+      "Service Unavailable\n";
   ssize_t r = send(fd, resp, sizeof resp - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
   (void)r;
   shutdown(fd, SHUT_WR);
@@ -74,7 +79,8 @@ static void lr__accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
         lr_log(LR_LOG_ERROR, "laurel.server", "accept: %s", strerror(errno));
       return;
     }
-    if (lr_cfg->limit_concurrency > 0 && lr__nconns >= (unsigned)lr_cfg->limit_concurrency) {
+    if (lr_cfg->limit_concurrency > 0 &&
+        lr__nconns >= (unsigned)lr_cfg->limit_concurrency) {
       lr__refuse(fd);
       continue;
     }

@@ -10,7 +10,9 @@
 #define LR_WQ_CHUNK 16384
 #define LR_WQ_IOV 64
 
-void lr_wq_init(lr_wqueue *q) { memset(q, 0, sizeof *q); }
+void lr_wq_init(lr_wqueue *q) {
+  memset(q, 0, sizeof *q);
+}
 
 static void lr__seg_release(lr_wseg *s) {
   Py_CLEAR(s->obj);

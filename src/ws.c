@@ -14,8 +14,8 @@ int lr_ws_key_valid(const char *key, size_t len) {
     return 0;
   for (size_t i = 0; i < 22; i++) {
     char ch = key[i];
-    if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-          ch == '+' || ch == '/'))
+    if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+          (ch >= '0' && ch <= '9') || ch == '+' || ch == '/'))
       return 0;
   }
   /* 24 characters decode to 18 bytes with the padding counted: 16 real ones. */

@@ -9,12 +9,12 @@
 
 /* Python objects the server was started with (server.c sets them; borrowed here). */
 typedef struct lr_app_ctx {
-  PyObject *app;          /* single-callable ASGI 3 app */
-  PyObject *loop;         /* the asyncio loop */
-  PyObject *state;        /* lifespan state dict, or NULL */
-  PyObject *create_future;/* loop.create_future */
-  PyObject *on_error;     /* laurel._server.app_error(what, exc, request) */
-  PyObject *task_type;    /* asyncio.Task */
+  PyObject *app;           /* single-callable ASGI 3 app */
+  PyObject *loop;          /* the asyncio loop */
+  PyObject *state;         /* lifespan state dict, or NULL */
+  PyObject *create_future; /* loop.create_future */
+  PyObject *on_error;      /* laurel._server.app_error(what, exc, request) */
+  PyObject *task_type;     /* asyncio.Task */
 } lr_app_ctx;
 
 extern lr_app_ctx lr_app;

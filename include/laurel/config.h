@@ -51,16 +51,16 @@ typedef struct lr_config {
 
   lr_lifespan_mode lifespan;
 
-  size_t limit_request_line;    /* 8192 -> 414 */
-  size_t limit_request_headers; /* 16384 bytes of header block -> 431 */
-  unsigned limit_request_fields;/* 100 -> 431 */
-  int64_t limit_request_body;   /* -1: none -> 413 */
-  int limit_concurrency;        /* 0: none -> 503 */
+  size_t limit_request_line;     /* 8192 -> 414 */
+  size_t limit_request_headers;  /* 16384 bytes of header block -> 431 */
+  unsigned limit_request_fields; /* 100 -> 431 */
+  int64_t limit_request_body;    /* -1: none -> 413 */
+  int limit_concurrency;         /* 0: none -> 503 */
 
-  int workers;              /* 1 (issue 5) */
-  long max_requests;        /* 0: none (issue 5) */
-  long max_requests_jitter; /* 0 (issue 5) */
-  const char *channel_layer;/* "native" or "settings" (issue 3) */
+  int workers;               /* 1 (issue 5) */
+  long max_requests;         /* 0: none (issue 5) */
+  long max_requests_jitter;  /* 0 (issue 5) */
+  const char *channel_layer; /* "native" or "settings" (issue 3) */
 } lr_config;
 
 /* Fills cfg with the defaults above (no endpoints). */

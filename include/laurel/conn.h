@@ -76,7 +76,7 @@ struct lr_conn {
   int err_status; /* status a parser callback asked for (413, 426, 500, ...) */
   lr_request req;
   unsigned hdr_cap;
-  unsigned requests; /* requests started on this connection */
+  unsigned requests;   /* requests started on this connection */
   size_t head_scanned; /* bytes of an incomplete head already seen with no line end */
 
   PyObject *cycle; /* the current request's app cycle (owned), or NULL */

@@ -12,8 +12,8 @@
 
 typedef struct lr_guard_limits {
   size_t max_request_line; /* bytes of "METHOD target HTTP/1.1" without CRLF; 414 above */
-  size_t max_headers;      /* bytes of the header lines after the request line; 431 above */
-  unsigned max_fields;     /* header lines; 431 above */
+  size_t max_headers;  /* bytes of the header lines after the request line; 431 above */
+  unsigned max_fields; /* header lines; 431 above */
 } lr_guard_limits;
 
 typedef struct lr_head_info {
@@ -50,8 +50,7 @@ void lr_guard_chunked_init(lr_guard_chunked *g);
  *         1: the body (last chunk and trailers) ended; *consumed says how many of the n
  *            bytes belong to it (the rest is the next pipelined request);
  *        -1: invalid framing (answer 400). */
-int lr_guard_chunked_feed(lr_guard_chunked *g, const char *p, size_t n,
-                          size_t *consumed);
+int lr_guard_chunked_feed(lr_guard_chunked *g, const char *p, size_t n, size_t *consumed);
 
 /* The same, also handing each span of chunk data to on_data as it is validated (the
  * CRLF after a chunk's data is checked after its data was handed over). The server

@@ -11,7 +11,7 @@ typedef struct lr_listener {
   ev_io io;
   int fd;
   int is_unix;
-  int owns_path;         /* we created the UNIX socket file: unlink on exit */
+  int owns_path; /* we created the UNIX socket file: unlink on exit */
   lr_endpoint ep;
   PyObject *scope_http;  /* template scope dict for this listener (asgi_scope.c) */
   PyObject *server_addr; /* ("host", port) of a bound TCP address, None for UNIX */

@@ -29,6 +29,8 @@ PyObject *lr_loop_py_poll(PyObject *self, PyObject *arg);
 void lr_loop_kick(void);
 
 /* Seconds on libev's cached clock (wall time): for Date headers and logs only. */
-static inline double lr_loop_now(void) { return ev_now(lr_loop); }
+static inline double lr_loop_now(void) {
+  return ev_now(lr_loop);
+}
 
 #endif

@@ -15,24 +15,26 @@ extern char **environ;
 
 static int passed, failed;
 
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (cond) passed++;                                                   \
-    else {                                                                \
-      failed++;                                                           \
-      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);              \
-    }                                                                     \
+#define CHECK(cond)                                                                      \
+  do {                                                                                   \
+    if (cond)                                                                            \
+      passed++;                                                                          \
+    else {                                                                               \
+      failed++;                                                                          \
+      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                             \
+    }                                                                                    \
   } while (0)
 
-#define CHECK_STR(got, want)                                                      \
-  do {                                                                            \
-    const char *g_ = (got), *w_ = (want);                                         \
-    if (g_ && w_ && strcmp(g_, w_) == 0) passed++;                                \
-    else {                                                                        \
-      failed++;                                                                   \
-      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got, \
-             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                             \
-    }                                                                             \
+#define CHECK_STR(got, want)                                                             \
+  do {                                                                                   \
+    const char *g_ = (got), *w_ = (want);                                                \
+    if (g_ && w_ && strcmp(g_, w_) == 0)                                                 \
+      passed++;                                                                          \
+    else {                                                                               \
+      failed++;                                                                          \
+      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got,        \
+             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                                    \
+    }                                                                                    \
   } while (0)
 
 static char out_text[16384];
@@ -47,7 +49,8 @@ static int parse(lr_config *c, ...) {
   va_list ap;
   va_start(ap, c);
   const char *a;
-  while ((a = va_arg(ap, const char *)) && argc < 63) argv[argc++] = (char *)a;
+  while ((a = va_arg(ap, const char *)) && argc < 63)
+    argv[argc++] = (char *)a;
   va_end(ap);
   argv[argc] = NULL;
 
@@ -69,7 +72,8 @@ static int parse(lr_config *c, ...) {
 static const char *desc(const lr_config *c, int i) {
   static char buf[4][600];
   char *b = buf[i & 3];
-  if (i >= c->n_endpoints) return "(none)";
+  if (i >= c->n_endpoints)
+    return "(none)";
   lr_endpoint_describe(&c->endpoints[i], b, 600);
   return b;
 }
@@ -88,16 +92,17 @@ static void clear_env(void) {
         break;
       }
     }
-    if (!name[0]) return;
+    if (!name[0])
+      return;
     unsetenv(name);
   }
 }
 
 /* One error line, exactly, and nothing on stdout. */
-#define CHECK_ERROR(want)                    \
-  do {                                       \
-    CHECK_STR(err_text, want "\n");          \
-    CHECK(out_text[0] == '\0');              \
+#define CHECK_ERROR(want)                                                                \
+  do {                                                                                   \
+    CHECK_STR(err_text, want "\n");                                                      \
+    CHECK(out_text[0] == '\0');                                                          \
   } while (0)
 
 static void test_defaults(void) {
@@ -197,7 +202,8 @@ static void test_listeners(void) {
   CHECK(parse(&c, "-e", "tcp:8001", "a:b", NULL) == 0);
   CHECK(c.n_endpoints == 1);
   CHECK_STR(desc(&c, 0), "tcp:port=8001:interface=0.0.0.0");
-  CHECK(parse(&c, "-e", "unix:/tmp/e.sock", "-e", "fd:fileno=4", "-p", "8002", "a:b", NULL) == 0);
+  CHECK(parse(&c, "-e", "unix:/tmp/e.sock", "-e", "fd:fileno=4", "-p", "8002", "a:b",
+              NULL) == 0);
   CHECK(c.n_endpoints == 3);
   CHECK_STR(desc(&c, 0), "fd:fileno=4");
   CHECK_STR(desc(&c, 1), "tcp:port=8002:interface=127.0.0.1");
@@ -216,7 +222,8 @@ static void test_listeners(void) {
   longpath[0] = '/';
   longpath[sizeof longpath - 1] = '\0';
   CHECK(parse(&c, "-u", longpath, "a:b", NULL) == -1);
-  CHECK(strncmp(err_text, "laurel: error: argument -u/--unix-socket: socket path longer", 60) == 0);
+  CHECK(strncmp(err_text, "laurel: error: argument -u/--unix-socket: socket path longer",
+                60) == 0);
 
   /* At most LR_MAX_ENDPOINTS listeners. */
   char *argv[40];
@@ -242,7 +249,8 @@ static void test_endpoint_parse(void) {
   CHECK(ep.kind == LR_EP_TCP && ep.port == 8000 && ep.backlog == 0);
   CHECK_STR(ep.host, "127.0.0.1");
 
-  CHECK(lr_endpoint_parse("tcp:port=8000:interface=127.0.0.1:backlog=64", &ep, e, sizeof e) == 0);
+  CHECK(lr_endpoint_parse("tcp:port=8000:interface=127.0.0.1:backlog=64", &ep, e,
+                          sizeof e) == 0);
   CHECK(ep.backlog == 64);
   char d[300];
   lr_endpoint_describe(&ep, d, sizeof d);
@@ -256,7 +264,8 @@ static void test_endpoint_parse(void) {
   CHECK_STR(ep.host, "::1");
   CHECK(lr_endpoint_parse("tcp:8000:interface=[::1]", &ep, e, sizeof e) == 0);
   CHECK_STR(ep.host, "::1");
-  CHECK(lr_endpoint_parse("tcp:8000:10.0.0.1:50", &ep, e, sizeof e) == 0); /* Twisted order */
+  CHECK(lr_endpoint_parse("tcp:8000:10.0.0.1:50", &ep, e, sizeof e) ==
+        0); /* Twisted order */
   CHECK_STR(ep.host, "10.0.0.1");
   CHECK(ep.backlog == 50);
   CHECK(lr_endpoint_parse("TCP:8000", &ep, e, sizeof e) == 0);
@@ -279,7 +288,8 @@ static void test_endpoint_parse(void) {
   CHECK_STR(d, "unix:/run/app.sock:mode=660");
   CHECK(lr_endpoint_parse("unix:/run/app.sock:600", &ep, e, sizeof e) == 0);
   CHECK(ep.mode == 0600);
-  CHECK(lr_endpoint_parse("unix:address=/run/a\\:b.sock:lockfile=0", &ep, e, sizeof e) == 0);
+  CHECK(lr_endpoint_parse("unix:address=/run/a\\:b.sock:lockfile=0", &ep, e, sizeof e) ==
+        0);
   CHECK_STR(ep.path, "/run/a:b.sock");
 
   CHECK(lr_endpoint_parse("fd:fileno=5", &ep, e, sizeof e) == 0);
@@ -297,11 +307,28 @@ static void test_endpoint_parse(void) {
   CHECK_STR(e, "ssl endpoints are not supported; terminate TLS in a proxy");
 
   static const char *const bad[] = {
-      "tcp:abc", "tcp:70000", "tcp:-1", "tcp", "tcp:port=", "tcp:port=1:frob=2",
-      "tcp:1:interface=a:port=2", "tcp:1:backlog=0", "tcp:1:a:2:3", "tcp:1\\",
-      "unix:", "unix:/x:mode=999", "unix:/x:mode=-1", "unix:/x:lockfile=2", "fd:",
-      "fd:fileno=x", "fd:fileno=1:domain=IPX", "systemd:index=0", "bogus:1", "",
-      "port=1:tcp", "tcp:1 ",
+      "tcp:abc",
+      "tcp:70000",
+      "tcp:-1",
+      "tcp",
+      "tcp:port=",
+      "tcp:port=1:frob=2",
+      "tcp:1:interface=a:port=2",
+      "tcp:1:backlog=0",
+      "tcp:1:a:2:3",
+      "tcp:1\\",
+      "unix:",
+      "unix:/x:mode=999",
+      "unix:/x:mode=-1",
+      "unix:/x:lockfile=2",
+      "fd:",
+      "fd:fileno=x",
+      "fd:fileno=1:domain=IPX",
+      "systemd:index=0",
+      "bogus:1",
+      "",
+      "port=1:tcp",
+      "tcp:1 ",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     e[0] = '\0';
@@ -350,9 +377,11 @@ static void test_errors(void) {
   CHECK(parse(&c, "-p", "", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: ''");
   CHECK(parse(&c, "-p", "70000", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument -p/--port: value out of range: '70000' (expected 0 to 65535)");
+  CHECK_ERROR("laurel: error: argument -p/--port: value out of range: '70000' (expected "
+              "0 to 65535)");
   CHECK(parse(&c, "-p", "99999999999999999999", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument -p/--port: invalid int value: '99999999999999999999'");
+  CHECK_ERROR(
+      "laurel: error: argument -p/--port: invalid int value: '99999999999999999999'");
   CHECK(parse(&c, "--fd", "-1", "a:b", NULL) == -1);
   CHECK(parse(&c, "-p", NULL) == -1);
   CHECK_ERROR("laurel: error: argument -p/--port: expected one argument");
@@ -361,10 +390,11 @@ static void test_errors(void) {
   CHECK(parse(&c, "--proxy-headers=yes", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: argument --proxy-headers: ignored explicit argument 'yes'");
   CHECK(parse(&c, "--websocket", "1", "a:b", NULL) == -1);
-  CHECK(strncmp(err_text, "laurel: error: ambiguous option: --websocket could match", 56) == 0);
+  CHECK(strncmp(err_text, "laurel: error: ambiguous option: --websocket could match",
+                56) == 0);
 
-  static const char *const bad_floats[] = {"nan", "inf", "-inf", "0x10", "1e999", "", " 1",
-                                           "1 ", "1.5.", "e3", "."};
+  static const char *const bad_floats[] = {"nan", "inf", "-inf", "0x10", "1e999", "",
+                                           " 1",  "1 ",  "1.5.", "e3",   "."};
   for (size_t i = 0; i < sizeof bad_floats / sizeof bad_floats[0]; i++) {
     int rc = parse(&c, "--ping-timeout", bad_floats[i], "a:b", NULL);
     char want[128];
@@ -375,24 +405,29 @@ static void test_errors(void) {
       passed++;
     } else {
       failed++;
-      printf("FAIL %s:%d: --ping-timeout '%s': rc %d, %s", __FILE__, __LINE__, bad_floats[i],
-             rc, err_text);
+      printf("FAIL %s:%d: --ping-timeout '%s': rc %d, %s", __FILE__, __LINE__,
+             bad_floats[i], rc, err_text);
     }
   }
   CHECK(parse(&c, "--ping-timeout", "-1", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --ping-timeout: value out of range: '-1' (expected 0 to 1e+09)");
+  CHECK_ERROR("laurel: error: argument --ping-timeout: value out of range: '-1' "
+              "(expected 0 to 1e+09)");
   CHECK(parse(&c, "--graceful-timeout", "1e10", "a:b", NULL) == -1);
 
   CHECK(parse(&c, "-v", "4", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument -v/--verbosity: invalid choice: 4 (choose from 0, 1, 2, 3)");
+  CHECK_ERROR("laurel: error: argument -v/--verbosity: invalid choice: 4 (choose from 0, "
+              "1, 2, 3)");
   CHECK(parse(&c, "-vv", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: argument -v/--verbosity: invalid int value: 'v'");
   CHECK(parse(&c, "--lifespan", "maybe", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --lifespan: invalid choice: 'maybe' (choose from 'auto', 'on', 'off')");
+  CHECK_ERROR("laurel: error: argument --lifespan: invalid choice: 'maybe' (choose from "
+              "'auto', 'on', 'off')");
   CHECK(parse(&c, "--channel-layer", "redis", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --channel-layer: invalid choice: 'redis' (choose from 'native', 'settings')");
+  CHECK_ERROR("laurel: error: argument --channel-layer: invalid choice: 'redis' (choose "
+              "from 'native', 'settings')");
   CHECK(parse(&c, "--workers", "0", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --workers: value out of range: '0' (expected 1 to 1024)");
+  CHECK_ERROR(
+      "laurel: error: argument --workers: value out of range: '0' (expected 1 to 1024)");
   CHECK(parse(&c, "--limit-request-line", "0", "a:b", NULL) == -1);
   CHECK(parse(&c, "--limit-request-fields", "1.5", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: argument --limit-request-fields: invalid int value: '1.5'");
@@ -401,21 +436,25 @@ static void test_errors(void) {
   CHECK(parse(&c, "--log-fmt", "%(bogus)s", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: argument --log-fmt: unknown log record field 'bogus'");
   CHECK(parse(&c, "--log-fmt", "no fields", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --log-fmt: Invalid format 'no fields' for '%' style");
+  CHECK_ERROR(
+      "laurel: error: argument --log-fmt: Invalid format 'no fields' for '%' style");
 
   CHECK(parse(&c, "--proxy-headers-host", "X-Real-IP", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --proxy-headers-host: --proxy-headers has to be passed for this parameter.");
+  CHECK_ERROR("laurel: error: argument --proxy-headers-host: --proxy-headers has to be "
+              "passed for this parameter.");
   CHECK(parse(&c, "--proxy-headers-port", "X-Port", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: argument --proxy-headers-port: --proxy-headers has to be passed for this parameter.");
+  CHECK_ERROR("laurel: error: argument --proxy-headers-port: --proxy-headers has to be "
+              "passed for this parameter.");
 }
 
 static void test_values(void) {
   lr_config c;
 
   CHECK(parse(&c, "-v", "0", "-t", "60", "--access-log", "/tmp/access.log", "--log-fmt",
-              "%(levelname)s %(message)s", "--ping-interval", "2.5", "--ping-timeout", "7",
-              "--application-close-timeout", "3", "--websocket_timeout", "-1",
-              "--websocket_connect_timeout", "-1", "--root-path", "/sub", "a:b", NULL) == 0);
+              "%(levelname)s %(message)s", "--ping-interval", "2.5", "--ping-timeout",
+              "7", "--application-close-timeout", "3", "--websocket_timeout", "-1",
+              "--websocket_connect_timeout", "-1", "--root-path", "/sub", "a:b",
+              NULL) == 0);
   CHECK(c.verbosity == 0);
   CHECK(c.http_timeout == 60);
   CHECK_STR(c.access_log, "/tmp/access.log");
@@ -439,8 +478,8 @@ static void test_values(void) {
   CHECK(c.proxy_headers == 1);
   CHECK_STR(c.proxy_headers_host, "X-Forwarded-For");
   CHECK_STR(c.proxy_headers_port, "X-Forwarded-Port");
-  CHECK(parse(&c, "--proxy-headers", "--proxy-headers-host", "X-Real-IP", "--proxy-headers-port",
-              "X-Real-Port", "a:b", NULL) == 0);
+  CHECK(parse(&c, "--proxy-headers", "--proxy-headers-host", "X-Real-IP",
+              "--proxy-headers-port", "X-Real-Port", "a:b", NULL) == 0);
   CHECK_STR(c.proxy_headers_host, "X-Real-IP");
   CHECK_STR(c.proxy_headers_port, "X-Real-Port");
 
@@ -461,8 +500,8 @@ static void test_values(void) {
   CHECK(parse(&c, "--lifespan", "off", "--graceful-timeout", "30", "--keep-alive-timeout",
               "0.5", "--header-timeout", "10", "--limit-request-line", "4096",
               "--limit-request-headers", "32768", "--limit-request-fields", "50",
-              "--limit-request-body", "1048576", "--limit-concurrency", "1000", "--workers",
-              "4", "--max-requests", "1000", "--max-requests-jitter", "50",
+              "--limit-request-body", "1048576", "--limit-concurrency", "1000",
+              "--workers", "4", "--max-requests", "1000", "--max-requests-jitter", "50",
               "--channel-layer", "settings", "a:b", NULL) == 0);
   CHECK(c.lifespan == LR_LIFESPAN_OFF);
   CHECK(c.graceful_timeout == 30);
@@ -505,18 +544,56 @@ static void test_help_version(void) {
   CHECK(strncmp(out_text, "usage: laurel [options] module:attribute\n", 41) == 0);
   CHECK(err_text[0] == '\0');
   static const char *const words[] = {
-      "--port", "--bind", "--unix-socket", "--fd", "--endpoint", "--verbosity",
-      "--http-timeout", "--access-log", "--log-fmt", "--ping-interval", "--ping-timeout",
-      "--application-close-timeout", "--websocket_timeout", "--websocket-timeout",
-      "--websocket_connect_timeout", "--websocket-connect-timeout", "--root-path",
-      "--proxy-headers", "--proxy-headers-host", "--proxy-headers-port", "--server-name",
-      "--no-server-name", "--websocket-max-message-size", "--websocket-max-frame-size",
-      "--lifespan", "--graceful-timeout", "--keep-alive-timeout", "--header-timeout",
-      "--limit-request-line", "--limit-request-headers", "--limit-request-fields",
-      "--limit-request-body", "--limit-concurrency", "--workers", "--max-requests",
-      "--max-requests-jitter", "--channel-layer", "--help", "--version", "Listeners:",
-      "Logging:", "HTTP:", "WebSocket:", "Lifecycle:", "Limits:", "Environment:",
-      "LAUREL_APPLICATION", "PORT", "LAUREL_PROXY_HEADERS=1", "ASGI_THREADS",
+      "--port",
+      "--bind",
+      "--unix-socket",
+      "--fd",
+      "--endpoint",
+      "--verbosity",
+      "--http-timeout",
+      "--access-log",
+      "--log-fmt",
+      "--ping-interval",
+      "--ping-timeout",
+      "--application-close-timeout",
+      "--websocket_timeout",
+      "--websocket-timeout",
+      "--websocket_connect_timeout",
+      "--websocket-connect-timeout",
+      "--root-path",
+      "--proxy-headers",
+      "--proxy-headers-host",
+      "--proxy-headers-port",
+      "--server-name",
+      "--no-server-name",
+      "--websocket-max-message-size",
+      "--websocket-max-frame-size",
+      "--lifespan",
+      "--graceful-timeout",
+      "--keep-alive-timeout",
+      "--header-timeout",
+      "--limit-request-line",
+      "--limit-request-headers",
+      "--limit-request-fields",
+      "--limit-request-body",
+      "--limit-concurrency",
+      "--workers",
+      "--max-requests",
+      "--max-requests-jitter",
+      "--channel-layer",
+      "--help",
+      "--version",
+      "Listeners:",
+      "Logging:",
+      "HTTP:",
+      "WebSocket:",
+      "Lifecycle:",
+      "Limits:",
+      "Environment:",
+      "LAUREL_APPLICATION",
+      "PORT",
+      "LAUREL_PROXY_HEADERS=1",
+      "ASGI_THREADS",
   };
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
     if (strstr(out_text, words[i])) {
@@ -530,7 +607,8 @@ static void test_help_version(void) {
   int widest = 0, col = 0;
   for (const char *p = out_text; *p; p++) {
     col = *p == '\n' ? 0 : col + 1;
-    if (col > widest) widest = col;
+    if (col > widest)
+      widest = col;
   }
   CHECK(widest <= 80);
 
@@ -560,7 +638,8 @@ static void test_environment(void) {
   CHECK_STR(desc(&c, 0), "tcp:port=9002:interface=127.0.0.1");
   setenv("LAUREL_PORT", "abc", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: environment variable LAUREL_PORT: invalid int value: 'abc'");
+  CHECK_ERROR(
+      "laurel: error: environment variable LAUREL_PORT: invalid int value: 'abc'");
   setenv("LAUREL_PORT", "", 1); /* empty counts as unset */
   CHECK(parse(&c, "a:b", NULL) == 0);
   CHECK_STR(desc(&c, 0), "tcp:port=8000:interface=127.0.0.1");
@@ -640,18 +719,21 @@ static void test_environment(void) {
 
   setenv("LAUREL_PROXY_HEADERS", "maybe", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS: invalid boolean value: 'maybe' (use 1/0, true/false, yes/no, on/off)");
+  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS: invalid boolean "
+              "value: 'maybe' (use 1/0, true/false, yes/no, on/off)");
   setenv("LAUREL_PROXY_HEADERS", "off", 1);
   setenv("LAUREL_PROXY_HEADERS_PORT", "X-Port", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS_PORT: --proxy-headers has to be passed for this parameter.");
+  CHECK_ERROR("laurel: error: environment variable LAUREL_PROXY_HEADERS_PORT: "
+              "--proxy-headers has to be passed for this parameter.");
   CHECK(parse(&c, "--proxy-headers", "a:b", NULL) == 0);
   CHECK_STR(c.proxy_headers_port, "X-Port");
   clear_env();
 
   setenv("LAUREL_LIFESPAN", "sometimes", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: environment variable LAUREL_LIFESPAN: invalid choice: 'sometimes' (choose from 'auto', 'on', 'off')");
+  CHECK_ERROR("laurel: error: environment variable LAUREL_LIFESPAN: invalid choice: "
+              "'sometimes' (choose from 'auto', 'on', 'off')");
   clear_env();
   setenv("LAUREL_ENDPOINT", "ssl:443", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
@@ -659,7 +741,8 @@ static void test_environment(void) {
   clear_env();
   setenv("LAUREL_GRACEFUL_TIMEOUT", "soon", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: environment variable LAUREL_GRACEFUL_TIMEOUT: invalid float value: 'soon'");
+  CHECK_ERROR("laurel: error: environment variable LAUREL_GRACEFUL_TIMEOUT: invalid "
+              "float value: 'soon'");
   clear_env();
 }
 

@@ -15,24 +15,26 @@
 
 static int passed, failed;
 
-#define CHECK(cond)                                                       \
-  do {                                                                    \
-    if (cond) passed++;                                                   \
-    else {                                                                \
-      failed++;                                                           \
-      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);              \
-    }                                                                     \
+#define CHECK(cond)                                                                      \
+  do {                                                                                   \
+    if (cond)                                                                            \
+      passed++;                                                                          \
+    else {                                                                               \
+      failed++;                                                                          \
+      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                             \
+    }                                                                                    \
   } while (0)
 
-#define CHECK_STR(got, want)                                                      \
-  do {                                                                            \
-    const char *g_ = (got), *w_ = (want);                                         \
-    if (g_ && w_ && strcmp(g_, w_) == 0) passed++;                                \
-    else {                                                                        \
-      failed++;                                                                   \
-      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got, \
-             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                             \
-    }                                                                             \
+#define CHECK_STR(got, want)                                                             \
+  do {                                                                                   \
+    const char *g_ = (got), *w_ = (want);                                                \
+    if (g_ && w_ && strcmp(g_, w_) == 0)                                                 \
+      passed++;                                                                          \
+    else {                                                                               \
+      failed++;                                                                          \
+      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got,        \
+             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                                    \
+    }                                                                                    \
   } while (0)
 
 /* 1795288519 is 2026-11-21 19:15:19 UTC. */
@@ -45,9 +47,11 @@ static const struct {
 } py_cases[] = {
     {"%(asctime)-15s %(levelname)-8s %(message)s", 20, "laurel.server",
      "Starting server at tcp:port=8000:interface=127.0.0.1", 1795288519.125,
-     "2026-11-21 19:15:19,125 INFO     Starting server at tcp:port=8000:interface=127.0.0.1"},
+     "2026-11-21 19:15:19,125 INFO     Starting server at "
+     "tcp:port=8000:interface=127.0.0.1"},
     {"%(asctime)s.%(msecs)03d %(name)s [%(levelname)s] %(message)s", 30, "laurel.ws",
-     "ping timeout", 1795288519.999, "2026-11-21 19:15:19,999.999 laurel.ws [WARNING] ping timeout"},
+     "ping timeout", 1795288519.999,
+     "2026-11-21 19:15:19,999.999 laurel.ws [WARNING] ping timeout"},
     {"%(created)f %(created)s %(msecs)s %(msecs)d %(levelno)d %(levelno)s", 10, "x", "m",
      1795288519.5, "1795288519.500000 1795288519.5 500.0 500 10 10"},
     {"%(created)s|%(created)r|%(msecs)r", 10, "x", "m", 1795288519.0,
@@ -56,24 +60,38 @@ static const struct {
     {"%(created)s %(created)d", 10, "x", "m", 1.5e+16, "1.5e+16 15000000000000000"},
     {"%(created)s", 10, "x", "m", 1e-05, "1e-05"},
     {"%(created)s", 10, "x", "m", 1795288519.123, "1795288519.123"},
-    {"%(levelname)r %(message)r %(name)-20s| %(name)20s| %(name).3s|", 40, "laurel.app", "boom",
-     1795288519.25, "'ERROR' 'boom' laurel.app          |           laurel.app| lau|"},
+    {"%(levelname)r %(message)r %(name)-20s| %(name)20s| %(name).3s|", 40, "laurel.app",
+     "boom", 1795288519.25,
+     "'ERROR' 'boom' laurel.app          |           laurel.app| lau|"},
     {"%% literal %(message)s %%", 50, "n", "crit", 1795288519.25, "% literal crit %"},
-    {"%(levelno)+05d %(levelno)-5d| %(levelno)#x %(levelno)#o %(levelno)X %(levelno)08.3d", 20,
-     "n", "m", 1795288519.25, "+0020 20   | 0x14 0o24 14 00000020"},
-    {"%(created).3f %(created)e %(created)g %(msecs)08.2f %(created)12.1f| %(created)+.0f "
+    {"%(levelno)+05d %(levelno)-5d| %(levelno)#x %(levelno)#o %(levelno)X "
+     "%(levelno)08.3d",
+     20, "n", "m", 1795288519.25, "+0020 20   | 0x14 0o24 14 00000020"},
+    {"%(created).3f %(created)e %(created)g %(msecs)08.2f %(created)12.1f| "
+     "%(created)+.0f "
      "%(created)#.0f %(created)E %(created)G",
      20, "n", "m", 1795288519.25,
-     "1795288519.250 1.795289e+09 1.79529e+09 00250.00 1795288519.2| +1795288519 1795288519. "
+     "1795288519.250 1.795289e+09 1.79529e+09 00250.00 1795288519.2| +1795288519 "
+     "1795288519. "
      "1.795289E+09 1.79529E+09"},
     {"%(processName)s %(threadName)s %(module)s %(filename)s %(funcName)s %(pathname)s "
      "%(lineno)d %(thread)d",
-     20, "n", "m", 1795288519.25, "MainProcess MainThread laurel laurel laurel laurel 0 0"},
+     20, "n", "m", 1795288519.25,
+     "MainProcess MainThread laurel laurel laurel laurel 0 0"},
     /* Width and precision count characters, not UTF-8 bytes. */
     {"%(message)15s|%(message)-15s|%(message).4s|%(message)r", 20, "n",
-     "h\xc3\xa9" "llo w\xc3\xb6" "rld", 1795288519.25,
-     "    h\xc3\xa9" "llo w\xc3\xb6" "rld|h\xc3\xa9" "llo w\xc3\xb6" "rld    |h\xc3\xa9" "ll|'h\xc3\xa9"
-     "llo w\xc3\xb6" "rld'"},
+     "h\xc3\xa9"
+     "llo w\xc3\xb6"
+     "rld",
+     1795288519.25,
+     "    h\xc3\xa9"
+     "llo w\xc3\xb6"
+     "rld|h\xc3\xa9"
+     "llo w\xc3\xb6"
+     "rld    |h\xc3\xa9"
+     "ll|'h\xc3\xa9"
+     "llo w\xc3\xb6"
+     "rld'"},
     {"%(message)r", 20, "n", "it's", 1795288519.25, "\"it's\""},
     {"%(message)r", 20, "n", "both ' and \"", 1795288519.25, "'both \\' and \"'"},
     {"%(message)r", 20, "n", "tab\there\nnl\r\x01\x7f\\", 1795288519.25,
@@ -91,7 +109,8 @@ static void test_format_vs_python(void) {
     char err[128] = "";
     if (lr_log_check_format(py_cases[i].fmt, err, sizeof err) != 0) {
       failed++;
-      printf("FAIL %s:%d: format '%s' rejected: %s\n", __FILE__, __LINE__, py_cases[i].fmt, err);
+      printf("FAIL %s:%d: format '%s' rejected: %s\n", __FILE__, __LINE__,
+             py_cases[i].fmt, err);
     } else {
       passed++;
     }
@@ -122,8 +141,8 @@ static void test_format_misc(void) {
 
   /* Truncation: cap - 1 bytes and a NUL; cap 0 writes nothing. */
   memset(out, 'Z', sizeof out);
-  size_t n = lr_log_format(out, 8, "%(levelname)s %(message)s", LR_LOG_WARNING, "n", "hello",
-                           1.0);
+  size_t n = lr_log_format(out, 8, "%(levelname)s %(message)s", LR_LOG_WARNING, "n",
+                           "hello", 1.0);
   CHECK(n == 7);
   CHECK_STR(out, "WARNING");
   CHECK(out[8] == 'Z');
@@ -167,9 +186,11 @@ static void test_check_format(void) {
     }
   }
   static const char *const bad[] = {
-      "%(bogus)s", "no fields", "", "%(message)", "%(message", "%(message)q",
-      "%(levelname)d", "%(msecs)x", "%s %(message)s", "%(message)s %", "%(message)*s",
-      "%(message).*s", "%(message)s %d", "%(asctime)c",
+      "%(bogus)s",      "no fields",    "",
+      "%(message)",     "%(message",    "%(message)q",
+      "%(levelname)d",  "%(msecs)x",    "%s %(message)s",
+      "%(message)s %",  "%(message)*s", "%(message).*s",
+      "%(message)s %d", "%(asctime)c",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err[0] = '\0';
@@ -213,7 +234,8 @@ static void log_verbosity_1(void) {
   lr_log_init("%(levelname)s:%(name)s:%(message)s", 1);
   lr_log(LR_LOG_DEBUG, "laurel.server", "hidden %d", 1);
   errno = EPIPE;
-  lr_log(LR_LOG_INFO, "laurel.server", "Listening on TCP address %s:%d", "127.0.0.1", 8000);
+  lr_log(LR_LOG_INFO, "laurel.server", "Listening on TCP address %s:%d", "127.0.0.1",
+         8000);
   lr_log(LR_LOG_WARNING, "laurel.http", "warn");
 }
 static void log_verbosity_0(void) {
@@ -253,16 +275,23 @@ static void test_server_log(void) {
 static void test_access_format(void) {
   char out[512];
   time_t t = 1795288519; /* 21/Nov/2026:19:15:19 UTC */
-  size_t n = lr_access_format(out, sizeof out, "127.0.0.1:56708", t, "GET /a?x=1", 10, 200, 464);
+  size_t n =
+      lr_access_format(out, sizeof out, "127.0.0.1:56708", t, "GET /a?x=1", 10, 200, 464);
   CHECK_STR(out, "127.0.0.1:56708 - - [21/Nov/2026:19:15:19] \"GET /a?x=1\" 200 464\n");
   CHECK(n == strlen(out));
 
-  lr_access_format(out, sizeof out, "127.0.0.1:56708", t, "GET /a%2Fb/%C3%A9?x=1", 21, 200, 464);
-  CHECK_STR(out, "127.0.0.1:56708 - - [21/Nov/2026:19:15:19] \"GET /a%2Fb/%C3%A9?x=1\" 200 464\n");
+  lr_access_format(out, sizeof out, "127.0.0.1:56708", t, "GET /a%2Fb/%C3%A9?x=1", 21,
+                   200, 464);
+  CHECK_STR(
+      out,
+      "127.0.0.1:56708 - - [21/Nov/2026:19:15:19] \"GET /a%2Fb/%C3%A9?x=1\" 200 464\n");
 
-  lr_access_format(out, sizeof out, "127.0.0.1:40980", t + 7, "WSCONNECTING /ws/p%20a", 22, 0, 0);
-  CHECK_STR(out, "127.0.0.1:40980 - - [21/Nov/2026:19:15:26] \"WSCONNECTING /ws/p%20a\" - -\n");
-  lr_access_format(out, sizeof out, "127.0.0.1:40986", t + 7, "WSREJECT /reject", 16, 0, 0);
+  lr_access_format(out, sizeof out, "127.0.0.1:40980", t + 7, "WSCONNECTING /ws/p%20a",
+                   22, 0, 0);
+  CHECK_STR(
+      out, "127.0.0.1:40980 - - [21/Nov/2026:19:15:26] \"WSCONNECTING /ws/p%20a\" - -\n");
+  lr_access_format(out, sizeof out, "127.0.0.1:40986", t + 7, "WSREJECT /reject", 16, 0,
+                   0);
   CHECK_STR(out, "127.0.0.1:40986 - - [21/Nov/2026:19:15:26] \"WSREJECT /reject\" - -\n");
 
   /* UNIX socket: no peer, daphne prints None. 204 has size 0 -> "-". */
@@ -274,14 +303,18 @@ static void test_access_format(void) {
   CHECK_STR(out, "h - - [21/Nov/2026:19:15:19] \"GET /big\" 200 18446744073709551615\n");
 
   /* Log injection: controls, DEL, bytes >= 0x80, quote and backslash escaped. */
-  static const char evil[] = "GET /a\"b\\c\x01\n127.0.0.1 - - [x] \"GET /fake\x7f\xc3\xa9\0z";
+  static const char evil[] =
+      "GET /a\"b\\c\x01\n127.0.0.1 - - [x] \"GET /fake\x7f\xc3\xa9\0z";
   lr_access_format(out, sizeof out, "1.2.3.4:1", t, evil, sizeof evil - 1, 400, 0);
-  CHECK_STR(out, "1.2.3.4:1 - - [21/Nov/2026:19:15:19] \"GET /a\\x22b\\x5cc\\x01\\x0a127.0.0.1 - - "
-                 "[x] \\x22GET /fake\\x7f\\xc3\\xa9\\x00z\" 400 -\n");
+  CHECK_STR(
+      out,
+      "1.2.3.4:1 - - [21/Nov/2026:19:15:19] \"GET /a\\x22b\\x5cc\\x01\\x0a127.0.0.1 - - "
+      "[x] \\x22GET /fake\\x7f\\xc3\\xa9\\x00z\" 400 -\n");
   CHECK(strchr(out, '\n') == out + strlen(out) - 1);
 
   /* Month names are English and the day is zero-padded. */
-  lr_access_format(out, sizeof out, "h", 1772496000 /* 2026-03-03 00:00:00 */, "GET /", 5, 200, 1);
+  lr_access_format(out, sizeof out, "h", 1772496000 /* 2026-03-03 00:00:00 */, "GET /", 5,
+                   200, 1);
   CHECK_STR(out, "h - - [03/Mar/2026:00:00:00] \"GET /\" 200 1\n");
 
   /* Truncation keeps the tail and never splits an escape. */
@@ -343,13 +376,15 @@ static void test_access_file(void) {
   off_t before = file_size(path);
   CHECK(lr_access_open(path) == 0);
   int lines = 0;
-  for (int i = 0; i < 5000; i++, lines++) lr_access_write("10.0.0.1:2", "GET /many", 9, 200, 1);
+  for (int i = 0; i < 5000; i++, lines++)
+    lr_access_write("10.0.0.1:2", "GET /many", 9, 200, 1);
   CHECK(file_size(path) > before); /* 5000 lines > 64 KiB: some were written already */
   lr_access_flush();
   off_t after = file_size(path);
   f = fopen(path, "r");
   int nl = 0, c;
-  while ((c = fgetc(f)) != EOF) nl += c == '\n';
+  while ((c = fgetc(f)) != EOF)
+    nl += c == '\n';
   fclose(f);
   CHECK(nl == 2 + lines);
   CHECK(after > before);
