@@ -138,6 +138,7 @@ static int lr__on_headers_complete(llhttp_t *p) {
       return -1;
     }
     c->requests++;
+    lr_server_count_request();
     c->cycle = lr_ws_start(c);
     if (!c->cycle) {
       c->is_ws = 0;
@@ -147,6 +148,7 @@ static int lr__on_headers_complete(llhttp_t *p) {
     return 2; /* no body; llhttp pauses: the rest are WebSocket frames */
   }
   c->requests++;
+  lr_server_count_request();
   c->cycle = lr_cycle_start(c);
   if (!c->cycle) {
     c->err_status = 500;

@@ -13,6 +13,7 @@
 #include "laurel/listen.h"
 #include "laurel/log.h"
 #include "laurel/loop.h"
+#include "laurel/master.h"
 #include "laurel/server.h"
 
 PyObject *lr_pymod_init(void);
@@ -89,10 +90,10 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
   const char *lifespan = cfg->lifespan == LR_LIFESPAN_ON    ? "on"
                          : cfg->lifespan == LR_LIFESPAN_OFF ? "off"
                                                             : "auto";
-  PyObject *r =
-      PyObject_CallMethod(mod, "main", "ssisdds", cfg->app, cfg->log_fmt, cfg->verbosity,
-                          lifespan, cfg->graceful_timeout, cfg->application_close_timeout,
-                          cfg->channel_layer ? cfg->channel_layer : "native");
+  PyObject *r = PyObject_CallMethod(
+      mod, "main", "ssisddsi", cfg->app, cfg->log_fmt, cfg->verbosity, lifespan,
+      cfg->graceful_timeout, cfg->application_close_timeout,
+      cfg->channel_layer ? cfg->channel_layer : "native", cfg->workers);
   Py_DECREF(mod);
   if (!r) {
     PyErr_Print();
@@ -112,19 +113,38 @@ out:
   return rc;
 }
 
+static lr_config lr__cfg;
+static int lr__argc;
+static char **lr__argv;
+
+/* A worker: its own event loop and interpreter, both created after any fork. */
+static int lr__worker(int slot) {
+  (void)slot;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = lr__early_handler;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  if (lr_loop_init() < 0) {
+    lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");
+    return 1;
+  }
+  return lr__python(&lr__cfg, lr__argc, lr__argv);
+}
+
 int main(int argc, char **argv) {
-  static lr_config cfg;
-  lr_config_defaults(&cfg);
-  int r = lr_cli_parse(&cfg, argc, argv, stdout, stderr);
+  lr_config *cfg = &lr__cfg;
+  lr_config_defaults(cfg);
+  int r = lr_cli_parse(cfg, argc, argv, stdout, stderr);
   if (r > 0)
     return 0;
   if (r < 0)
     return 2;
-  lr_log_init(cfg.log_fmt, cfg.verbosity);
-  if (cfg.access_log || cfg.verbosity >= 1) {
-    if (lr_access_open(cfg.access_log) < 0) {
+  lr_log_init(cfg->log_fmt, cfg->verbosity);
+  if (cfg->access_log || cfg->verbosity >= 1) {
+    if (lr_access_open(cfg->access_log) < 0) {
       lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot open access log %s: %m",
-             cfg.access_log);
+             cfg->access_log);
       return 1;
     }
   }
@@ -135,16 +155,21 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   lr_listener *ls = NULL;
-  int n = lr_listen_open(&cfg, &ls);
+  int n = lr_listen_open(cfg, &ls);
   if (n < 0)
     return 1;
-  lr_server_setup(&cfg, ls, n);
-  if (lr_loop_init() < 0) {
-    lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");
-    lr_server_teardown();
-    return 1;
+  lr_server_setup(cfg, ls, n);
+  lr__argc = argc;
+  lr__argv = argv;
+  int rc;
+  if (cfg->workers > 1 || cfg->max_requests > 0 || getpid() == 1) {
+    /* Several workers, recycling, or PID 1 in a container: a C master supervises (and
+     * reaps). One worker otherwise runs in this process, with no master. */
+    rc = lr_master_run(cfg, ls, n, lr__worker);
+    lr_listen_close(ls, n);
+  } else {
+    rc = lr__worker(0);
   }
-  int rc = lr__python(&cfg, argc, argv);
   free(ls);
   return rc;
 }

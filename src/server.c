@@ -2,6 +2,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,9 @@
 #include "laurel/server.h"
 
 const lr_config *lr_cfg;
+int lr_ready_fd = -1; /* master.c: tell the master once we serve */
+
+static unsigned long lr__requests, lr__recycle_at;
 
 static lr_listener *lr__ls;
 static int lr__nls;
@@ -49,6 +53,16 @@ void lr_server_unlink(lr_conn *c) {
 
 int lr_server_draining(void) {
   return lr__draining;
+}
+
+void lr_server_count_request(void) {
+  if (++lr__requests == lr__recycle_at) {
+    /* --max-requests: leave gracefully through the same path as SIGTERM; the master
+     * sees a clean exit and starts a fresh worker. */
+    lr_log(LR_LOG_INFO, "laurel.server",
+           "Served %lu requests (--max-requests): recycling", lr__requests);
+    raise(SIGTERM);
+  }
 }
 unsigned lr_server_conn_count(void) {
   return lr__nconns;
@@ -123,6 +137,17 @@ PyObject *lr_server_py_serve(PyObject *self, PyObject *const *args, Py_ssize_t n
   }
   lr_loop_set_flush(lr_conn_flush_all);
   lr__accepting_set(1);
+  if (lr_cfg->max_requests > 0)
+    lr__recycle_at = (unsigned long)lr_cfg->max_requests +
+                     (lr_cfg->max_requests_jitter > 0
+                          ? (unsigned long)(random() % (lr_cfg->max_requests_jitter + 1))
+                          : 0);
+  if (lr_ready_fd >= 0) {
+    ssize_t w = write(lr_ready_fd, "1", 1);
+    (void)w;
+    close(lr_ready_fd);
+    lr_ready_fd = -1;
+  }
   Py_RETURN_NONE;
 }
 

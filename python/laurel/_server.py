@@ -274,8 +274,31 @@ def use_native_layer():
         )
 
 
+PROCESS_LOCAL_LAYERS = {NATIVE_LAYER, "channels.layers.InMemoryChannelLayer"}
+
+
+def process_local_layers():
+    """Aliases of configured channel layers that only reach consumers in this process."""
+    if "channels" not in sys.modules or "django" not in sys.modules:
+        return []
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return []
+        layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    except Exception:
+        return []
+    return [
+        alias
+        for alias, conf in layers.items()
+        if conf.get("BACKEND") in PROCESS_LOCAL_LAYERS
+        and not (conf.get("CONFIG") or {}).get("hosts")
+    ]
+
+
 def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
-         application_close_timeout, channel_layer="native"):
+         application_close_timeout, channel_layer="native", workers=1):
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
     loop = LaurelLoop(LibevSelector())
     asyncio.set_event_loop(loop)
@@ -304,6 +327,18 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
         return 1
     if channel_layer == "native":
         use_native_layer()
+    local = process_local_layers() if workers > 1 else []
+    if local:
+        logger.critical(
+            "Refusing to start %d workers: channel layer %s is in-process, so a "
+            "group_send in one worker would never reach consumers in the others. "
+            "Configure a Redis-backed layer (e.g. BACKEND "
+            "'channels_redis.pubsub.RedisPubSubChannelLayer' with CONFIG "
+            "{'hosts': ['redis://127.0.0.1:6379']}) or run with --workers 1.",
+            workers,
+            ", ".join(repr(a) for a in local),
+        )
+        return 4
     try:
         rc = loop.run_until_complete(serve(app, loop, lifespan_mode, graceful_timeout))
         loop.run_until_complete(_shutdown_executor(loop))

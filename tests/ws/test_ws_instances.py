@@ -87,4 +87,7 @@ def test_memory_flat_across_connect_disconnect_cycles(wsserver):
     cycles(1500)
     time.sleep(0.3)
     rss1 = rss_kb(pid)
+    with open(f"/proc/{pid}/maps") as f:
+        if "libasan" in f.read():  # ASan's quarantine holds freed memory on purpose
+            pytest.skip(f"ASan build: RSS not meaningful ({rss0} -> {rss1} kB)")
     assert rss1 - rss0 < 3 * 1024, f"RSS grew {rss0} -> {rss1} kB over 1500 connections"
