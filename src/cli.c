@@ -22,43 +22,31 @@
 #define LAUREL_VERSION "0.1.0"
 #endif
 
-/* The second --version line. meson may pass the exact text; otherwise name what the
- * headers at hand say (build-time versions). */
-#ifndef LAUREL_LIBRARIES
-#if defined(__has_include)
-#if __has_include(<ev.h>)
-#include <ev.h>
+/* --version: the versions of the libraries laurel was built with, as their headers
+ * declared them. meson reads them (cc.get_define()) with the include paths the server
+ * itself is compiled with and passes them here; a build without them says "unknown". */
+#ifndef LAUREL_PYTHON_VERSION
+#define LAUREL_PYTHON_VERSION "unknown"
 #endif
-#if __has_include(<llhttp.h>)
-#include <llhttp.h>
+#ifndef LAUREL_LIBEV_VERSION
+#define LAUREL_LIBEV_VERSION "unknown"
 #endif
-#if __has_include(<patchlevel.h>)
-#include <patchlevel.h>
-#elif __has_include(<python3.11/patchlevel.h>)
-#include <python3.11/patchlevel.h>
+#ifndef LAUREL_LLHTTP_VERSION
+#define LAUREL_LLHTTP_VERSION "unknown"
 #endif
+#ifndef LAUREL_WSLAY_VERSION
+#define LAUREL_WSLAY_VERSION "unknown"
 #endif
-#define LR_STR_(x) #x
-#define LR_STR(x) LR_STR_(x)
-#ifdef EV_VERSION_MAJOR
-#define LR_LIBEV "libev " LR_STR(EV_VERSION_MAJOR) "." LR_STR(EV_VERSION_MINOR)
-#else
-#define LR_LIBEV "libev"
+#ifndef LAUREL_OPENSSL_VERSION
+#define LAUREL_OPENSSL_VERSION "OpenSSL unknown" /* OPENSSL_VERSION_TEXT */
 #endif
-#ifdef LLHTTP_VERSION_MAJOR
-#define LR_LLHTTP                                                                        \
-  "llhttp " LR_STR(LLHTTP_VERSION_MAJOR) "." LR_STR(LLHTTP_VERSION_MINOR) "." LR_STR(    \
-      LLHTTP_VERSION_PATCH)
-#else
-#define LR_LLHTTP "llhttp"
-#endif
-#ifdef PY_VERSION
-#define LR_PYTHON "CPython " PY_VERSION
-#else
-#define LR_PYTHON "CPython 3.11"
-#endif
-#define LAUREL_LIBRARIES LR_LIBEV ", " LR_LLHTTP ", " LR_PYTHON
-#endif
+
+static const char version_text[] =
+    "laurel " LAUREL_VERSION "\n"
+    "CPython " LAUREL_PYTHON_VERSION "\n"
+    "libev " LAUREL_LIBEV_VERSION "\n"
+    "llhttp " LAUREL_LLHTTP_VERSION "\n"
+    "wslay " LAUREL_WSLAY_VERSION "\n" LAUREL_OPENSSL_VERSION "\n";
 
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT 8000
@@ -95,6 +83,13 @@ static const char *const help_text[] = {
     "                        on stdout; 2 debug; 3 debug + asyncio debug (default 1)\n"
     "  --access-log PATH     access log file, appended to; - for stdout\n"
     "                        (default: stdout when verbosity >= 1)\n"
+    "  --access-log-format FMT\n"
+    "                        daphne (daphne's line, the default) or json (one JSON\n"
+    "                        object per line)\n"
+    "  --access-log-to-logging\n"
+    "                        hand access-log lines to the Python logger\n"
+    "                        'laurel.access' (level INFO) instead of a file, so\n"
+    "                        Django's LOGGING can route them\n"
     "  --log-fmt FMT         Python logging format of the server log on stderr\n"
     "                        (default '%(asctime)-15s %(levelname)-8s %(message)s')\n"
     "\n",
@@ -190,6 +185,8 @@ enum opt_id {
   O_HTTP_TIMEOUT,
   O_ACCESS_LOG,
   O_LOG_FMT,
+  O_ACCESS_LOG_FORMAT,
+  O_ACCESS_LOG_TO_LOGGING,
   O_PING_INTERVAL,
   O_PING_TIMEOUT,
   O_APP_CLOSE_TIMEOUT,
@@ -237,6 +234,10 @@ static const struct optdef {
     [O_HTTP_TIMEOUT - O_PORT] = {"-t/--http-timeout", "LAUREL_HTTP_TIMEOUT", 't'},
     [O_ACCESS_LOG - O_PORT] = {"--access-log", "LAUREL_ACCESS_LOG", 0},
     [O_LOG_FMT - O_PORT] = {"--log-fmt", "LAUREL_LOG_FMT", 0},
+    [O_ACCESS_LOG_FORMAT -
+        O_PORT] = {"--access-log-format", "LAUREL_ACCESS_LOG_FORMAT", 0},
+    [O_ACCESS_LOG_TO_LOGGING -
+        O_PORT] = {"--access-log-to-logging", "LAUREL_ACCESS_LOG_TO_LOGGING", 0},
     [O_PING_INTERVAL - O_PORT] = {"--ping-interval", "LAUREL_PING_INTERVAL", 0},
     [O_PING_TIMEOUT - O_PORT] = {"--ping-timeout", "LAUREL_PING_TIMEOUT", 0},
     [O_APP_CLOSE_TIMEOUT -
@@ -285,6 +286,8 @@ static const struct option long_opts[] = {
     {"http-timeout", required_argument, NULL, O_HTTP_TIMEOUT},
     {"access-log", required_argument, NULL, O_ACCESS_LOG},
     {"log-fmt", required_argument, NULL, O_LOG_FMT},
+    {"access-log-format", required_argument, NULL, O_ACCESS_LOG_FORMAT},
+    {"access-log-to-logging", no_argument, NULL, O_ACCESS_LOG_TO_LOGGING},
     {"ping-interval", required_argument, NULL, O_PING_INTERVAL},
     {"ping-timeout", required_argument, NULL, O_PING_TIMEOUT},
     {"application-close-timeout", required_argument, NULL, O_APP_CLOSE_TIMEOUT},
@@ -336,6 +339,8 @@ void lr_config_defaults(lr_config *cfg) {
   cfg->verbosity = 1;
   cfg->access_log = NULL;
   cfg->log_fmt = DEFAULT_LOG_FMT;
+  cfg->access_log_format = LR_ACCESS_DAPHNE;
+  cfg->access_log_to_logging = 0;
   cfg->http_timeout = 0;
   cfg->application_close_timeout = 10;
   cfg->graceful_timeout = 10;
@@ -780,6 +785,7 @@ typedef struct state {
   int n_eps;
   origin proxy_host_from, proxy_port_from;
   bool proxy_host_set, proxy_port_set;
+  origin access_log_from, to_logging_from;
 } state;
 
 static int add_endpoint_spec(state *st, const origin *o, const char *spec) {
@@ -879,6 +885,26 @@ static int apply(state *st, int id, const char *v, const origin *o) {
     return 0;
   case O_ACCESS_LOG:
     cfg->access_log = v[0] ? v : NULL; /* daphne: empty means the default */
+    st->access_log_from = *o;
+    return 0;
+  case O_ACCESS_LOG_FORMAT: {
+    static const char *const formats[] = {"daphne", "json"};
+    static const int map[] = {LR_ACCESS_DAPHNE, LR_ACCESS_JSON};
+    int i = choose(err, o, v, formats, 2);
+    if (i < 0)
+      return -1;
+    cfg->access_log_format = map[i];
+    return 0;
+  }
+  case O_ACCESS_LOG_TO_LOGGING:
+    if (o->what[0] == 'e') {
+      if (get_bool(err, o, v, &b))
+        return -1;
+      cfg->access_log_to_logging = b;
+    } else {
+      cfg->access_log_to_logging = 1;
+    }
+    st->to_logging_from = *o;
     return 0;
   case O_LOG_FMT: {
     char why[256];
@@ -1148,7 +1174,7 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
       return 1;
     }
     if (id == O_VERSION) {
-      fprintf(out, "laurel %s\n%s\n", LAUREL_VERSION, LAUREL_LIBRARIES);
+      fputs(version_text, out);
       return 1;
     }
     if (id < O_PORT || id >= O_END)
@@ -1186,11 +1212,16 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
    * set one thing, so either on the command line shuts out both variables. */
   bool cli_server_name =
       st.seen[O_SERVER_NAME - O_PORT] || st.seen[O_NO_SERVER_NAME - O_PORT];
+  /* Likewise --access-log and --access-log-to-logging: both choose where lines go. */
+  bool cli_access_dest =
+      st.seen[O_ACCESS_LOG - O_PORT] || st.seen[O_ACCESS_LOG_TO_LOGGING - O_PORT];
   for (int id = O_PORT; id < O_END; id++) {
     origin o;
     if (st.seen[id - O_PORT] || env_origin_name(id, &o) < 0)
       continue;
     if ((id == O_SERVER_NAME || id == O_NO_SERVER_NAME) && cli_server_name)
+      continue;
+    if ((id == O_ACCESS_LOG || id == O_ACCESS_LOG_TO_LOGGING) && cli_access_dest)
       continue;
     const char *v = getenv(o.name);
     if (!v || !*v)
@@ -1210,6 +1241,14 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
       if (apply(&st, O_PORT, p, &o))
         return -1;
     }
+  }
+
+  /* argparse's wording for options that exclude each other. */
+  if (cfg->access_log && cfg->access_log_to_logging) {
+    fprintf(err, "laurel: error: %s %s: not allowed with %s %s\n",
+            st.to_logging_from.what, st.to_logging_from.name, st.access_log_from.what,
+            st.access_log_from.name);
+    return -1;
   }
 
   /* daphne checks these after parsing, with this wording. */

@@ -794,15 +794,37 @@ void lr_log(int level, const char *name, const char *fmt, ...) {
 /* ---- the access log ---- */
 
 #define ACCESS_BUF_SIZE 65536
+#define ACCESS_HOST_MAX 64 /* bytes of host used by the JSON format ("ip:port") */
 
 static char g_abuf[ACCESS_BUF_SIZE];
 static size_t g_alen;
 static int g_access_fd = -1;
 static bool g_access_is_file;
 static bool g_atexit_done;
+static int g_access_format = LR_ACCESS_DAPHNE;
+static bool g_sink_wanted;       /* lr_access_open_sink: lines wait for a sink */
+static lr_access_sink_fn g_sink; /* when set, the destination */
+static bool g_flushing;          /* inside the sink: no re-entrant flush */
 
 static void access_at_exit(void) {
   lr_access_flush();
+}
+
+static void access_register_atexit(void) {
+  if (!g_atexit_done) {
+    /* A forked worker must _exit() or flush before fork, or it re-writes this. */
+    atexit(access_at_exit);
+    g_atexit_done = true;
+  }
+  tzset();
+}
+
+void lr_access_set_format(int format) {
+  g_access_format = format == LR_ACCESS_JSON ? LR_ACCESS_JSON : LR_ACCESS_DAPHNE;
+}
+
+int lr_access_get_format(void) {
+  return g_access_format;
 }
 
 int lr_access_open(const char *path) {
@@ -819,17 +841,35 @@ int lr_access_open(const char *path) {
     close(g_access_fd);
   g_access_fd = fd;
   g_access_is_file = is_file;
-  if (!g_atexit_done) {
-    /* A forked worker must _exit() or flush before fork, or it re-writes this. */
-    atexit(access_at_exit);
-    g_atexit_done = true;
-  }
-  tzset();
+  g_sink_wanted = false;
+  access_register_atexit();
   return 0;
 }
 
+void lr_access_open_sink(void) {
+  lr_access_flush();
+  if (g_access_is_file && g_access_fd >= 0)
+    close(g_access_fd);
+  g_access_fd = -1;
+  g_access_is_file = false;
+  g_sink_wanted = true;
+  access_register_atexit();
+}
+
+int lr_access_sink_wanted(void) {
+  return g_sink_wanted;
+}
+
+void lr_access_set_sink(lr_access_sink_fn fn) {
+  /* Lines already bound for a destination go there; lines that were waiting for a
+   * sink stay buffered for the new one. */
+  if (g_sink || g_access_fd >= 0)
+    lr_access_flush();
+  g_sink = fn;
+}
+
 int lr_access_enabled(void) {
-  return g_access_fd >= 0;
+  return g_access_fd >= 0 || g_sink || g_sink_wanted;
 }
 
 /* Characters a request may carry into the log unchanged. */
@@ -883,24 +923,200 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
   return sb_done(&b);
 }
 
+/* ---- the JSON access log ---- */
+
+/* "2026-11-21T19:15:19+01:00": ISO 8601, local time with its UTC offset. */
+static const char *iso_time_text(time_t sec, size_t *len) {
+  static _Thread_local time_cache c;
+  if (!c.valid || c.sec != sec) {
+    struct tm tm;
+    localtime_r(&sec, &tm);
+    long off = tm.tm_gmtoff / 60;
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0)
+      off = -off;
+    c.len = (size_t)snprintf(c.text, sizeof c.text,
+                             "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld",
+                             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                             tm.tm_min, tm.tm_sec, sign, (off / 60) % 100, off % 60);
+    c.sec = sec;
+    c.valid = 1;
+  }
+  *len = c.len;
+  return c.text;
+}
+
+/* Length of byte c escaped in a JSON string, as json.dumps(ensure_ascii=True) writes
+ * it: \" \\ \b \f \n \r \t, other controls, DEL and every byte >= 0x80 as \u00xx. */
+static inline size_t json_esc_len(unsigned char c) {
+  if (c >= 0x20 && c < 0x7f)
+    return (c == '"' || c == '\\') ? 2 : 1;
+  return (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 2 : 6;
+}
+
+static size_t json_escaped_len(const char *s, size_t n) {
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++)
+    len += json_esc_len((unsigned char)s[i]);
+  return len;
+}
+
+/* Appends s[0..n) escaped, stopping before the escape that would take the output past
+ * limit bytes: an escape is never split. */
+static void json_escape(sbuf *b, const char *s, size_t n, size_t limit) {
+  static const char hex[] = "0123456789abcdef";
+  if (limit > b->cap)
+    limit = b->cap;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    size_t e = json_esc_len(c);
+    if (b->len + e > limit)
+      return;
+    char *p = b->p + b->len;
+    b->len += e;
+    if (e == 1) {
+      *p = (char)c;
+      continue;
+    }
+    *p++ = '\\';
+    if (e == 2) {
+      *p = c == '\b'   ? 'b'
+           : c == '\f' ? 'f'
+           : c == '\n' ? 'n'
+           : c == '\r' ? 'r'
+           : c == '\t' ? 't'
+                       : (char)c; /* '"' or '\\' */
+      continue;
+    }
+    memcpy(p, "u00", 3);
+    p[3] = hex[c >> 4];
+    p[4] = hex[c & 15];
+  }
+}
+
+/* The request's first word when the WebSocket code logged it, lower-cased. */
+static const char *ws_event(const char *word, size_t len) {
+  static const char *const events[][2] = {
+      {"WSCONNECTING", "wsconnecting"},
+      {"WSCONNECT", "wsconnect"},
+      {"WSREJECT", "wsreject"},
+      {"WSDISCONNECT", "wsdisconnect"},
+  };
+  for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+    if (strlen(events[i][0]) == len && memcmp(events[i][0], word, len) == 0)
+      return events[i][1];
+  return NULL;
+}
+
+size_t lr_access_format_json(char *out, size_t cap, const char *host, time_t when,
+                             const char *request, size_t request_len, int status,
+                             uint64_t size) {
+  if (cap == 0)
+    return 0;
+  /* "METHOD target" or "WSEVENT /path". */
+  const char *space = request_len ? memchr(request, ' ', request_len) : NULL;
+  size_t mlen = space ? (size_t)(space - request) : request_len;
+  const char *path = space ? space + 1 : request + request_len;
+  size_t plen = space ? request_len - mlen - 1 : 0;
+  const char *method = request;
+  const char *event = status == 0 ? ws_event(request, mlen) : NULL;
+  if (event) {
+    method = "GET"; /* a WebSocket handshake is a GET */
+    mlen = 3;
+  } else {
+    event = "http";
+  }
+  if (mlen > 64)
+    mlen = 64; /* methods are short tokens; keep the fixed part bounded */
+
+  /* The parts around request and path, built first so both can be shortened to fit:
+   * head ends with '"request": "', mid sits between request and path, tail closes. */
+  char head[128 + 6 * ACCESS_HOST_MAX], mid[64 + 6 * 64], tail[128];
+  sbuf hb, mb;
+  size_t tlen;
+  const char *t = iso_time_text(when, &tlen);
+  sb_init(&hb, head, sizeof head);
+  sb_put(&hb, "{\"time\": \"", 10);
+  sb_put(&hb, t, tlen);
+  sb_put(&hb, "\", \"client\": ", 13);
+  if (host) {
+    sb_putc(&hb, '"');
+    json_escape(&hb, host, strnlen(host, ACCESS_HOST_MAX), hb.cap);
+    sb_putc(&hb, '"');
+  } else {
+    sb_put(&hb, "null", 4);
+  }
+  sb_put(&hb, ", \"request\": \"", 14);
+  sb_init(&mb, mid, sizeof mid);
+  sb_put(&mb, "\", \"method\": \"", 14);
+  json_escape(&mb, method, mlen, mb.cap);
+  sb_put(&mb, "\", \"path\": \"", 12);
+  char st[16];
+  if (status)
+    snprintf(st, sizeof st, "%d", status);
+  else
+    strcpy(st, "null");
+  int tn = snprintf(tail, sizeof tail,
+                    "\", \"status\": %s, \"size\": %llu, \"event\": \"%s\"}\n", st,
+                    (unsigned long long)size, event);
+
+  sbuf b;
+  sb_init(&b, out, cap);
+  sb_put(&b, head, hb.len);
+  size_t fixed = b.len + mb.len + (size_t)tn;
+  size_t room = b.cap > fixed ? b.cap - fixed : 0;
+  size_t rlen = json_escaped_len(request, request_len);
+  size_t pelen = json_escaped_len(path, plen);
+  /* Both fit, or each gets at least half of the room. */
+  size_t rroom =
+      rlen + pelen <= room ? rlen : room - (pelen < room / 2 ? pelen : room / 2);
+  json_escape(&b, request, request_len, b.len + rroom);
+  sb_put(&b, mid, mb.len);
+  size_t limit = b.cap > (size_t)tn ? b.cap - (size_t)tn : 0;
+  json_escape(&b, path, plen, limit);
+  sb_put(&b, tail, (size_t)tn);
+  return sb_done(&b);
+}
+
 void lr_access_write(const char *host, const char *request, size_t request_len,
                      int status, uint64_t size) {
-  if (g_access_fd < 0)
+  if (!lr_access_enabled())
     return;
-  /* Worst case: every request byte escaped to 4, plus host, date and numbers. */
-  size_t need = (host ? strlen(host) : 4) + request_len * 4 + 128;
+  /* daphne: at worst every request byte escaped to 4, plus host, date and numbers.
+   * JSON: the escaped request twice (request and path), host, time, keys, numbers. */
+  size_t hlen = host ? strlen(host) : 4;
+  size_t need = g_access_format == LR_ACCESS_JSON
+                    ? 2 * json_escaped_len(request, request_len) + hlen * 6 + 512
+                    : hlen + request_len * 4 + 128;
   if (need > sizeof g_abuf - g_alen)
     lr_access_flush();
-  size_t room = sizeof g_abuf - g_alen; /* includes the NUL lr_access_format adds */
-  g_alen += lr_access_format(g_abuf + g_alen, room, host, time(NULL), request,
-                             request_len, status, size);
+  size_t room = sizeof g_abuf - g_alen; /* includes the NUL the formatters add */
+  if (room < 1024 && need > room)
+    return; /* nowhere to flush to (a sink not installed yet, or flushing): drop it */
+  time_t now = time(NULL);
+  g_alen += g_access_format == LR_ACCESS_JSON
+                ? lr_access_format_json(g_abuf + g_alen, room, host, now, request,
+                                        request_len, status, size)
+                : lr_access_format(g_abuf + g_alen, room, host, now, request, request_len,
+                                   status, size);
 }
 
 void lr_access_flush(void) {
-  if (g_alen == 0 || g_access_fd < 0) {
-    g_alen = 0;
+  if (g_alen == 0 || g_flushing)
+    return;
+  if (g_sink) {
+    /* The sink may run code that logs more: those lines go after this batch. */
+    size_t n = g_alen;
+    g_flushing = true;
+    g_sink(g_abuf, n);
+    g_flushing = false;
+    memmove(g_abuf, g_abuf + n, g_alen - n);
+    g_alen -= n;
     return;
   }
-  write_all(g_access_fd, g_abuf, g_alen);
+  if (g_access_fd >= 0)
+    write_all(g_access_fd, g_abuf, g_alen);
+  else if (g_sink_wanted)
+    return; /* kept for the sink */
   g_alen = 0;
 }

@@ -108,6 +108,7 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
 out:
   lr_server_teardown();
   lr_access_flush();
+  lr_access_set_sink(NULL); /* the Python sink must not outlive Py_FinalizeEx() */
   if (Py_FinalizeEx() < 0 && rc == 0)
     rc = 120;
   return rc;
@@ -141,7 +142,10 @@ int main(int argc, char **argv) {
   if (r < 0)
     return 2;
   lr_log_init(cfg->log_fmt, cfg->verbosity);
-  if (cfg->access_log || cfg->verbosity >= 1) {
+  lr_access_set_format(cfg->access_log_format);
+  if (cfg->access_log_to_logging) {
+    lr_access_open_sink(); /* laurel/_server.py installs the sink into logging */
+  } else if (cfg->access_log || cfg->verbosity >= 1) {
     if (lr_access_open(cfg->access_log) < 0) {
       lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot open access log %s: %m",
              cfg->access_log);

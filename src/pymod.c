@@ -3,6 +3,7 @@
 
 #include "laurel/asgi.h"
 #include "laurel/layer.h"
+#include "laurel/log.h"
 #include "laurel/loop.h"
 #include "laurel/pycoro.h"
 #include "laurel/pystr.h"
@@ -28,7 +29,49 @@ static PyObject *lr__early_signal(PyObject *self, PyObject *unused) {
   return PyLong_FromLong(lr_main_early_signal());
 }
 
+/* --access-log-to-logging: the callable that gets each batch of access-log lines. */
+static PyObject *lr__access_sink_fn;
+
+static void lr__access_sink(const char *buf, size_t len) {
+  if (!lr__access_sink_fn || !Py_IsInitialized())
+    return;
+  PyGILState_STATE g = PyGILState_Ensure();
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb); /* a flush may come while an error is being raised */
+  PyObject *text = PyUnicode_DecodeLatin1(buf, (Py_ssize_t)len, NULL);
+  PyObject *r = text ? PyObject_CallOneArg(lr__access_sink_fn, text) : NULL;
+  if (!r)
+    PyErr_WriteUnraisable(lr__access_sink_fn);
+  Py_XDECREF(r);
+  Py_XDECREF(text);
+  PyErr_Restore(et, ev, tb);
+  PyGILState_Release(g);
+}
+
+static PyObject *lr__set_access_sink(PyObject *self, PyObject *fn) {
+  (void)self;
+  if (fn != Py_None && !PyCallable_Check(fn)) {
+    PyErr_SetString(PyExc_TypeError, "set_access_sink() takes a callable or None");
+    return NULL;
+  }
+  lr_access_set_sink(NULL); /* what is buffered goes to the old callable */
+  Py_XSETREF(lr__access_sink_fn, fn == Py_None ? NULL : Py_NewRef(fn));
+  if (lr__access_sink_fn)
+    lr_access_set_sink(lr__access_sink);
+  Py_RETURN_NONE;
+}
+
+static PyObject *lr__access_log_to_logging(PyObject *self, PyObject *unused) {
+  (void)self, (void)unused;
+  return PyBool_FromLong(lr_access_sink_wanted());
+}
+
 static PyMethodDef lr__methods[] = {
+    {"set_access_sink", lr__set_access_sink, METH_O,
+     "set_access_sink(fn or None): fn(text) gets the access-log lines of each loop "
+     "iteration"},
+    {"access_log_to_logging", lr__access_log_to_logging, METH_NOARGS,
+     "whether --access-log-to-logging asked for a sink"},
     {"early_signal", lr__early_signal, METH_NOARGS,
      "SIGINT/SIGTERM received before asyncio took over the signals, or 0"},
     {"io_register", (PyCFunction)(void (*)(void))lr_loop_py_register, METH_FASTCALL,

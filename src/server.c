@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -153,8 +154,19 @@ PyObject *lr_server_py_serve(PyObject *self, PyObject *const *args, Py_ssize_t n
 
 PyObject *lr_server_py_stop_accepting(PyObject *self, PyObject *unused) {
   (void)self, (void)unused;
+  /* Connections already in the backlog were made before the signal: serve them (once,
+   * with Connection: close) rather than resetting them when the listener closes. */
+  for (int i = 0; i < lr__nls; i++)
+    if (lr__ls[i].fd >= 0 && lr__accepting)
+      lr__accept_cb(lr_loop, &lr__ls[i].io, EV_READ);
   lr__accepting_set(0);
   Py_RETURN_NONE;
+}
+
+/* Bytes the peer sent that we have not read yet. */
+static int lr__unread(lr_conn *c) {
+  int n = 0;
+  return c->rpos < c->rlen || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
 }
 
 /* Graceful shutdown: idle connections close now, busy ones after their response. */
@@ -166,8 +178,8 @@ PyObject *lr_server_py_drain(PyObject *self, PyObject *unused) {
     lr_conn *next = c->next;
     if (c->is_ws)
       lr_ws_shutdown(c);
-    else if (c->state == LR_H1_HEAD && !c->cycle && c->rpos == c->rlen)
-      lr_conn_close(c);
+    else if (c->state == LR_H1_HEAD && !c->cycle && !lr__unread(c))
+      lr_conn_close(c); /* idle; one with a request on its way is served first */
     c = next;
   }
   lr_loop_kick();

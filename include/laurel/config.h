@@ -26,9 +26,11 @@ typedef struct lr_config {
   lr_endpoint endpoints[LR_MAX_ENDPOINTS];
   int n_endpoints;
 
-  int verbosity;          /* 0..3, default 1 */
-  const char *access_log; /* NULL: stdout when verbosity >= 1; "-": stdout */
-  const char *log_fmt;    /* Python logging format for the server log */
+  int verbosity;             /* 0..3, default 1 */
+  const char *access_log;    /* NULL: stdout when verbosity >= 1; "-": stdout */
+  const char *log_fmt;       /* Python logging format for the server log */
+  int access_log_format;     /* LR_ACCESS_DAPHNE (0, default) or LR_ACCESS_JSON (log.h) */
+  int access_log_to_logging; /* lines to the Python logger "laurel.access" instead */
 
   double http_timeout;              /* seconds, <= 0: none */
   double application_close_timeout; /* 10 */

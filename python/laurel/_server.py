@@ -15,6 +15,7 @@ import _laurel
 from ._selector import LibevSelector
 
 logger = logging.getLogger("laurel.server")
+access_logger = logging.getLogger("laurel.access")
 
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
 
@@ -60,6 +61,14 @@ def single_callable(app):
     except ImportError:  # pragma: no cover - asgiref comes with Django
         return app
     return guarantee_single_callable(app)
+
+
+def access_to_logging(text):
+    """--access-log-to-logging: the access-log lines of one loop iteration (whole lines,
+    each ending in a newline) to the ``laurel.access`` logger at INFO."""
+    if access_logger.isEnabledFor(logging.INFO):
+        for line in text[:-1].split("\n"):
+            access_logger.info(line)
 
 
 def app_error(what, exc, request):
@@ -300,6 +309,8 @@ def process_local_layers():
 def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
          application_close_timeout, channel_layer="native", workers=1):
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
+    if _laurel.access_log_to_logging():
+        _laurel.set_access_sink(access_to_logging)
     loop = LaurelLoop(LibevSelector())
     asyncio.set_event_loop(loop)
     if verbosity >= 3:

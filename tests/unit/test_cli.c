@@ -10,6 +10,7 @@
 
 #include "laurel/cli.h"
 #include "laurel/config.h"
+#include "laurel/log.h"
 
 extern char **environ;
 
@@ -113,6 +114,8 @@ static void test_defaults(void) {
   CHECK(c.verbosity == 1);
   CHECK(c.access_log == NULL);
   CHECK_STR(c.log_fmt, "%(asctime)-15s %(levelname)-8s %(message)s");
+  CHECK(c.access_log_format == LR_ACCESS_DAPHNE);
+  CHECK(c.access_log_to_logging == 0);
   CHECK(c.http_timeout <= 0);
   CHECK(c.application_close_timeout == 10);
   CHECK(c.graceful_timeout == 10);
@@ -553,6 +556,8 @@ static void test_help_version(void) {
       "--http-timeout",
       "--access-log",
       "--log-fmt",
+      "--access-log-format",
+      "--access-log-to-logging",
       "--ping-interval",
       "--ping-timeout",
       "--application-close-timeout",
@@ -621,9 +626,23 @@ static void test_help_version(void) {
 #else
   CHECK(strncmp(out_text, "laurel 0.1.0\n", 13) == 0);
 #endif
-  const char *second = strchr(out_text, '\n');
-  CHECK(second && strstr(second, "libev") && strstr(second, "llhttp") &&
-        strstr(second, "Python"));
+  /* Then one line per library, "name version", with the versions meson read from
+   * the headers (the build defines them for cli.c and this test alike). */
+  const char *libs = strchr(out_text, '\n') + 1;
+#if defined(LAUREL_PYTHON_VERSION) && defined(LAUREL_OPENSSL_VERSION)
+  char want_libs[512];
+  snprintf(want_libs, sizeof want_libs, "CPython %s\nlibev %s\nllhttp %s\nwslay %s\n%s\n",
+           LAUREL_PYTHON_VERSION, LAUREL_LIBEV_VERSION, LAUREL_LLHTTP_VERSION,
+           LAUREL_WSLAY_VERSION, LAUREL_OPENSSL_VERSION);
+  CHECK_STR(libs, want_libs);
+  CHECK(strncmp(LAUREL_PYTHON_VERSION, "3.", 2) == 0);
+  CHECK(strncmp(LAUREL_OPENSSL_VERSION, "OpenSSL ", 8) == 0);
+  CHECK(!strstr(libs, "unknown"));
+#else
+  CHECK(strstr(libs, "CPython ") && strstr(libs, "\nlibev ") &&
+        strstr(libs, "\nllhttp ") && strstr(libs, "\nwslay ") &&
+        strstr(libs, "\nOpenSSL "));
+#endif
   CHECK(parse(&c, "--version", "a:b", NULL) == 1);
 }
 
@@ -746,6 +765,76 @@ static void test_environment(void) {
   clear_env();
 }
 
+static void test_access_log_options(void) {
+  lr_config c;
+  clear_env();
+  CHECK(parse(&c, "--access-log-format", "json", "a:b", NULL) == 0);
+  CHECK(c.access_log_format == LR_ACCESS_JSON);
+  CHECK(parse(&c, "--access-log-format=daphne", "a:b", NULL) == 0);
+  CHECK(c.access_log_format == LR_ACCESS_DAPHNE);
+  CHECK(parse(&c, "--access-log-format", "JSON", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --access-log-format: invalid choice: 'JSON' "
+              "(choose from 'daphne', 'json')");
+  CHECK(parse(&c, "--access-log-format", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --access-log-format: expected one argument");
+
+  CHECK(parse(&c, "--access-log-to-logging", "a:b", NULL) == 0);
+  CHECK(c.access_log_to_logging == 1 && c.access_log == NULL);
+  CHECK(parse(&c, "--access-log-to-logging=1", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --access-log-to-logging: ignored explicit "
+              "argument '1'");
+  /* Unique prefixes still work; "--access-log" itself is exact. */
+  CHECK(parse(&c, "--access-log-t", "--access-log-f", "json", "a:b", NULL) == 0);
+  CHECK(c.access_log_to_logging == 1 && c.access_log_format == LR_ACCESS_JSON);
+  CHECK(parse(&c, "--access-log", "x.log", "a:b", NULL) == 0);
+  CHECK_STR(c.access_log, "x.log");
+  CHECK(parse(&c, "--access-log-", "x", "a:b", NULL) == -1);
+  CHECK(strncmp(err_text, "laurel: error: ambiguous option: --access-log- could match",
+                58) == 0);
+
+  /* A file and the logger exclude each other (argparse's wording). */
+  CHECK(parse(&c, "--access-log", "x.log", "--access-log-to-logging", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: argument --access-log-to-logging: not allowed with "
+              "argument --access-log");
+  CHECK(parse(&c, "--access-log", "", "--access-log-to-logging", "a:b", NULL) == 0);
+  CHECK(c.access_log == NULL && c.access_log_to_logging == 1);
+
+  /* The environment. */
+  setenv("LAUREL_ACCESS_LOG_FORMAT", "json", 1);
+  setenv("LAUREL_ACCESS_LOG_TO_LOGGING", "yes", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK(c.access_log_format == LR_ACCESS_JSON && c.access_log_to_logging == 1);
+  CHECK(parse(&c, "--access-log-format", "daphne", "a:b", NULL) == 0);
+  CHECK(c.access_log_format == LR_ACCESS_DAPHNE);
+  setenv("LAUREL_ACCESS_LOG_TO_LOGGING", "off", 1);
+  CHECK(parse(&c, "a:b", NULL) == 0);
+  CHECK(c.access_log_to_logging == 0);
+  setenv("LAUREL_ACCESS_LOG_TO_LOGGING", "maybe", 1);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_ACCESS_LOG_TO_LOGGING: "
+              "invalid boolean value: 'maybe' (use 1/0, true/false, yes/no, on/off)");
+  setenv("LAUREL_ACCESS_LOG_FORMAT", "xml", 1);
+  unsetenv("LAUREL_ACCESS_LOG_TO_LOGGING");
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_ACCESS_LOG_FORMAT: invalid "
+              "choice: 'xml' (choose from 'daphne', 'json')");
+  clear_env();
+
+  /* The destination counts as one option: either flag on the command line shuts out
+   * both variables; both variables at once are the same conflict. */
+  setenv("LAUREL_ACCESS_LOG", "/tmp/a.log", 1);
+  CHECK(parse(&c, "--access-log-to-logging", "a:b", NULL) == 0);
+  CHECK(c.access_log == NULL && c.access_log_to_logging == 1);
+  setenv("LAUREL_ACCESS_LOG_TO_LOGGING", "1", 1);
+  CHECK(parse(&c, "--access-log", "-", "a:b", NULL) == 0);
+  CHECK_STR(c.access_log, "-");
+  CHECK(c.access_log_to_logging == 0);
+  CHECK(parse(&c, "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: environment variable LAUREL_ACCESS_LOG_TO_LOGGING: not "
+              "allowed with environment variable LAUREL_ACCESS_LOG");
+  clear_env();
+}
+
 int main(void) {
   clear_env();
   test_defaults();
@@ -755,6 +844,7 @@ int main(void) {
   test_values();
   test_help_version();
   test_environment();
+  test_access_log_options();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -408,6 +408,278 @@ static void test_access_file(void) {
   CHECK(lr_access_enabled()); /* the old destination stays */
 }
 
+/* Every backslash starts a whole JSON escape, and the unescaped quotes are the 28 of
+ * the 8 keys and 6 string values: no string was cut inside an escape or left open. */
+static int json_shape_ok(const char *s) {
+  int quotes = 0;
+  for (const char *p = s; *p; p++) {
+    if (*p == '"') {
+      quotes++;
+    } else if (*p == '\\') {
+      p++;
+      if (*p == 'u') {
+        for (int i = 1; i <= 4; i++)
+          if (!strchr("0123456789abcdef", p[i]) || !p[i])
+            return 0;
+        p += 4;
+      } else if (!*p || !strchr("\"\\bfnrt", *p)) {
+        return 0;
+      }
+    }
+  }
+  return quotes == 28;
+}
+
+/* The JSON format: expected lines are what Python's json.dumps() gives for the same
+ * record (TZ=UTC), so json.dumps(json.loads(line)) == line. */
+static void test_access_json(void) {
+  char out[2048];
+  time_t t = 1795288519; /* 2026-11-21 19:15:19 UTC */
+  size_t n = lr_access_format_json(out, sizeof out, "127.0.0.1:56708", t,
+                                   "GET /a%2Fb/%C3%A9?x=1", 21, 200, 464);
+  CHECK_STR(out, "{\"time\": \"2026-11-21T19:15:19+00:00\", \"client\": "
+                 "\"127.0.0.1:56708\", \"request\": \"GET /a%2Fb/%C3%A9?x=1\", "
+                 "\"method\": \"GET\", \"path\": \"/a%2Fb/%C3%A9?x=1\", \"status\": 200, "
+                 "\"size\": 464, \"event\": \"http\"}\n");
+  CHECK(n == strlen(out));
+
+  /* No client (UNIX socket), status 0 on an HTTP line, a big size. */
+  lr_access_format_json(out, sizeof out, NULL, t, "POST /x", 7, 0,
+                        18446744073709551615ULL);
+  CHECK_STR(out, "{\"time\": \"2026-11-21T19:15:19+00:00\", \"client\": null, "
+                 "\"request\": \"POST /x\", \"method\": \"POST\", \"path\": \"/x\", "
+                 "\"status\": null, \"size\": 18446744073709551615, \"event\": "
+                 "\"http\"}\n");
+
+  /* WebSocket events, as asgi_ws.c logs them. */
+  static const char *const ws[][2] = {{"WSCONNECTING", "wsconnecting"},
+                                      {"WSCONNECT", "wsconnect"},
+                                      {"WSREJECT", "wsreject"},
+                                      {"WSDISCONNECT", "wsdisconnect"}};
+  for (size_t i = 0; i < 4; i++) {
+    char req[64], want[512];
+    int rn = snprintf(req, sizeof req, "%s /ws/p%%20a", ws[i][0]);
+    lr_access_format_json(out, sizeof out, "[::1]:5000", t, req, (size_t)rn, 0, 0);
+    snprintf(want, sizeof want,
+             "{\"time\": \"2026-11-21T19:15:19+00:00\", \"client\": \"[::1]:5000\", "
+             "\"request\": \"%s\", \"method\": \"GET\", \"path\": \"/ws/p%%20a\", "
+             "\"status\": null, \"size\": 0, \"event\": \"%s\"}\n",
+             req, ws[i][1]);
+    CHECK_STR(out, want);
+  }
+  /* A WS word with a status is an (odd) HTTP method, not an event. */
+  lr_access_format_json(out, sizeof out, "h", t, "WSCONNECT /x", 12, 405, 3);
+  CHECK(strstr(out, "\"method\": \"WSCONNECT\"") && strstr(out, "\"event\": \"http\""));
+  /* No space at all: all of it is the method, the path is empty. */
+  lr_access_format_json(out, sizeof out, "h", t, "GET", 3, 400, 0);
+  CHECK(strstr(out, "\"method\": \"GET\", \"path\": \"\", \"status\": 400"));
+
+  /* Escapes exactly as json.dumps (ensure_ascii): \" \\ \b \f \n \r \t, other
+   * controls, DEL and bytes >= 0x80 as \u00xx; the line stays one line of ASCII. */
+  static const char evil[] = "GET /a\"b\\c\x01\n127.0.0.1 - - [x] \"GET "
+                             "/fake\x7f\xc3\xa9\0z\b\f\r\t";
+  lr_access_format_json(out, sizeof out, "1.2.3.4:1", t, evil, sizeof evil - 1, 400, 0);
+  const char *esc = "/a\\\"b\\\\c\\u0001\\n127.0.0.1 - - [x] \\\"GET "
+                    "/fake\\u007f\\u00c3\\u00a9\\u0000z\\b\\f\\r\\t";
+  char want[1024];
+  snprintf(want, sizeof want,
+           "{\"time\": \"2026-11-21T19:15:19+00:00\", \"client\": \"1.2.3.4:1\", "
+           "\"request\": \"GET %s\", \"method\": \"GET\", \"path\": \"%s\", "
+           "\"status\": 400, \"size\": 0, \"event\": \"http\"}\n",
+           esc, esc);
+  CHECK_STR(out, want);
+  CHECK(strchr(out, '\n') == out + strlen(out) - 1);
+  for (const char *p = out; *p; p++)
+    CHECK((unsigned char)*p >= 0x20 ? (unsigned char)*p < 0x7f : *p == '\n');
+  /* The host is escaped too (it never holds such bytes today). */
+  lr_access_format_json(out, sizeof out, "a\"b\n", t, "GET /", 5, 200, 1);
+  CHECK(strstr(out, "\"client\": \"a\\\"b\\n\""));
+
+  /* Local time with its offset (POSIX TZ strings: no tz database needed). */
+  setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3", 1);
+  tzset();
+  lr_access_format_json(out, sizeof out, "h", t + 1, "GET /", 5, 200, 1);
+  CHECK(strncmp(out, "{\"time\": \"2026-11-21T20:15:20+01:00\",", 37) == 0);
+  lr_access_format_json(out, sizeof out, "h", 1783000000 /* 2026-07-02 */, "GET /", 5,
+                        200, 1);
+  CHECK(strncmp(out, "{\"time\": \"2026-07-02T", 21) == 0 &&
+        strstr(out, "+02:00\", \"client\""));
+  setenv("TZ", "<-0330>3:30", 1);
+  tzset();
+  lr_access_format_json(out, sizeof out, "h", t + 2, "GET /", 5, 200, 1);
+  CHECK(strncmp(out, "{\"time\": \"2026-11-21T15:45:21-03:30\",", 37) == 0);
+  setenv("TZ", "UTC", 1);
+  tzset();
+
+  /* Truncation shortens request and path, never splits an escape, and still closes
+   * the object: every cap from 400 up gives a line that ends '"event": "http"}\n'. */
+  char big[3000];
+  memcpy(big, "GET /", 5);
+  for (size_t i = 5; i < sizeof big; i++)
+    big[i] = "a\"\x01\xe9"[i % 4];
+  static const char end[] = "\"size\": 7, \"event\": \"http\"}\n";
+  for (size_t cap = 400; cap <= sizeof out; cap += 7) {
+    n = lr_access_format_json(out, cap, "1.2.3.4:1", t, big, sizeof big, 200, 7);
+    if (n == strlen(out) && n <= cap - 1 && n >= cap - 7 &&
+        strcmp(out + n - (sizeof end - 1), end) == 0 &&
+        strstr(out, "\"path\": \"/\\\"") && json_shape_ok(out)) {
+      passed++;
+    } else {
+      failed++;
+      printf("FAIL %s:%d: cap %zu gives %zu: %s\n", __FILE__, __LINE__, cap, n, out);
+      break;
+    }
+  }
+  CHECK(lr_access_format_json(out, 0, "h", t, "GET /", 5, 200, 1) == 0);
+  CHECK(lr_access_format_json(out, 1, "h", t, "GET /", 5, 200, 1) == 0 && !out[0]);
+}
+
+/* A sink that collects what it is handed. */
+static char sunk[400000];
+static size_t sunk_len;
+static int sunk_calls;
+static int sink_reenter; /* write a line from inside the sink (once) */
+
+static void collect(const char *buf, size_t len) {
+  sunk_calls++;
+  if (len > sizeof sunk - 1 - sunk_len)
+    len = sizeof sunk - 1 - sunk_len;
+  memcpy(sunk + sunk_len, buf, len);
+  sunk_len += len;
+  sunk[sunk_len] = '\0';
+  if (sink_reenter) {
+    sink_reenter = 0;
+    lr_access_write("9.9.9.9:9", "GET /from-sink", 14, 200, 1);
+    lr_access_flush(); /* ignored: already flushing */
+  }
+}
+
+static void sink_reset(void) {
+  sunk[0] = '\0';
+  sunk_len = 0;
+  sunk_calls = 0;
+}
+
+static void test_access_sink(void) {
+  /* A file destination first: the sink takes over, and lines buffered for the file
+   * still go to the file. */
+  char path[] = "/tmp/laurel_test_sink_XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  CHECK(lr_access_open(path) == 0);
+  lr_access_set_format(LR_ACCESS_DAPHNE);
+  lr_access_write("1.1.1.1:1", "GET /to-file", 12, 200, 1);
+  sink_reset();
+  lr_access_set_sink(collect);
+  CHECK(file_size(path) > 0 && sunk_calls == 0);
+  lr_access_write("1.1.1.1:1", "GET /one", 8, 200, 1);
+  lr_access_write(NULL, "GET /two", 8, 404, 0);
+  CHECK(sunk_calls == 0); /* buffered */
+  lr_access_flush();
+  CHECK(sunk_calls == 1); /* one batch of whole lines */
+  CHECK(strstr(sunk, "\"GET /one\" 200 1\nNone - - [") != NULL);
+  CHECK(sunk_len > 0 && sunk[sunk_len - 1] == '\n');
+  lr_access_flush();
+  CHECK(sunk_calls == 1); /* nothing buffered: not called */
+
+  /* JSON through the sink. */
+  sink_reset();
+  lr_access_set_format(LR_ACCESS_JSON);
+  CHECK(lr_access_get_format() == LR_ACCESS_JSON);
+  lr_access_write("1.1.1.1:1", "GET /j", 6, 200, 1);
+  lr_access_flush();
+  CHECK(strncmp(sunk, "{\"time\": \"", 10) == 0 &&
+        strstr(sunk, "\"request\": \"GET /j\"") && sunk[sunk_len - 1] == '\n');
+  lr_access_set_format(LR_ACCESS_DAPHNE);
+
+  /* A line logged from inside the sink lands in the next batch. */
+  sink_reset();
+  sink_reenter = 1;
+  lr_access_write("1.1.1.1:1", "GET /first", 10, 200, 1);
+  lr_access_flush();
+  CHECK(sunk_calls == 1 && strstr(sunk, "/first") && !strstr(sunk, "/from-sink"));
+  lr_access_flush();
+  CHECK(sunk_calls == 2 && strstr(sunk, "/from-sink"));
+
+  /* Many lines: batches of whole lines, none lost. */
+  sink_reset();
+  for (int i = 0; i < 3000; i++)
+    lr_access_write("10.0.0.1:2", "GET /many", 9, 200, 1);
+  lr_access_flush();
+  int nl = 0;
+  for (size_t i = 0; i < sunk_len; i++)
+    nl += sunk[i] == '\n';
+  CHECK(nl == 3000);
+  CHECK(sunk_calls >= 2);
+
+  /* JSON lines of all sizes, up to one longer than the buffer: every line arrives
+   * whole, in order, as one object. */
+  sink_reset();
+  lr_access_set_format(LR_ACCESS_JSON);
+  static char longreq[40000];
+  memcpy(longreq, "GET /", 5);
+  for (size_t i = 5; i < sizeof longreq; i++)
+    longreq[i] = "ab\"\x01"[i % 4];
+  size_t lens[] = {6, 100, 3000, 12000, 40000, 7, 25000, 9};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+    lr_access_write("10.0.0.1:2", longreq, lens[i], 200, i);
+  lr_access_flush();
+  lr_access_set_format(LR_ACCESS_DAPHNE);
+  int objs = 0;
+  size_t sizes_seen = 0;
+  for (char *line = sunk; *line;) {
+    char *nl = strchr(line, '\n');
+    if (!nl)
+      break;
+    *nl = '\0';
+    char want[64];
+    snprintf(want, sizeof want, "\"size\": %d, \"event\": \"http\"}", objs);
+    size_t wl = strlen(want), ll = strlen(line);
+    if (strncmp(line, "{\"time\": \"", 10) == 0 && ll > wl &&
+        strcmp(line + ll - wl, want) == 0 && json_shape_ok(line))
+      sizes_seen++;
+    objs++;
+    line = nl + 1;
+  }
+  CHECK(objs == 8 && sizes_seen == 8);
+
+  /* Removing the sink hands over what is buffered; the file is the destination
+   * again. */
+  sink_reset();
+  lr_access_write("1.1.1.1:1", "GET /last", 9, 200, 1);
+  off_t before = file_size(path);
+  lr_access_set_sink(NULL);
+  CHECK(sunk_calls == 1 && strstr(sunk, "/last"));
+  lr_access_write("1.1.1.1:1", "GET /back", 9, 200, 1);
+  lr_access_flush();
+  CHECK(file_size(path) > before);
+  unlink(path);
+
+  /* lr_access_open_sink: on at once, lines wait for the sink, and none reach stdout
+   * or the old file. */
+  lr_access_open_sink();
+  CHECK(lr_access_enabled() && lr_access_sink_wanted());
+  lr_access_write("1.1.1.1:1", "GET /early", 10, 200, 1);
+  lr_access_flush();
+  sink_reset();
+  lr_access_set_sink(collect);
+  CHECK(sunk_calls == 0);
+  lr_access_flush();
+  CHECK(sunk_calls == 1 && strstr(sunk, "\"GET /early\" 200 1\n"));
+  lr_access_set_sink(NULL);
+  /* Without a sink the buffer fills, then lines are dropped: nothing overflows. */
+  for (int i = 0; i < 5000; i++)
+    lr_access_write("1.1.1.1:1", "GET /wait", 9, 200, 1);
+  sink_reset();
+  lr_access_set_sink(collect);
+  lr_access_flush();
+  CHECK(sunk_calls == 1 && sunk_len > 60000 && sunk_len <= 65536);
+  CHECK(sunk[sunk_len - 1] == '\n');
+  lr_access_set_sink(NULL);
+  CHECK(lr_access_open("-") == 0); /* back to stdout: no sink wanted */
+  CHECK(!lr_access_sink_wanted());
+}
+
 static void access_to_stdout(void) {
   lr_access_open("-");
   lr_access_write("127.0.0.1:9", "GET /stdout", 11, 200, 2);
@@ -434,6 +706,8 @@ int main(void) {
   test_access_format();
   test_access_file();
   test_access_stdout();
+  test_access_json();
+  test_access_sink();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
