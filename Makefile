@@ -27,6 +27,10 @@ DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# The Dockerfile linter run by tests/ops/test_dockerfile.py: installed from npm when
+# npm is there (a few seconds, pure JavaScript); without it that check is skipped.
+DOCKERFILELINT := dockerfilelint@1.8.0
+
 .PHONY: help deps build build-asan unit test demo bench clean
 
 help:
@@ -53,6 +57,13 @@ deps:
 	  $(SUDO) apt-get update && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
 	    --no-install-recommends $$missing; \
+	fi
+	@if command -v dockerfilelint >/dev/null; then :; \
+	elif command -v npm >/dev/null; then \
+	  echo "deps: npm install -g $(DOCKERFILELINT)"; \
+	  $(SUDO) npm install -g --no-audit --no-fund $(DOCKERFILELINT); \
+	else \
+	  echo "deps: no npm, so no dockerfilelint (tests/ops skips that check)"; \
 	fi
 
 # Configure only when the directory has no build.ninja (--wipe a half-configured one);
