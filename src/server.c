@@ -18,6 +18,7 @@ const lr_config *lr_cfg;
 int lr_ready_fd = -1; /* master.c: tell the master once we serve */
 
 static unsigned long lr__requests, lr__recycle_at;
+static void lr__accepting_set(int on);
 
 static lr_listener *lr__ls;
 static int lr__nls;
@@ -62,9 +63,14 @@ void lr_server_count_request(void) {
      * sees a clean exit and starts a fresh worker. */
     lr_log(LR_LOG_INFO, "laurel.server",
            "Served %lu requests (--max-requests): recycling", lr__requests);
+    /* Not one connection more: stop accepting and end keep-alive now, before the
+     * signal reaches asyncio in a later iteration. */
+    lr__accepting_set(0);
+    lr__draining = 1;
     raise(SIGTERM);
   }
 }
+
 unsigned lr_server_conn_count(void) {
   return lr__nconns;
 }

@@ -185,7 +185,12 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
     signals_seen = []
 
     def on_signal(signum):
-        signals_seen.append(signum)
+        now = loop.time()
+        if signals_seen and signum == signals_seen[0][0] and now - signals_seen[0][1] < 1.0:
+            # The same stop request twice at once (systemd signals the whole cgroup and
+            # the master forwards it too): one request, not an escalation.
+            return
+        signals_seen.append((signum, now))
         if len(signals_seen) == 1:
             logger.info(
                 "Received %s: shutting down gracefully (up to %ss)",
