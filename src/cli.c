@@ -164,6 +164,9 @@ static const char *const help_text[] = {
     "                        yes/no or on/off (LAUREL_PROXY_HEADERS=1);\n"
     "                        LAUREL_ENDPOINT takes endpoints separated by spaces. An\n"
     "                        empty variable counts as unset; a bad value is an error.\n"
+    "                        Listener variables (LAUREL_BIND, LAUREL_PORT,\n"
+    "                        LAUREL_UNIX_SOCKET, LAUREL_FD, LAUREL_ENDPOINT, PORT)\n"
+    "                        apply only when the command line names no listener.\n"
     "  LAUREL_APPLICATION    the application, when none is on the command line\n"
     "  PORT                  TCP port when no listener option (-b -p -u --fd -e) is\n"
     "                        on the command line and LAUREL_PORT, LAUREL_UNIX_SOCKET,\n"
@@ -1215,9 +1218,19 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
   /* Likewise --access-log and --access-log-to-logging: both choose where lines go. */
   bool cli_access_dest =
       st.seen[O_ACCESS_LOG - O_PORT] || st.seen[O_ACCESS_LOG_TO_LOGGING - O_PORT];
+  /* Listeners form one choice too: any listener on the command line (say -u in a
+   * container whose image sets LAUREL_BIND) shuts out every listener variable, or the
+   * environment would add listeners nobody asked for. */
+  bool cli_listener = st.seen[O_PORT - O_PORT] || st.seen[O_BIND - O_PORT] ||
+                      st.seen[O_UNIX - O_PORT] || st.seen[O_FD - O_PORT] ||
+                      st.seen[O_ENDPOINT - O_PORT];
   for (int id = O_PORT; id < O_END; id++) {
     origin o;
     if (st.seen[id - O_PORT] || env_origin_name(id, &o) < 0)
+      continue;
+    if ((id == O_PORT || id == O_BIND || id == O_UNIX || id == O_FD ||
+         id == O_ENDPOINT) &&
+        cli_listener)
       continue;
     if ((id == O_SERVER_NAME || id == O_NO_SERVER_NAME) && cli_server_name)
       continue;
@@ -1231,9 +1244,6 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
   }
 
   /* PORT (Heroku, Cloud Run...): only when nothing else chose a listener. */
-  bool cli_listener = st.seen[O_PORT - O_PORT] || st.seen[O_BIND - O_PORT] ||
-                      st.seen[O_UNIX - O_PORT] || st.seen[O_FD - O_PORT] ||
-                      st.seen[O_ENDPOINT - O_PORT];
   if (!cli_listener && !st.have_port && !st.have_unix && !st.have_fd && st.n_eps == 0) {
     const char *p = getenv("PORT");
     if (p && *p) {

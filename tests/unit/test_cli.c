@@ -687,6 +687,17 @@ static void test_environment(void) {
   CHECK(c.n_endpoints == 1);
   CHECK_STR(desc(&c, 0), "unix:/tmp/q.sock");
   unsetenv("LAUREL_UNIX_SOCKET");
+  /* Listener variables stay out when the command line names a listener. */
+  setenv("LAUREL_BIND", "0.0.0.0", 1);
+  setenv("LAUREL_PORT", "7002", 1);
+  CHECK(parse(&c, "-u", "/tmp/p.sock", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "unix:/tmp/p.sock");
+  CHECK(parse(&c, "-p", "7003", "a:b", NULL) == 0);
+  CHECK(c.n_endpoints == 1);
+  CHECK_STR(desc(&c, 0), "tcp:port=7003:interface=127.0.0.1");
+  unsetenv("LAUREL_BIND");
+  unsetenv("LAUREL_PORT");
   setenv("PORT", "http", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: environment variable PORT: invalid int value: 'http'");
