@@ -65,21 +65,60 @@ static PyObject *lr__receive_name, *lr__send_name;
 
 /* ---- helpers ---- */
 
-static int lr__fut_done(PyObject *fut) {
+int lr_fut_pending(PyObject *fut) {
   PyObject *r = PyObject_CallMethodNoArgs(fut, lr_s.done);
-  if (!r)
-    return -1;
-  int d = PyObject_IsTrue(r);
+  if (!r) {
+    PyErr_Clear();
+    return 0;
+  }
+  int done = PyObject_IsTrue(r);
   Py_DECREF(r);
-  return d;
+  return done == 0;
 }
 
-static void lr__set_result(PyObject *fut, PyObject *value) {
+void lr_fut_resolve(PyObject *fut, PyObject *value) {
   PyObject *r = PyObject_CallMethodOneArg(fut, lr_s.set_result, value);
   if (!r)
     PyErr_WriteUnraisable(fut);
   Py_XDECREF(r);
   lr_loop_kick();
+}
+
+int lr_msg_type_is(PyObject *type, PyObject *name) {
+  return type == name || (PyUnicode_Check(type) && PyUnicode_Compare(type, name) == 0);
+}
+
+PyObject *lr_msg_type(PyObject *msg) {
+  if (!PyDict_Check(msg)) {
+    PyErr_Format(PyExc_TypeError, "ASGI message must be a dict, not %.100s",
+                 Py_TYPE(msg)->tp_name);
+    return NULL;
+  }
+  PyObject *type = PyDict_GetItemWithError(msg, lr_s.type);
+  if (!type && !PyErr_Occurred())
+    PyErr_SetString(PyExc_KeyError, "ASGI message has no 'type'");
+  return type;
+}
+
+PyObject *lr_send_wait(lr_conn *c, size_t high, PyObject **slot, PyObject **fut) {
+  if (!c || lr_conn_pending(c) <= high)
+    Py_RETURN_NONE;
+  PyObject *f = PyObject_CallNoArgs(lr_app.create_future);
+  if (!f)
+    return NULL;
+  Py_XSETREF(*slot, Py_NewRef(f));
+  *fut = f;
+  return NULL;
+}
+
+void lr_drain_release(PyObject **slot) {
+  PyObject *f = *slot;
+  if (!f)
+    return;
+  *slot = NULL;
+  if (lr_fut_pending(f))
+    lr_fut_resolve(f, Py_None);
+  Py_DECREF(f);
 }
 
 static PyObject *lr__new_future(void) {
@@ -147,10 +186,7 @@ static void lr__wake_receivers(lr_cycle *cy) {
   while (cy->waiters && PyList_GET_SIZE(cy->waiters) > 0) {
     PyObject *fut = PyList_GET_ITEM(cy->waiters, 0);
     Py_INCREF(fut);
-    int d = lr__fut_done(fut);
-    if (d != 0) { /* cancelled (or broken): its message stays queued */
-      if (d < 0)
-        PyErr_Clear();
+    if (!lr_fut_pending(fut)) { /* cancelled: its message stays queued */
       PySequence_DelItem(cy->waiters, 0);
       Py_DECREF(fut);
       continue;
@@ -163,7 +199,7 @@ static void lr__wake_receivers(lr_cycle *cy) {
       return;
     }
     PySequence_DelItem(cy->waiters, 0);
-    lr__set_result(fut, msg);
+    lr_fut_resolve(fut, msg);
     Py_DECREF(msg);
     Py_DECREF(fut);
   }
@@ -742,24 +778,13 @@ fail:
 
 static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   lr_cycle *cy = (lr_cycle *)owner;
-  if (!PyDict_Check(msg)) {
-    PyErr_Format(PyExc_TypeError, "ASGI message must be a dict, not %.100s",
-                 Py_TYPE(msg)->tp_name);
+  PyObject *type = lr_msg_type(msg);
+  if (!type)
     return NULL;
-  }
-  PyObject *type = PyDict_GetItemWithError(msg, lr_s.type);
-  if (!type) {
-    if (!PyErr_Occurred())
-      PyErr_SetString(PyExc_KeyError, "ASGI message has no 'type'");
-    return NULL;
-  }
   int r;
-  if (type == lr_s.http_response_body ||
-      (PyUnicode_Check(type) && PyUnicode_Compare(type, lr_s.http_response_body) == 0))
+  if (lr_msg_type_is(type, lr_s.http_response_body))
     r = lr__body(cy, msg);
-  else if (type == lr_s.http_response_start ||
-           (PyUnicode_Check(type) &&
-            PyUnicode_Compare(type, lr_s.http_response_start) == 0))
+  else if (lr_msg_type_is(type, lr_s.http_response_start))
     r = lr__start(cy, msg);
   else {
     PyErr_Format(PyExc_RuntimeError,
@@ -768,15 +793,7 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   }
   if (r < 0)
     return NULL;
-  if (cy->conn && lr_conn_pending(cy->conn) > LR_SEND_HIGH) {
-    PyObject *f = lr__new_future();
-    if (!f)
-      return NULL;
-    Py_XSETREF(cy->drain, Py_NewRef(f));
-    *fut = f;
-    return NULL;
-  }
-  Py_RETURN_NONE;
+  return lr_send_wait(cy->conn, LR_SEND_HIGH, &cy->drain, fut);
 }
 
 static PyObject *lr__send(PyObject *self, PyObject *msg) {
@@ -784,15 +801,7 @@ static PyObject *lr__send(PyObject *self, PyObject *msg) {
 }
 
 void lr_cycle_drained(PyObject *self) {
-  lr_cycle *cy = (lr_cycle *)self;
-  if (cy->drain) {
-    PyObject *f = cy->drain;
-    cy->drain = NULL;
-    if (lr__fut_done(f) == 0)
-      lr__set_result(f, Py_None);
-    PyErr_Clear();
-    Py_DECREF(f);
-  }
+  lr_drain_release(&((lr_cycle *)self)->drain);
 }
 
 /* ---- the app's end ---- */

@@ -197,17 +197,6 @@ PyObject *lr_scope_template(lr_listener *l) {
   return d;
 }
 
-/* Header value equal to name (case-insensitive), or NULL. */
-static const lr_hspan *lr__find(lr_conn *c, const char *name) {
-  size_t n = strlen(name);
-  for (unsigned i = 0; i < c->req.n_hdr; i++) {
-    const lr_hspan *h = &c->req.hdr[i];
-    if (h->name_len == n && strncasecmp(c->rbuf + h->name, name, n) == 0)
-      return h;
-  }
-  return NULL;
-}
-
 static int lr__set(PyObject *d, PyObject *k, PyObject *v) {
   if (!v)
     return -1;
@@ -218,7 +207,7 @@ static int lr__set(PyObject *d, PyObject *k, PyObject *v) {
 
 /* --proxy-headers: client, scheme and root path from the trusted proxy. */
 static int lr__proxy(lr_conn *c, PyObject *scope) {
-  const lr_hspan *h = lr__find(c, lr_cfg->proxy_headers_host);
+  const lr_hspan *h = lr_http1_header(c, lr_cfg->proxy_headers_host);
   if (h) {
     const char *v = c->rbuf + h->value;
     size_t n = h->value_len, e = 0;
@@ -227,7 +216,7 @@ static int lr__proxy(lr_conn *c, PyObject *scope) {
     while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t'))
       e--;
     long port = 0;
-    const lr_hspan *ph = lr__find(c, lr_cfg->proxy_headers_port);
+    const lr_hspan *ph = lr_http1_header(c, lr_cfg->proxy_headers_port);
     if (ph) {
       char tmp[8];
       size_t pl = ph->value_len < sizeof tmp - 1 ? ph->value_len : sizeof tmp - 1;
@@ -242,14 +231,14 @@ static int lr__proxy(lr_conn *c, PyObject *scope) {
     if (!host || lr__set(scope, lr_s.client, Py_BuildValue("(Nl)", host, port)) < 0)
       return -1;
   }
-  h = lr__find(c, "x-forwarded-proto");
+  h = lr_http1_header(c, "x-forwarded-proto");
   if (h) {
     const char *v = c->rbuf + h->value;
     if (h->value_len == 5 && strncasecmp(v, "https", 5) == 0 &&
         PyDict_SetItem(scope, lr_s.scheme, lr_s.https) < 0)
       return -1;
   }
-  h = lr__find(c, "daphne-root-path");
+  h = lr_http1_header(c, "daphne-root-path");
   if (h && lr__set(scope, lr_s.root_path, lr__path(c->rbuf + h->value, h->value_len)) < 0)
     return -1;
   return 0;

@@ -86,25 +86,6 @@ static void lr__log(lr_wscycle *cy, const char *what) {
 
 /* ---- futures ---- */
 
-static int lr__fut_pending(PyObject *fut) {
-  PyObject *r = PyObject_CallMethodNoArgs(fut, lr_s.done);
-  if (!r) {
-    PyErr_Clear();
-    return 0;
-  }
-  int done = PyObject_IsTrue(r);
-  Py_DECREF(r);
-  return !done;
-}
-
-static void lr__resolve(PyObject *fut, PyObject *value) {
-  PyObject *r = PyObject_CallMethodOneArg(fut, lr_s.set_result, value);
-  if (!r)
-    PyErr_WriteUnraisable(fut);
-  Py_XDECREF(r);
-  lr_loop_kick();
-}
-
 static PyObject *lr__dict2(PyObject *type, PyObject *k, PyObject *v) {
   PyObject *d = _PyDict_NewPresized(2);
   if (d && (PyDict_SetItem(d, lr_s.type, type) < 0 || (k && PyDict_SetItem(d, k, v) < 0)))
@@ -127,11 +108,11 @@ static void lr__wake(lr_wscycle *cy) {
     PyObject *fut = PyList_GET_ITEM(cy->waiters, 0);
     Py_INCREF(fut);
     PySequence_DelItem(cy->waiters, 0);
-    if (lr__fut_pending(fut)) { /* a cancelled waiter leaves the message queued */
+    if (lr_fut_pending(fut)) { /* a cancelled waiter leaves the message queued */
       PyObject *msg = PyList_GET_ITEM(cy->pending, 0);
       Py_INCREF(msg);
       PySequence_DelItem(cy->pending, 0);
-      lr__resolve(fut, msg);
+      lr_fut_resolve(fut, msg);
       Py_DECREF(msg);
     }
     Py_DECREF(fut);
@@ -488,10 +469,6 @@ static PyObject *lr__receive(PyObject *self, PyObject *unused) {
 
 /* ---- send() ---- */
 
-static int lr__is(PyObject *type, PyObject *s) {
-  return type == s || (PyUnicode_Check(type) && PyUnicode_Compare(type, s) == 0);
-}
-
 static int lr__accept(lr_wscycle *cy, PyObject *msg) {
   lr_conn *c = cy->conn;
   lr_ws *ws = lr__ws(c);
@@ -752,19 +729,11 @@ static int lr__denial(lr_wscycle *cy, PyObject *msg, int start) {
 
 static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   lr_wscycle *cy = (lr_wscycle *)owner;
-  if (!PyDict_Check(msg)) {
-    PyErr_Format(PyExc_TypeError, "ASGI message must be a dict, not %.100s",
-                 Py_TYPE(msg)->tp_name);
+  PyObject *type = lr_msg_type(msg);
+  if (!type)
     return NULL;
-  }
-  PyObject *type = PyDict_GetItemWithError(msg, lr_s.type);
-  if (!type) {
-    if (!PyErr_Occurred())
-      PyErr_SetString(PyExc_KeyError, "ASGI message has no 'type'");
-    return NULL;
-  }
   int r;
-  if (lr__is(type, lr__s_send)) {
+  if (lr_msg_type_is(type, lr__s_send)) {
     if (!cy->accepted && !cy->rejected && cy->conn) {
       PyErr_SetString(
           PyExc_RuntimeError,
@@ -772,17 +741,17 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
       return NULL;
     }
     r = lr__send_data(cy, msg);
-  } else if (lr__is(type, lr__s_accept)) {
+  } else if (lr_msg_type_is(type, lr__s_accept)) {
     if (cy->accepted || cy->rejected || cy->denial) {
       PyErr_SetString(PyExc_RuntimeError, "Unexpected ASGI message 'websocket.accept'.");
       return NULL;
     }
     r = cy->conn ? lr__accept(cy, msg) : 0;
-  } else if (lr__is(type, lr__s_close)) {
+  } else if (lr_msg_type_is(type, lr__s_close)) {
     r = lr__close_msg(cy, msg);
-  } else if (lr__is(type, lr__s_resp_start)) {
+  } else if (lr_msg_type_is(type, lr__s_resp_start)) {
     r = lr__denial(cy, msg, 1);
-  } else if (lr__is(type, lr__s_resp_body)) {
+  } else if (lr_msg_type_is(type, lr__s_resp_body)) {
     r = lr__denial(cy, msg, 0);
   } else {
     PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message type %R for a WebSocket",
@@ -791,15 +760,7 @@ static PyObject *lr__send_poll(PyObject *owner, PyObject *msg, PyObject **fut) {
   }
   if (r < 0)
     return NULL;
-  if (cy->conn && lr_conn_pending(cy->conn) > LR_WS_OUT_HIGH) {
-    PyObject *f = PyObject_CallNoArgs(lr_app.create_future);
-    if (!f)
-      return NULL;
-    Py_XSETREF(cy->drain, Py_NewRef(f));
-    *fut = f;
-    return NULL;
-  }
-  Py_RETURN_NONE;
+  return lr_send_wait(cy->conn, LR_WS_OUT_HIGH, &cy->drain, fut);
 }
 
 static PyObject *lr__send(PyObject *self, PyObject *msg) {
@@ -807,14 +768,7 @@ static PyObject *lr__send(PyObject *self, PyObject *msg) {
 }
 
 void lr_ws_drained(PyObject *self) {
-  lr_wscycle *cy = (lr_wscycle *)self;
-  if (cy->drain) {
-    PyObject *f = cy->drain;
-    cy->drain = NULL;
-    if (lr__fut_pending(f))
-      lr__resolve(f, Py_None);
-    Py_DECREF(f);
-  }
+  lr_drain_release(&((lr_wscycle *)self)->drain);
 }
 
 /* ---- the app's end ---- */

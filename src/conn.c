@@ -70,14 +70,7 @@ void lr_conn_close(lr_conn *c) {
   ev_timer_stop(lr_loop, &c->timer);
   close(c->fd);
   c->fd = -1;
-  if (c->is_ws) {
-    lr_ws_conn_closed(c);
-  } else if (c->cycle) {
-    PyObject *cy = c->cycle;
-    c->cycle = NULL;
-    lr_cycle_detach(cy, 1);
-    Py_DECREF(cy);
-  }
+  lr_http1_drop_cycle(c);
   lr_server_unlink(c);
   lr__schedule(c); /* freed at the next flush: callers up the stack may still look */
 }

@@ -79,7 +79,7 @@ static int lr__has_token(const char *v, size_t n, const char *tok) {
   return n == tl && strncasecmp(v, tok, tl) == 0;
 }
 
-static const lr_hspan *lr__hdr(lr_conn *c, const char *name) {
+const lr_hspan *lr_http1_header(const lr_conn *c, const char *name) {
   size_t n = strlen(name);
   for (unsigned i = 0; i < c->req.n_hdr; i++) {
     const lr_hspan *h = &c->req.hdr[i];
@@ -91,17 +91,18 @@ static const lr_hspan *lr__hdr(lr_conn *c, const char *name) {
 
 /* "Upgrade: websocket" with "Connection: upgrade" (tokens, any case). */
 static int lr__ws_upgrade(lr_conn *c) {
-  const lr_hspan *u = lr__hdr(c, "upgrade"), *k = lr__hdr(c, "connection");
+  const lr_hspan *u = lr_http1_header(c, "upgrade"),
+                 *k = lr_http1_header(c, "connection");
   return u && k && lr_header_has_token(c->rbuf + u->value, u->value_len, "websocket") &&
          lr_header_has_token(c->rbuf + k->value, k->value_len, "upgrade");
 }
 
 /* 0 when the handshake request is valid, else the status to answer with. */
 static int lr__ws_check(lr_conn *c) {
-  const lr_hspan *v = lr__hdr(c, "sec-websocket-version");
+  const lr_hspan *v = lr_http1_header(c, "sec-websocket-version");
   if (!v || v->value_len != 2 || memcmp(c->rbuf + v->value, "13", 2) != 0)
     return 426;
-  const lr_hspan *k = lr__hdr(c, "sec-websocket-key");
+  const lr_hspan *k = lr_http1_header(c, "sec-websocket-key");
   if (!k || !lr_ws_key_valid(c->rbuf + k->value, k->value_len))
     return 400;
   for (const lr_hspan *h = k + 1; h < c->req.hdr + c->req.n_hdr; h++)
@@ -239,7 +240,7 @@ static const char *lr__reason(int status) {
 }
 
 /* Drop the app's cycle as disconnected (the app sees http.disconnect). */
-static void lr__drop_cycle(lr_conn *c) {
+void lr_http1_drop_cycle(lr_conn *c) {
   if (c->is_ws) {
     lr_ws_conn_closed(c);
   } else if (c->cycle) {
@@ -257,7 +258,7 @@ void lr_http1_error(lr_conn *c, int status) {
 void lr_http1_reply(lr_conn *c, int status, const char *text) {
   if (c->flags & LR_C_CLOSED)
     return;
-  lr__drop_cycle(c);
+  lr_http1_drop_cycle(c);
   char date[64], buf[768];
   time_t now = (time_t)lr_loop_now();
   struct tm tm;
@@ -288,7 +289,7 @@ void lr_http1_reply(lr_conn *c, int status, const char *text) {
 void lr_http1_abort(lr_conn *c) {
   if (c->flags & LR_C_CLOSED)
     return;
-  lr__drop_cycle(c);
+  lr_http1_drop_cycle(c);
   c->state = LR_H1_CLOSING;
   lr_conn_arm_timer(c, 0);
   lr_conn_close_after_write(c);

@@ -65,6 +65,17 @@ PyObject *lr_app_spawn(PyObject *owner, PyObject *scope, PyMethodDef *receive_de
 /* Logs the current exception (cleared) as an app failure for request. */
 void lr_app_report(const char *what, const char *request);
 
+/* Shared by the HTTP and WebSocket cycles (asgi_http.c). */
+int lr_fut_pending(PyObject *fut);               /* not done (cancelled counts as done) */
+void lr_fut_resolve(PyObject *fut, PyObject *v); /* set_result; errors are unraisable */
+int lr_msg_type_is(PyObject *type, PyObject *name);
+/* The message dict's "type" (borrowed), or NULL with TypeError/KeyError set. */
+PyObject *lr_msg_type(PyObject *msg);
+/* End of a send(): None while at most `high` bytes wait unsent on c; otherwise NULL with
+ * *fut a new future parked in *slot, resolved by lr_drain_release once written. */
+PyObject *lr_send_wait(lr_conn *c, size_t high, PyObject **slot, PyObject **fut);
+void lr_drain_release(PyObject **slot);
+
 /* WebSocket connections (asgi_ws.c). */
 int lr_ws_init(void);
 PyObject *lr_ws_start(lr_conn *c);   /* after a valid upgrade request: the cycle */

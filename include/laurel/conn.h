@@ -121,6 +121,11 @@ void lr_http1_response_done(lr_conn *c, int keep_alive);
 /* The app failed after its response started: send what is queued, then close (the
  * client sees a truncated response). */
 void lr_http1_abort(lr_conn *c);
+/* The first header of the current request named name (case-insensitive), or NULL. */
+const lr_hspan *lr_http1_header(const lr_conn *c, const char *name);
+/* The connection is done with its app cycle (HTTP or WebSocket): the app sees a
+ * disconnect. */
+void lr_http1_drop_cycle(lr_conn *c);
 /* Answer with a canned error response and close (no app involved). */
 void lr_http1_error(lr_conn *c, int status);
 /* The same with the given body text (NULL: the reason phrase). */
