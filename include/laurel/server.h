@@ -16,7 +16,7 @@ void lr_server_teardown(void);
 
 void lr_server_link(lr_conn *c);
 void lr_server_unlink(lr_conn *c);
-int lr_server_draining(void); /* graceful shutdown in progress */
+int lr_server_draining(void);       /* graceful shutdown in progress */
 void lr_server_count_request(void); /* one more request (for --max-requests) */
 unsigned lr_server_conn_count(void);
 
