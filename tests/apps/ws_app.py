@@ -15,27 +15,11 @@ import asyncio
 import json
 import os
 import time
-import urllib.parse
+
+from tests.apps.basic import jsonable, query  # noqa: E402 (shared helpers)
 
 SEEN = []
 RESULTS = {}
-
-
-def jsonable(o):
-    if isinstance(o, (bytes, bytearray)):
-        return bytes(o).decode("latin-1")
-    if isinstance(o, (list, tuple)):
-        return [jsonable(x) for x in o]
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if o is None or isinstance(o, (bool, int, float, str)):
-        return o
-    return repr(o)
-
-
-def query(scope):
-    return dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                       keep_blank_values=True))
 
 
 def record_file(obj):
