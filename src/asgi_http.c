@@ -65,6 +65,10 @@ static PyObject *lr__receive_name, *lr__send_name;
 
 /* ---- helpers ---- */
 
+static PyObject *lr__new_future(void) {
+  return PyObject_CallNoArgs(lr_app.create_future);
+}
+
 int lr_fut_pending(PyObject *fut) {
   PyObject *r = PyObject_CallMethodNoArgs(fut, lr_s.done);
   if (!r) {
@@ -103,7 +107,7 @@ PyObject *lr_msg_type(PyObject *msg) {
 PyObject *lr_send_wait(lr_conn *c, size_t high, PyObject **slot, PyObject **fut) {
   if (!c || lr_conn_pending(c) <= high)
     Py_RETURN_NONE;
-  PyObject *f = PyObject_CallNoArgs(lr_app.create_future);
+  PyObject *f = lr__new_future();
   if (!f)
     return NULL;
   Py_XSETREF(*slot, Py_NewRef(f));
@@ -119,10 +123,6 @@ void lr_drain_release(PyObject **slot) {
   if (lr_fut_pending(f))
     lr_fut_resolve(f, Py_None);
   Py_DECREF(f);
-}
-
-static PyObject *lr__new_future(void) {
-  return PyObject_CallNoArgs(lr_app.create_future);
 }
 
 static void lr__timer_stop(lr_cycle *cy) {
@@ -611,6 +611,26 @@ static char *lr__utoa(char *end, uint64_t v, unsigned base) {
 }
 
 /* "Date: ...\r\n", formatted once per second. */
+/* "Server: NAME\r\n" (-s), or "" with --no-server-name; built once. */
+const char *lr_http_server_header(size_t *len) {
+  static char *line;
+  static size_t n;
+  if (!line) {
+    const char *name = lr_cfg->server_name;
+    n = name[0] ? strlen(name) + 10 : 0;
+    line = malloc(n + 1);
+    if (!line) {
+      *len = 0;
+      return "";
+    }
+    if (n)
+      snprintf(line, n + 1, "Server: %s\r\n", name);
+    line[n] = '\0';
+  }
+  *len = n;
+  return line;
+}
+
 const char *lr_http_date_header(size_t *len) {
   static char buf[64];
   static size_t n;
@@ -667,10 +687,10 @@ static int lr__finish_head(lr_cycle *cy, size_t first_len, int more) {
   }
   if (lr_conn_write_copy(c, buf, n) < 0)
     return -1;
-  if (!cy->has_server && lr_cfg->server_name[0]) {
-    if (lr_conn_write_copy(c, "Server: ", 8) < 0 ||
-        lr_conn_write_copy(c, lr_cfg->server_name, strlen(lr_cfg->server_name)) < 0 ||
-        lr_conn_write_copy(c, "\r\n", 2) < 0)
+  if (!cy->has_server) {
+    size_t sl;
+    const char *srv = lr_http_server_header(&sl);
+    if (lr_conn_write_copy(c, srv, sl) < 0)
       return -1;
   }
   cy->head_done = 1;
@@ -999,10 +1019,6 @@ void lr_cycle_detach(PyObject *self, int disconnected) {
   lr_cycle_drained(self);
   if (!cy->app_done && lr_cfg->application_close_timeout >= 0 && cy->task)
     lr__timer_start(cy, LR_T_CLOSE_TIMEOUT, lr_cfg->application_close_timeout);
-}
-
-PyObject *lr_cycle_task(PyObject *self) {
-  return ((lr_cycle *)self)->task;
 }
 
 static void lr__cycle_dealloc(PyObject *self) {

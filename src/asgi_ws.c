@@ -515,7 +515,8 @@ static int lr__accept(lr_wscycle *cy, PyObject *msg) {
   }
   size_t dl;
   const char *date = lr_http_date_header(&dl);
-  const char *srv = lr_cfg->server_name;
+  size_t sl;
+  const char *srv = lr_http_server_header(&sl);
   int ok = lr_conn_write_copy(c, head, (size_t)n) == 0;
   if (ok && subp)
     ok = lr_conn_write_copy(c, "Sec-WebSocket-Protocol: ", 24) == 0 &&
@@ -529,10 +530,8 @@ static int lr__accept(lr_wscycle *cy, PyObject *msg) {
   }
   if (ok && !extra.has_date)
     ok = lr_conn_write_copy(c, date, dl) == 0;
-  if (ok && !extra.has_server && srv[0])
-    ok = lr_conn_write_copy(c, "Server: ", 8) == 0 &&
-         lr_conn_write_copy(c, srv, strlen(srv)) == 0 &&
-         lr_conn_write_copy(c, "\r\n", 2) == 0;
+  if (ok && !extra.has_server)
+    ok = lr_conn_write_copy(c, srv, sl) == 0;
   if (ok)
     ok = lr_conn_write_copy(c, "\r\n", 2) == 0;
   lr_head_free(&extra);
@@ -714,10 +713,10 @@ static int lr__denial(lr_wscycle *cy, PyObject *msg, int start) {
       lr_conn_write_copy(c, "Connection: close\r\n", 19);
     if (!h->has_date)
       lr_conn_write_copy(c, date, dl);
-    if (!h->has_server && lr_cfg->server_name[0]) {
-      lr_conn_write_copy(c, "Server: ", 8);
-      lr_conn_write_copy(c, lr_cfg->server_name, strlen(lr_cfg->server_name));
-      lr_conn_write_copy(c, "\r\n", 2);
+    if (!h->has_server) {
+      size_t sl;
+      const char *srv = lr_http_server_header(&sl);
+      lr_conn_write_copy(c, srv, sl);
     }
     lr_conn_write_copy(c, "\r\n", 2);
     if (cy->denial_len)
@@ -1001,10 +1000,6 @@ static PyTypeObject LrWsCycle_Type = {
     .tp_dealloc = lr__wscycle_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
 };
-
-PyObject *lr_ws_cycle_task(PyObject *self) {
-  return ((lr_wscycle *)self)->task;
-}
 
 int lr_ws_init(void) {
   if (PyType_Ready(&LrWsCycle_Type) < 0)

@@ -21,7 +21,6 @@
 
 #define LR_RBUF_MIN 4096
 #define LR_RBUF_MAX (64 * 1024 + 4096)
-#define LR_LOW_WATER (16 * 1024)
 #define LR_LINGER_SECONDS 2.0
 
 static lr_conn *lr__flush_head;
@@ -322,10 +321,4 @@ void lr_conn_accept(lr_listener *l, int fd, const struct sockaddr *sa, socklen_t
   ev_init(&c->timer, lr__timer_cb);
   lr_server_link(c);
   lr_conn_arm_timer(c, lr_cfg->header_timeout);
-}
-
-/* Low-water mark for send() backpressure (asgi_http.c parks above the high mark). */
-size_t lr_conn_low_water(void);
-size_t lr_conn_low_water(void) {
-  return LR_LOW_WATER;
 }

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include "laurel/asgi.h"
 #include "laurel/conn.h"
@@ -74,11 +73,6 @@ static int lr__on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
-static int lr__has_token(const char *v, size_t n, const char *tok) {
-  size_t tl = strlen(tok);
-  return n == tl && strncasecmp(v, tok, tl) == 0;
-}
-
 const lr_hspan *lr_http1_header(const lr_conn *c, const char *name) {
   size_t n = strlen(name);
   for (unsigned i = 0; i < c->req.n_hdr; i++) {
@@ -124,7 +118,7 @@ static int lr__on_headers_complete(llhttp_t *p) {
     for (unsigned i = 0; i < r->n_hdr; i++) {
       lr_hspan *h = &r->hdr[i];
       if (h->name_len == 6 && strncasecmp(c->rbuf + h->name, "expect", 6) == 0 &&
-          lr__has_token(c->rbuf + h->value, h->value_len, "100-continue"))
+          lr_header_has_token(c->rbuf + h->value, h->value_len, "100-continue"))
         r->expect_continue = 1;
     }
   }
@@ -259,13 +253,10 @@ void lr_http1_reply(lr_conn *c, int status, const char *text) {
   if (c->flags & LR_C_CLOSED)
     return;
   lr_http1_drop_cycle(c);
-  char date[64], buf[768];
-  time_t now = (time_t)lr_loop_now();
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  char buf[768];
+  size_t dl, sl;
+  const char *date = lr_http_date_header(&dl), *srv = lr_http_server_header(&sl);
   const char *reason = lr__reason(status);
-  const char *srv = lr_cfg->server_name;
   char deftext[64];
   if (!text) {
     snprintf(deftext, sizeof deftext, "%s\n", reason);
@@ -274,8 +265,8 @@ void lr_http1_reply(lr_conn *c, int status, const char *text) {
   int n = snprintf(
       buf, sizeof buf,
       "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-      "Content-Length: %zu\r\nConnection: close\r\nDate: %s\r\n%s%s%s%s\r\n%s",
-      status, reason, strlen(text), date, *srv ? "Server: " : "", srv, *srv ? "\r\n" : "",
+      "Content-Length: %zu\r\nConnection: close\r\n%.*s%.*s%s\r\n%s",
+      status, reason, strlen(text), (int)dl, date, (int)sl, srv,
       status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "", text);
   if (n < 0 || (size_t)n >= sizeof buf)
     n = 0;

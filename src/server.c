@@ -71,10 +71,6 @@ void lr_server_count_request(void) {
   }
 }
 
-unsigned lr_server_conn_count(void) {
-  return lr__nconns;
-}
-
 static void lr__refuse(int fd) {
   static const char resp[] =
       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "

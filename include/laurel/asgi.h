@@ -36,7 +36,9 @@ typedef struct lr_head {
 int lr_head_encode(PyObject *msg, lr_head *h);
 void lr_head_free(lr_head *h);
 /* "Date: ...\r\n" for the current second. */
-const char *lr_http_date_header(size_t *len); /* interned strings, types; 0 or -1 */
+const char *lr_http_date_header(size_t *len);
+/* "Server: NAME\r\n", or "" with --no-server-name. */
+const char *lr_http_server_header(size_t *len); /* interned strings, types; 0 or -1 */
 
 /* Builds the HTTP scope of c's current request. New reference, or NULL. */
 PyObject *lr_scope_http(lr_conn *c);
@@ -84,8 +86,5 @@ void lr_ws_conn_closed(lr_conn *c);  /* detaches the cycle: websocket.disconnect
 void lr_ws_drained(PyObject *cycle); /* output written */
 void lr_ws_shutdown(lr_conn *c);     /* graceful shutdown: close 1012 */
 void lr_ws_free(lr_conn *c);
-
-/* The current task of a cycle (borrowed, may be NULL): for shutdown. */
-PyObject *lr_cycle_task(PyObject *cycle);
 
 #endif

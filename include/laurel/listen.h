@@ -13,8 +13,7 @@ typedef struct lr_listener {
   int is_unix;
   int owns_path; /* we created the UNIX socket file: unlink on exit */
   lr_endpoint ep;
-  PyObject *scope_http;  /* template scope dict for this listener (asgi_scope.c) */
-  PyObject *server_addr; /* ("host", port) of a bound TCP address, None for UNIX */
+  PyObject *scope_http; /* template scope dict for this listener (asgi_scope.c) */
 } lr_listener;
 
 /* Binds every endpoint of cfg, logging daphne's startup lines. Returns the number of

@@ -18,7 +18,6 @@ void lr_server_link(lr_conn *c);
 void lr_server_unlink(lr_conn *c);
 int lr_server_draining(void);       /* graceful shutdown in progress */
 void lr_server_count_request(void); /* one more request (for --max-requests) */
-unsigned lr_server_conn_count(void);
 
 /* The Python-facing functions of _laurel (see pymod.c). */
 PyObject *lr_server_py_serve(PyObject *self, PyObject *const *args, Py_ssize_t n);
