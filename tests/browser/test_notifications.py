@@ -6,28 +6,23 @@ Skipped when chromium, chromedriver or selenium are missing. The screenshots
 (demo.png, other.png) are left in the test's tmp dir.
 """
 
-import http.client
-import http.cookies
-import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
 
 from conftest import PY, REPO, _Factory
+from site_client import USERS, SiteClient
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 EXAMPLE = REPO / "examples" / "notifications"
 APP = "notifications.asgi:application"
-USERS = {"demo": "laurel-demo", "other": "laurel-other"}
 WAIT = 10  # seconds for anything the browser does
 
 if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
@@ -66,44 +61,9 @@ def site(tmp_path_factory):
         pytest.fail("\n".join(problems), pytrace=False)
 
 
-class Client:
-    """A logged-in HTTP client posting notifications as the page would (session cookie
-    and CSRF token)."""
-
-    def __init__(self, srv, username):
-        self.srv, self.cookies = srv, {}
-        _, body = self.request("GET", "/login/")
-        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
-        status, _ = self.request("POST", "/login/", {
-            "username": username, "password": USERS[username],
-            "csrfmiddlewaretoken": token.decode(), "next": "/"})
-        assert status == 302 and "sessionid" in self.cookies, status
-
-    def request(self, method, path, fields=None, headers=None):
-        h = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-        body = None
-        if fields is not None:
-            body = urllib.parse.urlencode(fields)
-            h["Content-Type"] = "application/x-www-form-urlencoded"
-        h.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=h)
-            r = conn.getresponse()
-            data = r.read()
-            for line in r.headers.get_all("Set-Cookie") or []:
-                c = http.cookies.SimpleCookie()
-                c.load(line)
-                self.cookies.update((n, m.value) for n, m in c.items())
-            return r.status, data
-        finally:
-            conn.close()
-
-    def notify(self, text):
-        status, body = self.request("POST", "/notify/", {"text": text},
-                                    {"X-CSRFToken": self.cookies["csrftoken"]})
-        assert status == 200, body[:300]
-        assert json.loads(body)["sent"] is True
+def notify(srv, username, text):
+    """Post a notification as username would from the page."""
+    assert SiteClient(srv).login(username).notify(text)["sent"] is True
 
 
 # --------------------------------------------------------------------------- browsers
@@ -194,7 +154,7 @@ def test_notifications_reach_the_right_browser(browser, site, tmp_path):
 
     # Posted by another HTTP client logged in as demo: shows in demo's page only.
     text = unique("Build finished")
-    Client(site, "demo").notify(text)
+    notify(site, "demo", text)
     wait_for_notification(demo_page, text)
     # other's page is connected too; give a misrouted message time to arrive.
     time.sleep(1)
@@ -210,7 +170,7 @@ def test_notifications_reach_the_right_browser(browser, site, tmp_path):
 
     # other's notifications reach other's page, not demo's.
     theirs = unique("For other")
-    Client(site, "other").notify(theirs)
+    notify(site, "other", theirs)
     wait_for_notification(other_page, theirs)
     assert bar(other_page) == [theirs]
     assert bar(demo_page) == [text, mine]
@@ -218,7 +178,7 @@ def test_notifications_reach_the_right_browser(browser, site, tmp_path):
 
     # HTML in a notification is shown as text.
     html = "<b>bold?</b> " + uuid.uuid4().hex[:6]
-    Client(site, "demo").notify(html)
+    notify(site, "demo", html)
     wait_for_notification(demo_page, html)
     assert demo_page.find_elements(By.CSS_SELECTOR, "#notification-bar b") == []
 
@@ -248,7 +208,7 @@ def test_page_reconnects_after_server_restart(browser, tmp_path, site):
             lambda d: d.find_element(By.ID, "ws-state").get_attribute("data-state")
             == "connected", message="the page did not reconnect")
         text = unique("After restart")
-        Client(srv2, "demo").notify(text)
+        notify(srv2, "demo", text)
         wait_for_notification(d, text)
     finally:
         problems = factory.finalize()
