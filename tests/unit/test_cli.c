@@ -12,31 +12,9 @@
 #include "laurel/config.h"
 #include "laurel/log.h"
 
+#include "check.h"
+
 extern char **environ;
-
-static int passed, failed;
-
-#define CHECK(cond)                                                                      \
-  do {                                                                                   \
-    if (cond)                                                                            \
-      passed++;                                                                          \
-    else {                                                                               \
-      failed++;                                                                          \
-      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                             \
-    }                                                                                    \
-  } while (0)
-
-#define CHECK_STR(got, want)                                                             \
-  do {                                                                                   \
-    const char *g_ = (got), *w_ = (want);                                                \
-    if (g_ && w_ && strcmp(g_, w_) == 0)                                                 \
-      passed++;                                                                          \
-    else {                                                                               \
-      failed++;                                                                          \
-      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got,        \
-             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                                    \
-    }                                                                                    \
-  } while (0)
 
 static char out_text[16384];
 static char err_text[4096];

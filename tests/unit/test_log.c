@@ -13,29 +13,7 @@
 
 #include "laurel/log.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                      \
-  do {                                                                                   \
-    if (cond)                                                                            \
-      passed++;                                                                          \
-    else {                                                                               \
-      failed++;                                                                          \
-      printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                             \
-    }                                                                                    \
-  } while (0)
-
-#define CHECK_STR(got, want)                                                             \
-  do {                                                                                   \
-    const char *g_ = (got), *w_ = (want);                                                \
-    if (g_ && w_ && strcmp(g_, w_) == 0)                                                 \
-      passed++;                                                                          \
-    else {                                                                               \
-      failed++;                                                                          \
-      printf("FAIL %s:%d: %s is \"%s\", want \"%s\"\n", __FILE__, __LINE__, #got,        \
-             g_ ? g_ : "(null)", w_ ? w_ : "(null)");                                    \
-    }                                                                                    \
-  } while (0)
+#include "check.h"
 
 /* 1795288519 is 2026-11-21 19:15:19 UTC. */
 static const struct {
