@@ -12,7 +12,9 @@
 #include <time.h>
 
 #include "laurel/layer.h"
+#include "laurel/msgpack.h"
 #include "laurel/pycoro.h"
+#include "laurel/redis.h"
 
 typedef struct lr_lmsg {
   PyObject *msg;
@@ -39,6 +41,10 @@ typedef struct LrLayer {
   PyObject *channel_full; /* ChannelFull */
   unsigned long long dropped;
   unsigned long long delivered;
+  /* Redis bridge (layer.bridge()), else NULL */
+  lr_bridge *bridge;
+  PyObject *claimed;      /* set: channels whose messages come to this process */
+  PyObject *group_prefix; /* prefix + "__group__" */
 } LrLayer;
 
 static PyTypeObject LrChan_Type, LrLayer_Type;
@@ -187,6 +193,59 @@ static PyObject *lr__pop(LrChan *ch) {
   return m;
 }
 
+/* ---- the Redis bridge's view of membership ---- */
+
+/* prefix + "__group__" + group: the Redis channel of a group. */
+static PyObject *lr__group_channel(LrLayer *L, PyObject *group) {
+  return PyUnicode_Concat(L->group_prefix, group);
+}
+
+/* A group got its first local member (born) or lost its last (gone): SUBSCRIBE or
+ * UNSUBSCRIBE its Redis channel. Errors are reported, never raised: membership has
+ * changed already. */
+static void lr__group_hook(LrLayer *L, PyObject *group, int born) {
+  if (!L->bridge)
+    return;
+  PyObject *rc = lr__group_channel(L, group);
+  if (!rc || (born ? lr_bridge_want(L->bridge, rc) : lr_bridge_unwant(L->bridge, rc)) < 0)
+    PyErr_WriteUnraisable(group);
+  Py_XDECREF(rc);
+}
+
+/* Drop group g when its members dict is empty. */
+static void lr__group_maybe_gone(LrLayer *L, PyObject *g, PyObject *members) {
+  if (PyDict_GET_SIZE(members) != 0)
+    return;
+  Py_INCREF(g);
+  if (PyDict_DelItem(L->groups, g) < 0)
+    PyErr_Clear();
+  else
+    lr__group_hook(L, g, 0);
+  Py_DECREF(g);
+}
+
+/* Messages for name come to this process (new_channel, receive). */
+static int lr__claim(LrLayer *L, PyObject *name) {
+  if (!L->bridge)
+    return 0;
+  int has = PySet_Contains(L->claimed, name);
+  if (has != 0)
+    return has < 0 ? -1 : 0;
+  if (PySet_Add(L->claimed, name) < 0)
+    return -1;
+  return lr_bridge_want(L->bridge, name);
+}
+
+static void lr__unclaim(LrLayer *L, PyObject *name) {
+  if (!L->bridge)
+    return;
+  int r = PySet_Discard(L->claimed, name);
+  if (r > 0 && lr_bridge_unwant(L->bridge, name) < 0)
+    r = -1;
+  if (r < 0)
+    PyErr_WriteUnraisable(name);
+}
+
 /* A channel whose message expired leaves all its groups (channel-layer contract). */
 static void lr__leave_groups(LrLayer *L, LrChan *ch) {
   if (!ch->groups)
@@ -200,8 +259,8 @@ static void lr__leave_groups(LrLayer *L, LrChan *ch) {
     PyObject *members = PyDict_GetItemWithError(L->groups, g);
     if (members && PyDict_DelItem(members, ch->name) < 0)
       PyErr_Clear();
-    if (members && PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, g) < 0)
-      PyErr_Clear();
+    if (members)
+      lr__group_maybe_gone(L, g, members);
     Py_DECREF(g);
   }
   Py_DECREF(it);
@@ -331,6 +390,34 @@ static PyObject *lr__require_dict(PyObject *message) {
   return message;
 }
 
+/* The msgpack of message as bytes (channels_redis' wire format), or NULL. */
+static PyObject *lr__encode(PyObject *message) {
+  lr_mp_buf buf;
+  lr_mp_buf_init(&buf);
+  PyObject *out = NULL;
+  if (lr_mp_pack(message, &buf) == 0)
+    out = PyBytes_FromStringAndSize(buf.data, (Py_ssize_t)buf.len);
+  else if (PyErr_ExceptionMatches(PyExc_TypeError) ||
+           PyErr_ExceptionMatches(PyExc_ValueError)) {
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    PyErr_Format(t, "message cannot be sent through Redis (msgpack): %S", v);
+    Py_XDECREF(t);
+    Py_XDECREF(v);
+    Py_XDECREF(tb);
+  }
+  lr_mp_buf_free(&buf);
+  return out;
+}
+
+static int lr__publish(LrLayer *L, PyObject *name, PyObject *message) {
+  PyObject *payload = lr__encode(message);
+  int r = payload ? lr_bridge_publish(L->bridge, name, payload) : -1;
+  Py_XDECREF(payload);
+  return r;
+}
+
 /* send(channel, message): synchronous; raises ChannelFull. */
 static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
@@ -340,6 +427,18 @@ static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   }
   if (!lr__require_dict(args[1]))
     return NULL;
+  if (L->bridge) { /* a channel of another process: through Redis */
+    int local = PySet_Contains(L->claimed, args[0]);
+    if (local < 0)
+      return NULL;
+    if (!local) {
+      PyObject *r = PyObject_CallOneArg(L->validate, args[0]);
+      if (!r)
+        return NULL;
+      Py_DECREF(r);
+      return lr__publish(L, args[0], args[1]) < 0 ? NULL : Py_NewRef(Py_None);
+    }
+  }
   LrChan *ch = lr__chan(L, args[0], 1, 1);
   if (!ch)
     return NULL;
@@ -360,25 +459,20 @@ static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   Py_RETURN_NONE;
 }
 
-/* group_send(group, message) -> number delivered. Full members are skipped and counted.
- */
-static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
-  LrLayer *L = (LrLayer *)o;
-  if (n != 2) {
-    PyErr_SetString(PyExc_TypeError, "group_send(group, message)");
-    return NULL;
-  }
-  if (!lr__require_dict(args[1]))
-    return NULL;
-  PyObject *members = PyDict_GetItemWithError(L->groups, args[0]);
+/* A copy of msg to every local member of group; full members are skipped and counted.
+ * The number delivered, or -1. */
+static long lr__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
+  PyObject *members = PyDict_GetItemWithError(L->groups, group);
   if (!members)
-    return PyErr_Occurred() ? NULL : PyLong_FromLong(0);
+    return PyErr_Occurred() ? -1 : 0;
   /* A snapshot: delivering may drop expired members from this very dict. */
+  Py_INCREF(members);
   PyObject *items = PyDict_Items(members);
   PyObject *loop = items ? lr__running_loop() : NULL;
   if (!items || !loop) {
     Py_XDECREF(items);
-    return NULL;
+    Py_DECREF(members);
+    return -1;
   }
   double now = lr__now();
   long sent = 0;
@@ -393,39 +487,97 @@ static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n
       continue;
     }
     LrChan *ch = lr__chan(L, name, 1, 0);
-    if (!ch)
-      goto fail;
+    if (!ch) {
+      sent = -1;
+      break;
+    }
     Py_INCREF(ch);
     if (lr__expire(L, ch, now)) { /* its stale message took it out of every group */
       Py_DECREF(ch);
       continue;
     }
-    PyObject *copy = lr__copy(args[1], 0);
+    PyObject *copy = lr__copy(msg, 0);
     int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
     Py_DECREF(ch);
-    if (r < 0)
-      goto fail;
+    if (r < 0) {
+      sent = -1;
+      break;
+    }
     if (r == 0)
       L->dropped++;
     else
       sent++;
   }
-  if (PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, args[0]) < 0)
-    PyErr_Clear();
+  if (sent >= 0)
+    lr__group_maybe_gone(L, group, members);
+  Py_DECREF(members);
   Py_DECREF(items);
   Py_DECREF(loop);
-  return PyLong_FromLong(sent);
-fail:
-  Py_DECREF(items);
-  Py_DECREF(loop);
-  return NULL;
+  return sent;
+}
+
+/* group_send(group, message) -> number delivered here. With a bridge the message is
+ * encoded first (so an unsendable one fails before anyone got it), delivered to the
+ * local members directly, and published to the group's Redis channel. */
+static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2) {
+    PyErr_SetString(PyExc_TypeError, "group_send(group, message)");
+    return NULL;
+  }
+  if (!lr__require_dict(args[1]))
+    return NULL;
+  PyObject *payload = NULL, *rc = NULL;
+  if (L->bridge &&
+      (!(payload = lr__encode(args[1])) || !(rc = lr__group_channel(L, args[0])))) {
+    Py_XDECREF(payload);
+    return NULL;
+  }
+  long sent = lr__group_deliver(L, args[0], args[1]);
+  if (sent >= 0 && payload && lr_bridge_publish(L->bridge, rc, payload) < 0)
+    sent = -1;
+  Py_XDECREF(payload);
+  Py_XDECREF(rc);
+  return sent < 0 ? NULL : PyLong_FromLong(sent);
+}
+
+void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg) {
+  LrLayer *L = (LrLayer *)core;
+  Py_ssize_t plen = PyUnicode_GET_LENGTH(L->group_prefix);
+  if (PyUnicode_Tailmatch(name, L->group_prefix, 0, plen, -1) == 1) {
+    PyObject *group = PyUnicode_Substring(name, plen, PyUnicode_GET_LENGTH(name));
+    if (!group || lr__group_deliver(L, group, msg) < 0)
+      PyErr_WriteUnraisable(name);
+    Py_XDECREF(group);
+    Py_DECREF(msg);
+    return;
+  }
+  int mine = PySet_Contains(L->claimed, name);
+  LrChan *ch = mine == 1 ? lr__chan(L, name, 1, 0) : NULL;
+  if (!ch) {
+    if (PyErr_Occurred())
+      PyErr_WriteUnraisable(name);
+    Py_DECREF(msg);
+    return;
+  }
+  Py_INCREF(ch);
+  double now = lr__now();
+  lr__expire(L, ch, now);
+  PyObject *loop = lr__running_loop();
+  int r = lr__deliver(L, ch, msg, loop, now); /* steals msg */
+  Py_XDECREF(loop);
+  Py_DECREF(ch);
+  if (r < 0)
+    PyErr_WriteUnraisable(name);
+  else if (r == 0)
+    L->dropped++;
 }
 
 /* receive(channel): a coroutine completing with the next message. */
 static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fut) {
   LrLayer *L = (LrLayer *)owner;
   LrChan *ch = lr__chan(L, name, 1, 1);
-  if (!ch)
+  if (!ch || lr__claim(L, name) < 0)
     return NULL;
   lr__expire(L, ch, lr__now());
   if (ch->len > 0) {
@@ -470,9 +622,12 @@ static void lr__receive_cancelled(PyObject *owner, PyObject *name) {
     PyObject *loop = lr__running_loop();
     lr__wake_n(L, ch, loop, ch->len);
     Py_XDECREF(loop);
-  } else if (ch->len == 0) {
-    lr__leave_groups(L, ch);
-    lr__maybe_drop(L, ch);
+  } else {
+    lr__unclaim(L, name); /* as channels_redis: the consumer is gone */
+    if (ch->len == 0) {
+      lr__leave_groups(L, ch);
+      lr__maybe_drop(L, ch);
+    }
   }
   Py_DECREF(ch);
 }
@@ -515,6 +670,7 @@ static PyObject *lr__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n)
     Py_DECREF(members);
     if (r < 0)
       return NULL;
+    lr__group_hook(L, group, 1);
   }
   PyObject *until = PyFloat_FromDouble(lr__now() + L->group_expiry);
   if (!until || PyDict_SetItem(members, name, until) < 0) {
@@ -542,8 +698,7 @@ static PyObject *lr__group_discard(PyObject *o, PyObject *const *args, Py_ssize_
   if (members) {
     if (PyDict_DelItem(members, args[1]) < 0)
       PyErr_Clear();
-    if (PyDict_GET_SIZE(members) == 0 && PyDict_DelItem(L->groups, args[0]) < 0)
-      return NULL;
+    lr__group_maybe_gone(L, args[0], members);
   } else if (PyErr_Occurred()) {
     return NULL;
   }
@@ -576,6 +731,17 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
     }
   }
   Py_SETREF(L->channels, keep);
+  if (L->bridge) { /* forget the Redis channels of the groups and unwatched channels */
+    pos = 0;
+    while (PyDict_Next(L->groups, &pos, &k, &v))
+      lr__group_hook(L, k, 0);
+    PyObject *names = PySequence_List(L->claimed);
+    for (Py_ssize_t i = 0; names && i < PyList_GET_SIZE(names); i++)
+      if (!PyDict_GetItemWithError(L->channels, PyList_GET_ITEM(names, i)))
+        lr__unclaim(L, PyList_GET_ITEM(names, i));
+    Py_XDECREF(names);
+    PyErr_Clear();
+  }
   PyDict_Clear(L->groups);
   Py_RETURN_NONE;
 }
@@ -583,13 +749,74 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
 static PyObject *lr__stats(PyObject *o, PyObject *unused) {
   (void)unused;
   LrLayer *L = (LrLayer *)o;
-  return Py_BuildValue("{s:n,s:n,s:K,s:K}", "channels", PyDict_GET_SIZE(L->channels),
-                       "groups", PyDict_GET_SIZE(L->groups), "delivered", L->delivered,
-                       "dropped_full", L->dropped);
+  PyObject *d = Py_BuildValue(
+      "{s:n,s:n,s:K,s:K}", "channels", PyDict_GET_SIZE(L->channels), "groups",
+      PyDict_GET_SIZE(L->groups), "delivered", L->delivered, "dropped_full", L->dropped);
+  PyObject *r = d && L->bridge ? lr_bridge_stats(L->bridge) : NULL;
+  if (r && PyDict_SetItemString(d, "redis", r) < 0)
+    Py_CLEAR(d);
+  Py_XDECREF(r);
+  return d;
+}
+
+/* bridge(hosts, prefix, logger, reconnect_max, connect_timeout): from now on groups and
+ * channels span every process on these Redis hosts. */
+static PyObject *lr__bridge(PyObject *o, PyObject *args) {
+  LrLayer *L = (LrLayer *)o;
+  PyObject *hosts, *prefix, *logger;
+  double reconnect_max, connect_timeout;
+  if (!PyArg_ParseTuple(args, "O!UOdd", &PyList_Type, &hosts, &prefix, &logger,
+                        &reconnect_max, &connect_timeout))
+    return NULL;
+  if (L->bridge) {
+    PyErr_SetString(PyExc_RuntimeError, "the layer is bridged already");
+    return NULL;
+  }
+  PyObject *gp = PyUnicode_FromFormat("%U__group__", prefix);
+  PyObject *claimed = gp ? PySet_New(NULL) : NULL;
+  lr_bridge *b =
+      claimed ? lr_bridge_new(o, hosts, logger, reconnect_max, connect_timeout) : NULL;
+  if (!b) {
+    Py_XDECREF(gp);
+    Py_XDECREF(claimed);
+    return NULL;
+  }
+  L->bridge = b;
+  Py_XSETREF(L->group_prefix, gp);
+  Py_XSETREF(L->claimed, claimed);
+  Py_RETURN_NONE;
+}
+
+/* claim(channel): this process receives channel's messages from Redis. */
+static PyObject *lr__claim_py(PyObject *o, PyObject *name) {
+  if (!PyUnicode_Check(name)) {
+    PyErr_SetString(PyExc_TypeError, "channel name must be a str");
+    return NULL;
+  }
+  return lr__claim((LrLayer *)o, name) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* close_bridge(timeout): publishes still queued are written (waiting up to timeout for
+ * a connection being made), then the connections close. */
+static PyObject *lr__close_bridge(PyObject *o, PyObject *arg) {
+  LrLayer *L = (LrLayer *)o;
+  double timeout = PyFloat_AsDouble(arg);
+  if (timeout == -1 && PyErr_Occurred())
+    return NULL;
+  if (L->bridge) {
+    lr_bridge *b = L->bridge;
+    L->bridge = NULL;
+    lr_bridge_close(b, timeout);
+  }
+  Py_RETURN_NONE;
 }
 
 static void lr__layer_dealloc(PyObject *o) {
   LrLayer *L = (LrLayer *)o;
+  if (L->bridge)
+    lr_bridge_close(L->bridge, 1.0);
+  Py_XDECREF(L->claimed);
+  Py_XDECREF(L->group_prefix);
   Py_XDECREF(L->channels);
   Py_XDECREF(L->groups);
   Py_XDECREF(L->capacity_fn);
@@ -610,6 +837,10 @@ static PyMethodDef lr__layer_methods[] = {
      NULL},
     {"flush", lr__flush, METH_NOARGS, NULL},
     {"stats", lr__stats, METH_NOARGS, NULL},
+    {"bridge", lr__bridge, METH_VARARGS,
+     "bridge(hosts, prefix, logger, reconnect_max, connect_timeout)"},
+    {"claim", lr__claim_py, METH_O, "claim(channel): receive its messages from Redis"},
+    {"close_bridge", lr__close_bridge, METH_O, "close_bridge(timeout)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,7 @@
 #include "laurel/loop.h"
 #include "laurel/pycoro.h"
 #include "laurel/pystr.h"
+#include "laurel/redis.h"
 #include "laurel/server.h"
 
 lr_strings lr_s;
@@ -113,6 +114,7 @@ PyObject *lr_pymod_init(void) {
   PyObject *m = PyModule_Create(&lr__module);
   if (!m)
     return NULL;
+  lr_bridge_set_server_loop(lr_loop); /* Redis bridges run on the server's loop */
   if (PyModule_AddStringConstant(m, "version", LAUREL_VERSION) < 0 ||
       lr_layer_init(m) < 0 || lr_pyloop_init(m) < 0) {
     Py_DECREF(m);

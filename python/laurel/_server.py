@@ -249,12 +249,16 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
 
 
 NATIVE_LAYER = "laurel.layers.ChannelLayer"
-REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer"}
+PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
+REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer", PUBSUB_LAYER}
 
 
 def use_native_layer():
     """--channel-layer native: a Django Channels project whose layer is Channels'
-    in-memory one (or none at all) gets laurel's native layer, same contract."""
+    in-memory one (or none at all) gets laurel's native layer, same contract; one on
+    channels_redis' pub/sub layer gets the native layer bridged to the same Redis hosts
+    with the same prefix (the wire format is the same, so other processes still on
+    channels_redis keep talking to it)."""
     if "channels" not in sys.modules or "django" not in sys.modules:
         return
     try:
@@ -274,6 +278,10 @@ def use_native_layer():
         for alias, conf in layers.items():
             if conf.get("BACKEND") in REPLACEABLE_LAYERS:
                 layers[alias] = dict(conf, BACKEND=NATIVE_LAYER)
+                if conf["BACKEND"] == PUBSUB_LAYER:
+                    config = dict(conf.get("CONFIG") or {})
+                    config.setdefault("hosts", ["redis://localhost:6379"])  # its default
+                    layers[alias]["CONFIG"] = config
                 swapped.append((alias, conf["BACKEND"]))
     if not swapped:
         return
@@ -281,11 +289,32 @@ def use_native_layer():
     channels.layers.channel_layers.backends = {}
     for alias, was in swapped:
         logger.info(
-            "Channel layer %r: laurel's native in-process layer replaces %s "
+            "Channel layer %r: laurel's native %s replaces %s "
             "(--channel-layer settings keeps the configured one)",
             alias,
+            "layer, bridged through Redis," if was == PUBSUB_LAYER else "in-process layer",
             was,
         )
+
+
+def start_bridged_layers():
+    """Create the native layers that have Redis hosts now, so their connections are
+    made (and a Redis that cannot be reached is reported) at start-up rather than at
+    the first message."""
+    if "channels" not in sys.modules or "django" not in sys.modules:
+        return
+    try:
+        from django.conf import settings
+        import channels.layers
+
+        if not settings.configured:
+            return
+        layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    except Exception:
+        return
+    for alias, conf in layers.items():
+        if conf.get("BACKEND") == NATIVE_LAYER and (conf.get("CONFIG") or {}).get("hosts"):
+            channels.layers.get_channel_layer(alias)  # a bad CONFIG fails start-up here
 
 
 PROCESS_LOCAL_LAYERS = {NATIVE_LAYER, "channels.layers.InMemoryChannelLayer"}
@@ -349,12 +378,18 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
             "Refusing to start %d workers: channel layer %s is in-process, so a "
             "group_send in one worker would never reach consumers in the others. "
             "Configure a Redis-backed layer (e.g. BACKEND "
-            "'channels_redis.pubsub.RedisPubSubChannelLayer' with CONFIG "
+            "'laurel.layers.ChannelLayer' with CONFIG "
             "{'hosts': ['redis://127.0.0.1:6379']}) or run with --workers 1.",
             workers,
             ", ".join(repr(a) for a in local),
         )
         return 4
+    try:
+        start_bridged_layers()
+    except Exception as exc:
+        traceback.print_exc()
+        logger.critical("Cannot set up the channel layer: %s: %s", type(exc).__name__, exc)
+        return 1
     try:
         rc = loop.run_until_complete(serve(app, loop, lifespan_mode, graceful_timeout))
         loop.run_until_complete(_shutdown_executor(loop))

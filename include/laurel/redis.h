@@ -1,0 +1,53 @@
+/* redis.h: the Redis bridge of the channel layer, wire-compatible with
+ * channels_redis.pubsub.RedisPubSubChannelLayer (see docs/channel-layer.md).
+ *
+ * One PUBLISH connection and one SUBSCRIBE connection per host (shard), driven by
+ * hiredis on a libev loop: the server's loop inside laurel (lr_bridge_set_server_loop),
+ * otherwise a "laurel-redis" thread with its own loop. Every function here is called
+ * with the GIL held, from any thread; work for the loop is handed over through an
+ * ev_async. The loop side also runs with the GIL held (released only around the poll),
+ * so the bridge's Python objects need no other lock. */
+#ifndef LAUREL_REDIS_H
+#define LAUREL_REDIS_H
+
+#include <Python.h>
+
+#include <stdint.h>
+
+struct ev_loop;
+typedef struct lr_bridge lr_bridge;
+
+/* Inside the server: bridges use this loop, serviced from the thread calling this
+ * (the loop's thread). Call once, before any bridge exists. */
+void lr_bridge_set_server_loop(struct ev_loop *loop);
+
+/* hosts: list of (host_or_path: str, port: int (0 = UNIX socket), username: str|None,
+ * password: str|None, label: str). core: borrowed; it receives messages through
+ * lr_layer_from_redis() until lr_bridge_close(). NULL with an exception on error. */
+lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
+                         double reconnect_max, double connect_timeout);
+
+/* Stops: queued publishes are written (waiting up to timeout seconds for a connection
+ * being made), connections closed, then the bridge is freed. b is unusable after. */
+void lr_bridge_close(lr_bridge *b, double timeout);
+
+/* PUBLISH payload (bytes) on name (str) on its shard. 0, or -1 with an exception. */
+int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload);
+
+/* The layer wants messages of name (SUBSCRIBE), or no longer does (UNSUBSCRIBE after
+ * a grace period, so a quick leave and re-join costs nothing). 0 or -1. */
+int lr_bridge_want(lr_bridge *b, PyObject *name);
+int lr_bridge_unwant(lr_bridge *b, PyObject *name);
+
+/* Counters as a new dict. */
+PyObject *lr_bridge_stats(lr_bridge *b);
+
+/* channels_redis' shard of a name: 0 if n == 1, else int((crc32(name) & 0xFFF) /
+ * (4096 / n)) in doubles. */
+int lr_bridge_shard(const char *name, size_t len, int n);
+uint32_t lr_crc32(const unsigned char *p, size_t n);
+
+/* Implemented by layer.c: a message (a new dict, stolen) arrived for name. */
+void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg);
+
+#endif
