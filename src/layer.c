@@ -7,6 +7,7 @@
  * on another thread's loop. Every receiver gets its own copy of the message (containers
  * copied, immutable leaves shared), so nobody sees another's mutations. Expiry is lazy:
  * checked where a channel or membership is touched. */
+#define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <time.h>
@@ -856,7 +857,30 @@ static PyTypeObject LrLayer_Type = {
     .tp_new = PyType_GenericNew,
 };
 
+/* _shard(name, n): the Redis shard of a name among n hosts (tests compare it with
+ * channels_redis.utils._consistent_hash). */
+static PyObject *lr__shard_py(PyObject *m, PyObject *args) {
+  (void)m;
+  const char *name;
+  Py_ssize_t len;
+  int n;
+  if (!PyArg_ParseTuple(args, "s#i", &name, &len, &n))
+    return NULL;
+  if (n < 1) {
+    PyErr_SetString(PyExc_ValueError, "n must be at least 1");
+    return NULL;
+  }
+  return PyLong_FromLong(lr_bridge_shard(name, (size_t)len, n));
+}
+
+static PyMethodDef lr__module_fns[] = {
+    {"_shard", lr__shard_py, METH_VARARGS, "_shard(name, n) -> Redis shard index"},
+    {NULL, NULL, 0, NULL},
+};
+
 int lr_layer_init(PyObject *module) {
+  if (PyModule_AddFunctions(module, lr__module_fns) < 0)
+    return -1;
   if (PyType_Ready(&LrChan_Type) < 0 || PyType_Ready(&LrLayer_Type) < 0)
     return -1;
   PyObject *aio = PyImport_ImportModule("asyncio");
