@@ -138,8 +138,9 @@ static const char *const help_text[] = {
     "  --max-requests N      restart a worker after N requests (default 0: never)\n"
     "  --max-requests-jitter N\n"
     "                        add 0..N to each worker's --max-requests (default 0)\n"
-    "  --channel-layer MODE  native (built-in in-memory layer) or settings (Django's\n"
-    "                        CHANNEL_LAYERS) (default native)\n"
+    "  --channel-layer MODE  native (laurel's layer replaces Channels' in-memory one,\n"
+    "                        and channels_redis pub/sub bridged to its Redis hosts)\n"
+    "                        or settings (CHANNEL_LAYERS as is) (default native)\n"
     "\n",
     "Limits:\n"
     "  --limit-request-line N\n"

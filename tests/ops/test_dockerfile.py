@@ -36,9 +36,9 @@ IDS = ["Dockerfile", "examples/notifications/Dockerfile"]
 
 BASE = "debian:bookworm-slim"
 BUILD_DEPS = {"meson", "ninja-build", "pkg-config", "gcc", "python3-dev", "libev-dev",
-              "libwslay-dev", "node-llhttp", "libssl-dev"}
+              "libwslay-dev", "node-llhttp", "libssl-dev", "libhiredis-dev"}
 RUNTIME_DEPS = {"python3", "libev4", "libwslay1", "libpython3.11", "libssl3",
-                "python3-django", "python3-django-channels", "python3-channels-redis"}
+                "libhiredis0.14", "python3-django", "python3-django-channels", "python3-channels-redis"}
 FORBIDDEN = [
     (r"\bcurl\b", "curl"), (r"\bwget\b", "wget"), (r"\bpip3?\b", "pip"),
     (r"\beasy_install\b", "easy_install"), (r"\bnpm\b", "npm"), (r"\bgit\s+clone\b", "git clone"),
