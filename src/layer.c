@@ -788,6 +788,14 @@ static PyObject *lr__bridge(PyObject *o, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+/* _abandon_bridge(): in a child after fork(), the bridge's thread does not exist: forget
+ * it (its memory is the parent's copy) so that a new one can be made. */
+static PyObject *lr__abandon_bridge(PyObject *o, PyObject *unused) {
+  (void)unused;
+  ((LrLayer *)o)->bridge = NULL;
+  Py_RETURN_NONE;
+}
+
 /* claim(channel): this process receives channel's messages from Redis. */
 static PyObject *lr__claim_py(PyObject *o, PyObject *name) {
   if (!PyUnicode_Check(name)) {
@@ -842,6 +850,7 @@ static PyMethodDef lr__layer_methods[] = {
      "bridge(hosts, prefix, logger, reconnect_max, connect_timeout)"},
     {"claim", lr__claim_py, METH_O, "claim(channel): receive its messages from Redis"},
     {"close_bridge", lr__close_bridge, METH_O, "close_bridge(timeout)"},
+    {"_abandon_bridge", lr__abandon_bridge, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

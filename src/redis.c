@@ -75,7 +75,7 @@ struct lr_bridge {
   PyThreadState *tstate; /* own thread: saved around the poll */
   ev_async wake;         /* own thread only (the server has one for all) */
   ev_timer sweep, deadline;
-  int started, stopping, stop_begun, finished, dead, unrefd;
+  int started, stopping, stop_begun, finished, dead, unrefd, detached;
   double reconnect_max, connect_timeout, stop_timeout;
   int nshards;
   lr_shard *shards;
@@ -921,6 +921,10 @@ static void *lr__thread_main(void *arg) {
   PyGILState_STATE g = PyGILState_Ensure();
   lr__service(b);
   ev_run(b->loop, 0);
+  if (b->detached) { /* closed from this very thread: nobody joins it */
+    ev_loop_destroy(b->loop);
+    lr__free(b);
+  }
   PyGILState_Release(g);
   return NULL;
 }
@@ -1035,6 +1039,7 @@ void lr_bridge_close(lr_bridge *b, double timeout) {
     return;
   }
   if (lr__on_loop(b)) { /* closed from a delivery on its own thread: let it finish */
+    b->detached = 1;
     lr__kick(b);
     pthread_detach(b->thread);
     return;

@@ -65,6 +65,18 @@ def _close_bridges():
         layer.close_sync()
 
 
+def _after_fork_in_child():
+    # The bridge's thread stayed in the parent (Celery prefork, gunicorn --preload): the
+    # child makes its own connections when it next uses the layer.
+    for layer in list(_open_bridges):
+        layer._core._abandon_bridge()
+        layer._closed = True
+        _open_bridges.discard(layer)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def parse_host(host):
     """A channels_redis host entry as (host or socket path, port (0 for a UNIX socket),
     username, password, label). Accepts "redis://[[user]:password@]host[:port][/db]",
