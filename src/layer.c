@@ -396,7 +396,7 @@ static PyObject *lr__encode(PyObject *message) {
   lr_mp_buf buf;
   lr_mp_buf_init(&buf);
   PyObject *out = NULL;
-  if (lr_mp_pack(message, &buf) == 0)
+  if (lr_mp_check_str_keys(message) == 0 && lr_mp_pack(message, &buf) == 0)
     out = PyBytes_FromStringAndSize(buf.data, (Py_ssize_t)buf.len);
   else if (PyErr_ExceptionMatches(PyExc_TypeError) ||
            PyErr_ExceptionMatches(PyExc_ValueError)) {

@@ -369,7 +369,9 @@ static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
   PyObject *msg = lr_mp_unpack(data->str, data->len, &used);
   if (msg && (!PyDict_Check(msg) || used != data->len)) {
     Py_CLEAR(msg);
-    PyErr_SetString(PyExc_ValueError, "not a msgpack map");
+    PyErr_SetString(PyExc_ValueError, used != data->len ? "trailing bytes" : "not a map");
+  } else if (msg && lr_mp_check_str_keys(msg) < 0) {
+    Py_CLEAR(msg);
   }
   if (!msg) {
     PyObject *et, *exc, *tb;
@@ -380,10 +382,11 @@ static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
     const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
     PyErr_Clear();
     if (b->undecodable++ < 10 || (b->undecodable & (b->undecodable - 1)) == 0)
-      lr__log(b, 30,
-              "Dropped a message on Redis channel %s that is not a msgpack map "
-              "(%s; %llu so far)",
-              nm->str, t ? t : "?", b->undecodable);
+      lr__log(
+          b, 30,
+          "Dropped a message on Redis channel %s that is not a msgpack map with str keys "
+          "(%s; %llu so far)",
+          nm->str, t ? t : "?", b->undecodable);
     Py_XDECREF(text);
     Py_XDECREF(exc);
     PyErr_Clear();

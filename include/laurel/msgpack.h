@@ -51,4 +51,8 @@ int lr_mp_pack(PyObject *obj, lr_mp_buf *out);
  * map key) and leaves *used alone. */
 PyObject *lr_mp_unpack(const char *p, size_t n, size_t *used);
 
+/* channels_redis' rule for channel layer messages: every dict key, at any depth, is a
+ * str (msgpack-python's unpackb refuses others by default). 0, or -1 with TypeError. */
+int lr_mp_check_str_keys(PyObject *obj);
+
 #endif
