@@ -810,6 +810,12 @@ static void lr__drain(lr_bridge *b) {
   if (open)
     return;
   b->finished = 1;
+  for (int i = 0; i < b->nshards; i++)
+    if (b->shards[i].dropped_outage > 0)
+      lr__log(b, 30,
+              "Redis %s: %llu message(s) could not be published (it was still down "
+              "when the channel layer closed)",
+              b->shards[i].label, b->shards[i].dropped_outage);
   ev_timer_stop(b->loop, &b->deadline);
   ev_timer_stop(b->loop, &b->sweep);
   if (b->own_thread) {
@@ -922,6 +928,16 @@ static void *lr__thread_main(void *arg) {
   lr_bridge *b = arg;
   pthread_setname_np(pthread_self(), "laurel-redis");
   PyGILState_STATE g = PyGILState_Ensure();
+  /* the same name for Python (threading, logging's %(threadName)s) */
+  PyObject *threading = PyImport_ImportModule("threading");
+  PyObject *me =
+      threading ? PyObject_CallMethod(threading, "current_thread", NULL) : NULL;
+  PyObject *tname = PyUnicode_FromString("laurel-redis");
+  if (!me || !tname || PyObject_SetAttrString(me, "name", tname) < 0)
+    PyErr_Clear();
+  Py_XDECREF(tname);
+  Py_XDECREF(me);
+  Py_XDECREF(threading);
   lr__service(b);
   ev_run(b->loop, 0);
   if (b->detached) { /* closed from this very thread: nobody joins it */
