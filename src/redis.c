@@ -288,8 +288,8 @@ static void lr__count_drop(lr_bridge *b, lr_shard *s, unsigned long long n) {
   b->unpublished += n;
   if (s->dropped_outage == 0)
     lr__log(b, 30,
-            "Redis %s is down: group messages to other processes are being dropped "
-            "(local consumers still get them); the count is logged when it is back",
+            "Redis %s is down: messages to other processes are being dropped "
+            "(local consumers still get them); how many is logged when it is back",
             s->label);
   s->dropped_outage += n;
 }
