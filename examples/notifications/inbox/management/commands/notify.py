@@ -1,11 +1,12 @@
 """``manage.py notify USERNAME TEXT``: pushes a notification to a user's open pages
 from outside any server (a cron job, a shell script).
 
-This only reaches the server when the channel layer is shared between processes, such
-as channels_redis (set NOTIFICATIONS_REDIS_URL). With an in-process layer (Channels'
-InMemoryChannelLayer, laurel's native layer) this command's process has its own empty
-layer and the message would reach nobody: the command says so and fails instead of
-pretending.
+This only reaches the server when the channel layer is shared between processes:
+laurel's native layer with Redis hosts, or channels_redis (set NOTIFICATIONS_REDIS_URL,
+and NOTIFICATIONS_LAYER to choose). With an in-process layer (Channels'
+InMemoryChannelLayer, laurel's native layer without hosts) this command's process has
+its own empty layer and the message would reach nobody: the command says so and fails
+instead of pretending.
 """
 
 from asgiref.sync import async_to_sync
@@ -40,7 +41,9 @@ class Command(BaseCommand):
         if layer is None:
             raise CommandError("no channel layer configured (CHANNEL_LAYERS)")
         backend = f"{type(layer).__module__}.{type(layer).__qualname__}"
-        if backend in IN_PROCESS_LAYERS:
+        # (no getattr on other layers: channels_redis' pub/sub layer needs a running loop)
+        bridged = backend == "laurel.layers.ChannelLayer" and layer.bridged
+        if backend in IN_PROCESS_LAYERS and not bridged:
             raise CommandError(
                 f"the channel layer is {backend}, which lives inside one process: a "
                 "message sent from this command reaches nothing in the server. Use a "
@@ -50,4 +53,5 @@ class Command(BaseCommand):
             )
         group = user_group(user.pk)
         async_to_sync(layer.group_send)(group, {"type": "notify", "text": text})
-        self.stdout.write(f"sent to group {group} through {backend}")
+        suffix = " (bridged through Redis)" if bridged else ""
+        self.stdout.write(f"sent to group {group} through {backend}{suffix}")
