@@ -563,7 +563,7 @@ static int lr__str_keys(PyObject *o, int depth) {
     while (PyDict_Next(o, &pos, &k, &v)) {
       if (!PyUnicode_Check(k)) {
         PyErr_Format(PyExc_TypeError,
-                     "dict key %R is a %s: channels_redis only accepts str keys", k,
+                     "dict key %R is a %s: channel layer messages take only str keys", k,
                      Py_TYPE(k)->tp_name);
         return -1;
       }

@@ -218,7 +218,8 @@ static void lr__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
     }
     Py_DECREF(list); /* the dict holds it */
   }
-  PyObject *entry = Py_BuildValue("(Od)", payload, lr__now(b) + ttl);
+  PyObject *entry = Py_BuildValue("(OdO)", payload, lr__now(b) + ttl,
+                                  ttl >= LR_ECHO_CONFIRMED ? Py_True : Py_False);
   if (!entry || PyList_Append(list, entry) < 0)
     PyErr_Clear();
   Py_XDECREF(entry);
@@ -234,20 +235,24 @@ static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n)
     return 0;
   }
   double now = lr__now(b);
+  while (PyList_GET_SIZE(list) > 0 &&
+         PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 1)) < now)
+    PySequence_DelItem(list, 0); /* its echo never came */
+  /* Echoes come back in publish order. An entry published before its SUBSCRIBE was
+   * confirmed may have no echo at all, so the match may lie past such entries (which
+   * then never get one); never past a confirmed entry. */
   int hit = 0;
-  while (PyList_GET_SIZE(list) > 0) {
-    PyObject *e = PyList_GET_ITEM(list, 0);
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+    PyObject *e = PyList_GET_ITEM(list, i);
     PyObject *payload = PyTuple_GET_ITEM(e, 0);
-    if (PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(e, 1)) < now) {
-      PySequence_DelItem(list, 0); /* its echo never came */
-      continue;
-    }
     if ((size_t)PyBytes_GET_SIZE(payload) == n &&
         memcmp(PyBytes_AS_STRING(payload), p, n) == 0) {
-      PySequence_DelItem(list, 0);
+      PyList_SetSlice(list, 0, i + 1, NULL);
       hit = 1;
+      break;
     }
-    break;
+    if (PyTuple_GET_ITEM(e, 2) == Py_True)
+      break;
   }
   if (PyList_GET_SIZE(list) == 0 && PyDict_DelItem(b->echo, name) < 0)
     PyErr_Clear();

@@ -5,14 +5,26 @@ Environment variables (all optional):
 
 - ``NOTIFICATIONS_DB``: path of the SQLite database (default ``db.sqlite3`` here); the
   tests point it at a temporary file so that they never touch the repository.
-- ``NOTIFICATIONS_REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0`` selects channels_redis,
-  a channel layer shared between processes (needed by ``manage.py notify`` and by
+- ``NOTIFICATIONS_REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0`` selects a channel
+  layer shared between processes through Redis (needed by ``manage.py notify`` and by
   several server processes); without it, Channels' in-process layer.
+- ``NOTIFICATIONS_LAYER``: which Redis layer, when ``NOTIFICATIONS_REDIS_URL`` is set:
+
+  - ``core`` (default): ``channels_redis.core.RedisChannelLayer`` (lists and sorted
+    sets; laurel keeps it as configured and runs it on its asyncio loop);
+  - ``pubsub``: ``channels_redis.pubsub.RedisPubSubChannelLayer`` (Redis pub/sub);
+    under laurel it is replaced by laurel's native layer with the same ``hosts``,
+    which speaks the same pub/sub protocol;
+  - ``laurel``: ``laurel.layers.ChannelLayer`` with ``hosts``: laurel's native layer
+    bridged through Redis, wire-compatible with ``pubsub`` (outside the server, e.g.
+    in ``manage.py`` commands, it needs laurel's ``_laurel_layer`` extension).
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS`` (comma-separated).
 """
 
 import os
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,10 +88,20 @@ DATABASES = {
 # The in-process layer, as a plain Channels project has it (laurel replaces it with its
 # native layer when it serves the project; see docs/cli.md, --channel-layer).
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+_REDIS_LAYERS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "laurel": "laurel.layers.ChannelLayer",
+}
 if os.environ.get("NOTIFICATIONS_REDIS_URL"):
+    _layer = os.environ.get("NOTIFICATIONS_LAYER") or "core"
+    if _layer not in _REDIS_LAYERS:
+        raise ImproperlyConfigured(
+            f"NOTIFICATIONS_LAYER must be one of {', '.join(_REDIS_LAYERS)}, not {_layer!r}"
+        )
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": _REDIS_LAYERS[_layer],
             "CONFIG": {"hosts": [os.environ["NOTIFICATIONS_REDIS_URL"]]},
         }
     }
