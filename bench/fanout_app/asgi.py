@@ -7,8 +7,10 @@ WebSocket:
 HTTP (raw ASGI, so the trigger costs little next to the fan-out it causes):
   POST /broadcast    group_send to "notifications"; body "seq=N" is put in the payload
   GET /              "ok <channel layer class>" (readiness check)
+  GET /layer-stats   JSON of the layer's stats() when it has one (laurel's), else {}
 """
 
+import inspect
 import json
 import os
 import time
@@ -66,6 +68,13 @@ async def http_app(scope, receive, send):
     elif route == "/" and method in ("GET", "HEAD"):
         layer = type(get_channel_layer())
         await _respond(send, 200, f"ok {layer.__module__}.{layer.__qualname__}".encode())
+    elif route == "/layer-stats" and method == "GET":
+        stats = getattr(get_channel_layer(), "stats", None)
+        data = stats() if callable(stats) else {}
+        if inspect.isawaitable(data):
+            data = await data
+        await _respond(send, 200, json.dumps(data, default=str).encode(),
+                       b"application/json")
     else:
         await _respond(send, 404, b"not found")
 
