@@ -678,6 +678,7 @@ async def measure(name, args, redis, ports, procs, logs, result):
             "p50_b_ms": ms(pct(lat_b, 50)), "p99_b_ms": ms(pct(lat_b, 99)),
             "last_p50_ms": ms(pct(sorted(run.last), 50)),
             "last_p99_ms": ms(pct(sorted(run.last), 99)),
+            "last_each_ms": [round(v * 1e3, 2) for v in run.last],
             "trigger_p50_ms": ms(pct(sorted(run.trigger_rtt), 50)),
             "server_cpu_s": [b - a for a, b in zip(s0, s1)],
             "redis_cpu_s": rcpu1 - rcpu0,
@@ -835,13 +836,6 @@ def notes_for(r):
     return ", ".join(notes)
 
 
-def short_layer(name):
-    for prefix in ("channels_redis.", "laurel.layers."):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
-
-
 def table(results):
     rows = ["| server | layer | deliveries/s | p50 (ms) | p99 (ms) | p50 A / B (ms) "
             "| server CPU µs/delivery (A+B) | Redis CPU µs/delivery | server + Redis "
@@ -849,7 +843,7 @@ def table(results):
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         label = CONTENDERS[r["server"]][4]
-        layer = short_layer(r.get("layer") or CONTENDERS[r["server"]][3])
+        layer = r.get("layer") or CONTENDERS[r["server"]][3]
         if r["error"]:
             rows.append(f"| {label} | {layer} | – | – | – | – | – | – | – | – | – "
                         f"| {md_cell(r['error'])}"
