@@ -226,6 +226,13 @@ static void lr__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
 }
 
 /* 1 when (p, n) is our own echo on name (and forgets it). */
+/* Forgets the remembered echoes of list whose deadline passed: they never came. */
+static void lr__echo_trim(PyObject *list, double now) {
+  while (PyList_GET_SIZE(list) > 0 &&
+         PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 1)) < now)
+    PySequence_DelItem(list, 0);
+}
+
 static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n) {
   if (PyDict_GET_SIZE(b->echo) == 0)
     return 0;
@@ -234,10 +241,7 @@ static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n)
     PyErr_Clear();
     return 0;
   }
-  double now = lr__now(b);
-  while (PyList_GET_SIZE(list) > 0 &&
-         PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 1)) < now)
-    PySequence_DelItem(list, 0); /* its echo never came */
+  lr__echo_trim(list, lr__now(b));
   /* Echoes come back in publish order. An entry published before its SUBSCRIBE was
    * confirmed may have no echo at all, so the match may lie past such entries (which
    * then never get one); never past a confirmed entry. */
@@ -539,10 +543,9 @@ static void lr__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   double now = lr__now(b);
   PyObject *names = PyDict_Keys(b->echo);
   for (Py_ssize_t i = 0; names && i < PyList_GET_SIZE(names); i++) {
-    PyObject *list = PyDict_GetItem(b->echo, PyList_GET_ITEM(names, i));
-    while (list && PyList_GET_SIZE(list) > 0 &&
-           PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 1)) < now)
-      PySequence_DelItem(list, 0);
+    PyObject *list = PyDict_GetItem(b->echo, PyList_GET_ITEM(names, i)); /* borrowed */
+    if (list)
+      lr__echo_trim(list, now);
     if (list && PyList_GET_SIZE(list) == 0)
       PyDict_DelItem(b->echo, PyList_GET_ITEM(names, i));
   }
@@ -853,6 +856,15 @@ static void lr__free(lr_bridge *b) {
   PyMem_Free(b);
 }
 
+/* On the loop: a publish (payload is bytes) or a subscription to bring in line with
+ * what the layer wants (payload is None). */
+static void lr__run(lr_bridge *b, PyObject *name, PyObject *payload) {
+  if (payload == Py_None)
+    lr__sync_sub(b, name);
+  else
+    lr__do_publish(b, name, payload);
+}
+
 /* On the loop, with the GIL: start, run what other threads queued, stop. */
 static void lr__service(lr_bridge *b) {
   if (b->finished)
@@ -869,11 +881,7 @@ static void lr__service(lr_bridge *b) {
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(q); i++) {
       PyObject *t = PyList_GET_ITEM(q, i);
-      PyObject *name = PyTuple_GET_ITEM(t, 0), *payload = PyTuple_GET_ITEM(t, 1);
-      if (payload == Py_None)
-        lr__sync_sub(b, name);
-      else
-        lr__do_publish(b, name, payload);
+      lr__run(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
     }
     Py_DECREF(q);
   }
@@ -1074,13 +1082,10 @@ void lr_bridge_close(lr_bridge *b, double timeout) {
   lr__free(b);
 }
 
-int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
-  if (b->stopping) {
-    PyErr_SetString(PyExc_RuntimeError, "the channel layer is closed");
-    return -1;
-  }
+/* lr__run now when called on the loop, else queued for it (the queue owns the tuple). */
+static int lr__hand_over(lr_bridge *b, PyObject *name, PyObject *payload) {
   if (lr__on_loop(b) && b->started) {
-    lr__do_publish(b, name, payload);
+    lr__run(b, name, payload);
     return 0;
   }
   PyObject *t = PyTuple_Pack(2, name, payload);
@@ -1093,6 +1098,14 @@ int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
   return 0;
 }
 
+int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
+  if (b->stopping) {
+    PyErr_SetString(PyExc_RuntimeError, "the channel layer is closed");
+    return -1;
+  }
+  return lr__hand_over(b, name, payload);
+}
+
 int lr_bridge_want(lr_bridge *b, PyObject *name) {
   long f = lr__flags(b, name);
   if (f >= 0 && (f & LR_S_WANTED))
@@ -1100,18 +1113,7 @@ int lr_bridge_want(lr_bridge *b, PyObject *name) {
   lr__set_flags(b, name, (f < 0 ? 0 : f) | LR_S_WANTED);
   if (PySet_Discard(b->unwanted, name) < 0 || PySet_Discard(b->unwanted_old, name) < 0)
     return -1;
-  if (lr__on_loop(b) && b->started) {
-    lr__sync_sub(b, name);
-    return 0;
-  }
-  PyObject *t = PyTuple_Pack(2, name, Py_None);
-  if (!t || PyList_Append(b->queue, t) < 0) {
-    Py_XDECREF(t);
-    return -1;
-  }
-  Py_DECREF(t);
-  lr__kick(b);
-  return 0;
+  return lr__hand_over(b, name, Py_None);
 }
 
 int lr_bridge_unwant(lr_bridge *b, PyObject *name) {
