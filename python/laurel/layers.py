@@ -42,17 +42,14 @@ from channels.layers import BaseChannelLayer
 
 try:  # inside the laurel server
     from _laurel import LayerCore
+
+    IN_SERVER = True
 except ImportError:  # anywhere else
     from _laurel_layer import LayerCore
 
-logger = logging.getLogger("laurel.layers")
-
-try:
-    import _laurel  # noqa: F401
-
-    IN_SERVER = True
-except ImportError:
     IN_SERVER = False
+
+logger = logging.getLogger("laurel.layers")
 
 _local_warned = False
 _open_bridges = weakref.WeakSet()
