@@ -253,23 +253,34 @@ PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
 REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer", PUBSUB_LAYER}
 
 
+def _channel_layer_settings():
+    """A copy of Django's CHANNEL_LAYERS ({} when unset) for a Channels project with
+    configured settings; None otherwise, or when the settings cannot be read."""
+    if "channels" not in sys.modules or "django" not in sys.modules:
+        return None
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return None
+        return dict(getattr(settings, "CHANNEL_LAYERS", None) or {})
+    except Exception as exc:  # settings that cannot be read: leave them alone
+        logger.debug("channel layer settings not inspected: %r", exc)
+        return None
+
+
 def use_native_layer():
     """--channel-layer native: a Django Channels project whose layer is Channels'
     in-memory one (or none at all) gets laurel's native layer, same contract; one on
     channels_redis' pub/sub layer gets the native layer bridged to the same Redis hosts
     with the same prefix (the wire format is the same, so other processes still on
     channels_redis keep talking to it)."""
-    if "channels" not in sys.modules or "django" not in sys.modules:
+    layers = _channel_layer_settings()
+    if layers is None:
         return
-    try:
-        from django.conf import settings
-        import channels.layers
-        if not settings.configured:
-            return
-        layers = dict(getattr(settings, "CHANNEL_LAYERS", None) or {})
-    except Exception as exc:  # settings that cannot be read: leave them alone
-        logger.debug("channel layer settings not inspected: %r", exc)
-        return
+    from django.conf import settings
+    import channels.layers
+
     swapped = []
     if not layers:
         layers = {"default": {"BACKEND": NATIVE_LAYER}}
@@ -301,19 +312,10 @@ def start_bridged_layers():
     """Create the native layers that have Redis hosts now, so their connections are
     made (and a Redis that cannot be reached is reported) at start-up rather than at
     the first message."""
-    if "channels" not in sys.modules or "django" not in sys.modules:
-        return
-    try:
-        from django.conf import settings
-        import channels.layers
-
-        if not settings.configured:
-            return
-        layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    except Exception:
-        return
-    for alias, conf in layers.items():
+    for alias, conf in (_channel_layer_settings() or {}).items():
         if conf.get("BACKEND") == NATIVE_LAYER and (conf.get("CONFIG") or {}).get("hosts"):
+            import channels.layers  # imported already: _channel_layer_settings checked
+
             channels.layers.get_channel_layer(alias)  # a bad CONFIG fails start-up here
 
 
@@ -322,19 +324,9 @@ PROCESS_LOCAL_LAYERS = {NATIVE_LAYER, "channels.layers.InMemoryChannelLayer"}
 
 def process_local_layers():
     """Aliases of configured channel layers that only reach consumers in this process."""
-    if "channels" not in sys.modules or "django" not in sys.modules:
-        return []
-    try:
-        from django.conf import settings
-
-        if not settings.configured:
-            return []
-        layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    except Exception:
-        return []
     return [
         alias
-        for alias, conf in layers.items()
+        for alias, conf in (_channel_layer_settings() or {}).items()
         if conf.get("BACKEND") in PROCESS_LOCAL_LAYERS
         and not (conf.get("CONFIG") or {}).get("hosts")
     ]
