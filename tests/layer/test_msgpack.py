@@ -1,4 +1,4 @@
-"""laurel's msgpack codec (src/msgpack.c, through the test-only module _laurel_msgpack)
+"""laurel's msgpack codec (src/layer/msgpack.c, through the test-only module _laurel_msgpack)
 against msgpack-python, the codec channels_redis uses.
 
 channels_redis.pubsub.RedisPubSubChannelLayer publishes bare ``msgpack.packb(message)``

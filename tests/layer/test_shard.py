@@ -1,5 +1,5 @@
 """The Redis shard of a channel or group name is channels_redis' exactly (the C formula
-in src/redis.c against channels_redis.utils._consistent_hash), so a laurel process and a
+in src/layer/redis.c against channels_redis.utils._consistent_hash), so a laurel process and a
 channels_redis process configured with the same hosts meet on the same server."""
 
 import random

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "laurel/cli.h"
-#include "laurel/config.h"
-#include "laurel/log.h"
+#include "laurel/proc/cli.h"
+#include "laurel/base/config.h"
+#include "laurel/base/log.h"
 
 #include "check.h"
 

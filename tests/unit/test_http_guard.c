@@ -5,7 +5,7 @@
  * (the verdict, once reached, never changes). Every chunked vector is checked whole,
  * split at every point (every pair of points for short ones) and fed 1 byte at a
  * time. Prints one line per failed check, then "N passed, M failed". */
-#include "laurel/http_guard.h"
+#include "laurel/http/guard.h"
 
 #include <stdarg.h>
 #include <stdio.h>

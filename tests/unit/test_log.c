@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "laurel/log.h"
+#include "laurel/base/log.h"
 
 #include "check.h"
 

@@ -1,0 +1,26 @@
+/* listen.h: the listening sockets of cli.md (TCP, UNIX, inherited fds). */
+#ifndef LAUREL_LISTEN_H
+#define LAUREL_LISTEN_H
+
+#include <Python.h>
+#include <ev.h>
+
+#include "laurel/base/config.h"
+
+typedef struct lr_listener {
+  ev_io io;
+  int fd;
+  int is_unix;
+  int owns_path; /* we created the UNIX socket file: unlink on exit */
+  lr_endpoint ep;
+  PyObject *scope_http; /* template scope dict for this listener (asgi_scope.c) */
+} lr_listener;
+
+/* Binds every endpoint of cfg, logging daphne's startup lines. Returns the number of
+ * listeners (> 0) in *out, or -1 after logging a CRITICAL line. */
+int lr_listen_open(const lr_config *cfg, lr_listener **out);
+
+/* Closes listening sockets and removes UNIX socket files we created. */
+void lr_listen_close(lr_listener *ls, int n);
+
+#endif
