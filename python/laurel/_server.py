@@ -338,6 +338,9 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
     if _laurel.access_log_to_logging():
         _laurel.set_access_sink(access_to_logging)
     loop = LaurelLoop(LibevSelector())
+    # Callbacks the C side schedules while flushing output must run before the next
+    # blocking poll: the poll looks at this queue first.
+    _laurel.set_ready_queue(loop._ready)
     asyncio.set_event_loop(loop)
     if verbosity >= 3:
         loop.set_debug(True)

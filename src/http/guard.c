@@ -1,4 +1,4 @@
-/* http_guard.c: strict checks over the request head and chunked body framing.
+/* guard.c: strict checks over the request head and chunked body framing.
  *
  * Both checkers decide each byte from the bytes before it (plus, for a CR, the byte
  * after it), so a prefix of any input answers either "need more" (0) or the same
@@ -21,55 +21,33 @@
  * UTF-8 (Python's str.splitlines() breaks lines on it). */
 #include "laurel/http/guard.h"
 
+#include "laurel/http/wire.h"
+
 #include <limits.h>
 #include <string.h>
 
-/* RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and letters. Bytes >= 0x80 are not. */
-/* clang-format off */
-static const unsigned char lr_guard_tchar[128] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0,
-};
-/* clang-format on */
-
-static int lr_guard__tchar(unsigned char c) {
-  return c < 0x80 && lr_guard_tchar[c];
+static int guard__tchar(unsigned char c) {
+  return lr_wire_tchar[c];
 }
 
 /* Field value: VCHAR, SP, HTAB and obs-text, minus 0x85 (see the top comment). */
-static int lr_guard__vbyte(unsigned char c) {
+static int guard__vbyte(unsigned char c) {
   if (c >= 0x20 && c != 0x7f)
     return c != 0x85;
   return c == '\t';
 }
 
 /* Chunk extension: VCHAR, SP, HTAB. */
-static int lr_guard__extbyte(unsigned char c) {
+static int guard__extbyte(unsigned char c) {
   return (c >= 0x20 && c < 0x7f) || c == '\t';
 }
 
-static int lr_guard__digit(unsigned char c) {
+static int guard__digit(unsigned char c) {
   return c >= '0' && c <= '9';
 }
 
-static int lr_guard__hex(unsigned char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Case-insensitive equality of p[0..n) with a lower-case ASCII word. */
-static int lr_guard__ieq(const unsigned char *p, size_t n, const char *word) {
+static int guard__ieq(const unsigned char *p, size_t n, const char *word) {
   size_t i;
 
   if (n != strlen(word))
@@ -87,8 +65,8 @@ static int lr_guard__ieq(const unsigned char *p, size_t n, const char *word) {
 /* Request line "METHOD SP target SP HTTP/d.d CRLF".
  * Returns 1 with *end just past the LF and *version = 10 * major + minor, 0 when more
  * bytes are needed, or minus the status. */
-static int lr_guard__request_line(const unsigned char *p, size_t len, size_t max,
-                                  size_t *end, int *version) {
+static int guard__request_line(const unsigned char *p, size_t len, size_t max,
+                               size_t *end, int *version) {
   static const char pattern[] = "HTTP/d.d";
   size_t i, sp1 = 0, sp2 = 0, k;
   int part = 0; /* 0 method, 1 target, 2 version */
@@ -108,7 +86,7 @@ static int lr_guard__request_line(const unsigned char *p, size_t len, size_t max
           return -400;
         sp1 = i;
         part = 1;
-      } else if (!lr_guard__tchar(c)) {
+      } else if (!guard__tchar(c)) {
         return -400;
       }
       break;
@@ -124,7 +102,7 @@ static int lr_guard__request_line(const unsigned char *p, size_t len, size_t max
       k = i - sp2 - 1;
       if (k >= 8)
         return -400;
-      if (pattern[k] == 'd' ? !lr_guard__digit(c) : c != (unsigned char)pattern[k])
+      if (pattern[k] == 'd' ? !guard__digit(c) : c != (unsigned char)pattern[k])
         return -400;
       break;
     }
@@ -145,16 +123,16 @@ static int lr_guard__request_line(const unsigned char *p, size_t len, size_t max
   return 1;
 }
 
-typedef struct lr_guard__field {
+typedef struct guard__field {
   size_t name, name_end; /* offsets in the buffer */
   size_t value, value_end;
   size_t next; /* just past the line's LF */
-} lr_guard__field;
+} guard__field;
 
 /* One field line "name:value CRLF" starting at p[i]; every byte at or beyond cap is
  * over the header limit. Returns 1 with *f filled, 0 for more bytes, or -status. */
-static int lr_guard__field_line(const unsigned char *p, size_t len, size_t i, size_t cap,
-                                lr_guard__field *f) {
+static int guard__field_line(const unsigned char *p, size_t len, size_t i, size_t cap,
+                             guard__field *f) {
   enum { NAME, VALUE, LF } st = NAME;
 
   f->name = i;
@@ -171,7 +149,7 @@ static int lr_guard__field_line(const unsigned char *p, size_t len, size_t i, si
         f->name_end = i;
         f->value = i + 1;
         st = VALUE;
-      } else if (!lr_guard__tchar(c)) {
+      } else if (!guard__tchar(c)) {
         return -400; /* SP/HTAB before ':', obs-fold, CR, LF, non-token */
       }
       break;
@@ -179,7 +157,7 @@ static int lr_guard__field_line(const unsigned char *p, size_t len, size_t i, si
       if (c == '\r') {
         f->value_end = i;
         st = LF;
-      } else if (!lr_guard__vbyte(c)) {
+      } else if (!guard__vbyte(c)) {
         return -400;
       }
       break;
@@ -193,16 +171,16 @@ static int lr_guard__field_line(const unsigned char *p, size_t len, size_t i, si
   return 0;
 }
 
-typedef struct lr_guard__seen {
+typedef struct guard__seen {
   int version;
   int host;
   int te;
   int64_t content_length;
-} lr_guard__seen;
+} guard__seen;
 
 /* Framing and Host rules for one complete field. Returns 0 or -400. */
-static int lr_guard__field_check(const unsigned char *p, const lr_guard__field *f,
-                                 lr_guard__seen *s) {
+static int guard__field_check(const unsigned char *p, const guard__field *f,
+                              guard__seen *s) {
   const unsigned char *name = p + f->name;
   size_t nlen = f->name_end - f->name;
   const unsigned char *v = p + f->value;
@@ -216,27 +194,27 @@ static int lr_guard__field_check(const unsigned char *p, const lr_guard__field *
   while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
     vlen--;
 
-  if (lr_guard__ieq(name, nlen, "content-length")) {
+  if (guard__ieq(name, nlen, "content-length")) {
     /* One plain decimal only: no sign, no "0x", no list, no repeat even if equal.
      * 18 digits always fit in int64_t. */
     if (s->content_length >= 0 || vlen == 0 || vlen > 18)
       return -400;
     s->content_length = 0;
     for (i = 0; i < vlen; i++) {
-      if (!lr_guard__digit(v[i]))
+      if (!guard__digit(v[i]))
         return -400;
       s->content_length = s->content_length * 10 + (v[i] - '0');
     }
     if (s->te)
       return -400;
-  } else if (lr_guard__ieq(name, nlen, "transfer-encoding")) {
+  } else if (guard__ieq(name, nlen, "transfer-encoding")) {
     /* Only "chunked" alone: any other coding leaves the body length unknowable. */
-    if (s->te || s->version == 10 || !lr_guard__ieq(v, vlen, "chunked"))
+    if (s->te || s->version == 10 || !guard__ieq(v, vlen, "chunked"))
       return -400;
     s->te = 1;
     if (s->content_length >= 0)
       return -400;
-  } else if (lr_guard__ieq(name, nlen, "host")) {
+  } else if (guard__ieq(name, nlen, "host")) {
     if (s->host)
       return -400;
     s->host = 1;
@@ -247,8 +225,8 @@ static int lr_guard__field_check(const unsigned char *p, const lr_guard__field *
 int lr_guard_head(const char *buf, size_t len, const lr_guard_limits *lim,
                   lr_head_info *info) {
   const unsigned char *p = (const unsigned char *)buf;
-  lr_guard__seen seen = {0, 0, 0, -1};
-  lr_guard__field f;
+  guard__seen seen = {0, 0, 0, -1};
+  guard__field f;
   unsigned n_fields = 0;
   size_t i = 0, cap;
   int rc;
@@ -260,7 +238,7 @@ int lr_guard_head(const char *buf, size_t len, const lr_guard_limits *lim,
     info->n_fields = 0;
   }
 
-  rc = lr_guard__request_line(p, len, lim->max_request_line, &i, &seen.version);
+  rc = guard__request_line(p, len, lim->max_request_line, &i, &seen.version);
   if (rc <= 0)
     return rc;
 
@@ -279,11 +257,11 @@ int lr_guard_head(const char *buf, size_t len, const lr_guard_limits *lim,
     }
     if (n_fields >= lim->max_fields)
       return -431;
-    rc = lr_guard__field_line(p, len, i, cap, &f);
+    rc = guard__field_line(p, len, i, cap, &f);
     if (rc <= 0)
       return rc;
     n_fields++;
-    if (lr_guard__field_check(p, &f, &seen) < 0)
+    if (guard__field_check(p, &f, &seen) < 0)
       return -400;
     i = f.next;
   }
@@ -350,7 +328,7 @@ int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
 
     switch (g->state) {
     case LR_GUARD_SIZE:
-      h = lr_guard__hex(c);
+      h = lr_wire_hexval(c);
       if (h >= 0) {
         if (g->digits == 16)
           goto fail; /* would overflow 64 bits */
@@ -370,7 +348,7 @@ int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
     case LR_GUARD_EXT:
       if (c == '\r') {
         g->state = LR_GUARD_SIZE_LF;
-      } else if (!lr_guard__extbyte(c) || ++g->ext_len > LR_GUARD_MAX_CHUNK_EXT) {
+      } else if (!guard__extbyte(c) || ++g->ext_len > LR_GUARD_MAX_CHUNK_EXT) {
         goto fail; /* bare LF (Twisted CVE-2022-24801), CTL, or too long */
       }
       break;
@@ -407,7 +385,7 @@ int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
         g->state = LR_GUARD_END_LF;
         break;
       }
-      if (!lr_guard__tchar(c))
+      if (!guard__tchar(c))
         goto fail; /* obs-fold, empty name, bare LF */
       if (++g->trailer_len > LR_GUARD_MAX_TRAILER)
         goto fail;
@@ -419,7 +397,7 @@ int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
         goto fail;
       if (c == ':')
         g->state = LR_GUARD_TVALUE;
-      else if (!lr_guard__tchar(c))
+      else if (!guard__tchar(c))
         goto fail;
       break;
     case LR_GUARD_TVALUE:
@@ -427,7 +405,7 @@ int lr_guard_chunked_decode(lr_guard_chunked *g, const char *p, size_t n,
         goto fail;
       if (c == '\r')
         g->state = LR_GUARD_TLF;
-      else if (!lr_guard__vbyte(c))
+      else if (!guard__vbyte(c))
         goto fail;
       break;
     case LR_GUARD_TLF:

@@ -1,481 +1,629 @@
-/* http1.c: the HTTP/1.1 request state machine over a connection.
+/* h1.c: the HTTP/1.1 request state machine over a connection (see h1.h).
  *
  * Every request head passes lr_guard_head() before llhttp sees it; llhttp is only ever
  * fed exactly one message (head, then at most the body's bytes), so bytes of pipelined
  * requests stay buffered until the response in flight is done: responses leave in
  * request order and reading pauses meanwhile. */
-#include <Python.h>
+#include "laurel/http/h1.h"
 
-#include <stdio.h>
+#include <assert.h>
+#include <llhttp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "laurel/asgi/asgi.h"
-#include "laurel/net/conn.h"
+#include "laurel/base/config.h"
 #include "laurel/base/log.h"
+#include "laurel/http/guard.h"
+#include "laurel/http/wire.h"
 #include "laurel/net/loop.h"
 #include "laurel/net/server.h"
-#include "laurel/ws/ws.h"
 
 /* Request body buffered for the app above which reading pauses (asgi.md: ~64 KiB). */
-#define LR_BODY_HIGH (64 * 1024)
+#define H1__BODY_HIGH (64 * 1024)
 
-static llhttp_settings_t lr__settings;
-static int lr__settings_ready;
+enum {
+  H1__HEAD,    /* waiting for (the rest of) a request head */
+  H1__BODY,    /* request body being read */
+  H1__WAIT,    /* request complete; waiting for the response to finish */
+  H1__CLOSING, /* final response queued: no more requests on this connection */
+};
 
-static lr_conn *lr__conn(llhttp_t *p) {
-  return (lr_conn *)p->data;
+typedef struct h1__field {
+  uint32_t name, name_len, value, value_len; /* offsets from the head's first byte */
+  int token;
+} h1__field;
+
+struct lr_h1 {
+  lr_conn *c;
+  int state;
+  llhttp_t parser;
+  lr_guard_chunked cg;
+  size_t head_scanned; /* bytes of an incomplete head already seen with no line end */
+  unsigned requests;   /* requests started on this connection */
+  int err_status;      /* status a parser callback asked for (413, 426, 500, ...) */
+  int upgraded;        /* the connection went to another protocol */
+
+  /* the current request */
+  const char *head; /* its first byte, while the head is being handled; else NULL */
+  uint32_t method, method_len, target, target_len;
+  int http_minor, keep_alive, expect_continue, is_head, chunked;
+  int64_t content_length;
+  uint64_t body_left; /* Content-Length bytes still to read */
+  uint64_t body_seen; /* body bytes read for this request */
+  int body_done;
+  int body_err; /* status to answer when a chunked body fails a limit */
+  h1__field *fields;
+  unsigned nfields, fields_cap;
+  uint64_t tok_seen;                /* bit t: a field with token t is present */
+  uint32_t tok_first[LR_TOK_COUNT]; /* ... and the first one's index */
+
+  void *cycle; /* the current request's cycle, or NULL */
+  const lr_h1_cycle_ops *cops;
+  void *app_state;
+};
+
+static const lr_h1_app *h1__app;
+static llhttp_settings_t h1__settings;
+static const lr_conn_ops h1__ops;
+
+void lr_h1_set_app(const lr_h1_app *app) {
+  h1__app = app;
 }
 
-static int lr__on_method(llhttp_t *p, const char *at, size_t len) {
-  lr_conn *c = lr__conn(p);
-  c->req.method = (uint32_t)(at - c->rbuf);
-  c->req.method_len = (uint32_t)len;
+/* ---- llhttp's callbacks: record the head's layout ---- */
+
+static lr_h1 *h1__of(llhttp_t *p) {
+  return p->data;
+}
+
+static int h1__on_method(llhttp_t *p, const char *at, size_t len) {
+  lr_h1 *h = h1__of(p);
+  h->method = (uint32_t)(at - h->head);
+  h->method_len = (uint32_t)len;
   return 0;
 }
 
-static int lr__on_url(llhttp_t *p, const char *at, size_t len) {
-  lr_conn *c = lr__conn(p);
-  c->req.target = (uint32_t)(at - c->rbuf);
-  c->req.target_len = (uint32_t)len;
+static int h1__on_url(llhttp_t *p, const char *at, size_t len) {
+  lr_h1 *h = h1__of(p);
+  h->target = (uint32_t)(at - h->head);
+  h->target_len = (uint32_t)len;
   return 0;
 }
 
-static int lr__on_header_field(llhttp_t *p, const char *at, size_t len) {
-  lr_conn *c = lr__conn(p);
-  if (c->req.n_hdr >= c->hdr_cap)
+static int h1__on_header_field(llhttp_t *p, const char *at, size_t len) {
+  lr_h1 *h = h1__of(p);
+  if (h->nfields >= h->fields_cap)
     return -1; /* the guard bounds fields; this cannot happen with sane limits */
-  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
-  h->name = (uint32_t)(at - c->rbuf);
-  h->name_len = (uint32_t)len;
-  h->value = h->name;
-  h->value_len = 0;
+  h1__field *f = &h->fields[h->nfields];
+  f->name = (uint32_t)(at - h->head);
+  f->name_len = (uint32_t)len;
+  f->value = f->name;
+  f->value_len = 0;
   return 0;
 }
 
-static int lr__on_header_value(llhttp_t *p, const char *at, size_t len) {
-  lr_conn *c = lr__conn(p);
-  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
-  h->value = (uint32_t)(at - c->rbuf);
-  h->value_len = (uint32_t)len;
+static int h1__on_header_value(llhttp_t *p, const char *at, size_t len) {
+  lr_h1 *h = h1__of(p);
+  h1__field *f = &h->fields[h->nfields];
+  f->value = (uint32_t)(at - h->head);
+  f->value_len = (uint32_t)len;
   return 0;
 }
 
-static int lr__on_header_value_complete(llhttp_t *p) {
-  lr_conn *c = lr__conn(p);
-  lr_hspan *h = &c->req.hdr[c->req.n_hdr];
+static int h1__on_header_value_complete(llhttp_t *p) {
+  lr_h1 *h = h1__of(p);
+  h1__field *f = &h->fields[h->nfields];
   /* llhttp drops leading OWS but keeps trailing OWS (RFC 9110 5.5: not the value) */
-  while (h->value_len > 0 && (c->rbuf[h->value + h->value_len - 1] == ' ' ||
-                              c->rbuf[h->value + h->value_len - 1] == '\t'))
-    h->value_len--;
-  c->req.n_hdr++;
+  while (f->value_len > 0 && (h->head[f->value + f->value_len - 1] == ' ' ||
+                              h->head[f->value + f->value_len - 1] == '\t'))
+    f->value_len--;
+  f->token = lr_token_find(h->head + f->name, f->name_len);
+  if (f->token >= 0 && !(h->tok_seen & (UINT64_C(1) << f->token))) {
+    h->tok_seen |= UINT64_C(1) << f->token;
+    h->tok_first[f->token] = h->nfields;
+  }
+  h->nfields++;
   return 0;
 }
 
-const lr_hspan *lr_http1_header(const lr_conn *c, const char *name) {
-  size_t n = strlen(name);
-  for (unsigned i = 0; i < c->req.n_hdr; i++) {
-    const lr_hspan *h = &c->req.hdr[i];
-    if (h->name_len == n && strncasecmp(c->rbuf + h->name, name, n) == 0)
-      return h;
+/* 1 if the comma-separated list v[0..n) holds token (case-insensitive). */
+static int h1__has_token(const char *v, size_t n, const char *token) {
+  size_t tl = strlen(token), i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
+    size_t s = i;
+    while (i < n && v[i] != ',')
+      i++;
+    size_t e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
+      return 1;
   }
-  return NULL;
-}
-
-/* "Upgrade: websocket" with "Connection: upgrade" (tokens, any case). */
-static int lr__ws_upgrade(lr_conn *c) {
-  const lr_hspan *u = lr_http1_header(c, "upgrade"),
-                 *k = lr_http1_header(c, "connection");
-  return u && k && lr_header_has_token(c->rbuf + u->value, u->value_len, "websocket") &&
-         lr_header_has_token(c->rbuf + k->value, k->value_len, "upgrade");
-}
-
-/* 0 when the handshake request is valid, else the status to answer with. */
-static int lr__ws_check(lr_conn *c) {
-  const lr_hspan *v = lr_http1_header(c, "sec-websocket-version");
-  if (!v || v->value_len != 2 || memcmp(c->rbuf + v->value, "13", 2) != 0)
-    return 426;
-  const lr_hspan *k = lr_http1_header(c, "sec-websocket-key");
-  if (!k || !lr_ws_key_valid(c->rbuf + k->value, k->value_len))
-    return 400;
-  for (const lr_hspan *h = k + 1; h < c->req.hdr + c->req.n_hdr; h++)
-    if (h->name_len == 17 && strncasecmp(c->rbuf + h->name, "sec-websocket-key", 17) == 0)
-      return 400; /* two keys: which one would the accept answer? */
-  memcpy(c->ws_key, c->rbuf + k->value, k->value_len);
-  c->ws_key[k->value_len] = '\0';
   return 0;
 }
 
-static int lr__on_headers_complete(llhttp_t *p) {
-  lr_conn *c = lr__conn(p);
-  lr_request *r = &c->req;
-  r->http_minor = p->http_minor;
-  r->keep_alive = llhttp_should_keep_alive(p);
-  r->is_head = p->method == HTTP_HEAD;
-  r->expect_continue = 0;
-  if (r->http_minor >= 1) {
-    for (unsigned i = 0; i < r->n_hdr; i++) {
-      lr_hspan *h = &r->hdr[i];
-      if (h->name_len == 6 && strncasecmp(c->rbuf + h->name, "expect", 6) == 0 &&
-          lr_header_has_token(c->rbuf + h->value, h->value_len, "100-continue"))
-        r->expect_continue = 1;
-    }
+/* The first field with this token (or, with every, any of them) lists word
+ * (Expect: 100-continue, Upgrade: websocket, Connection: upgrade). */
+static int h1__lists(const lr_h1 *h, lr_token tok, const char *word, int every) {
+  if (!(h->tok_seen & (UINT64_C(1) << tok)))
+    return 0;
+  for (unsigned i = h->tok_first[tok]; i < h->nfields; i++) {
+    const h1__field *f = &h->fields[i];
+    if (f->token != (int)tok)
+      continue;
+    if (h1__has_token(h->head + f->value, f->value_len, word))
+      return 1;
+    if (!every)
+      return 0;
   }
-  if (lr_cfg->limit_request_body >= 0 && r->content_length > lr_cfg->limit_request_body) {
-    c->err_status = 413;
+  return 0;
+}
+
+static int h1__on_headers_complete(llhttp_t *p) {
+  lr_h1 *h = h1__of(p);
+  h->http_minor = p->http_minor;
+  h->keep_alive = llhttp_should_keep_alive(p);
+  h->is_head = p->method == HTTP_HEAD;
+  h->expect_continue =
+      h->http_minor >= 1 && h1__lists(h, LR_TOK_EXPECT, "100-continue", 1);
+  if (lr_cfg->limit_request_body >= 0 && h->content_length > lr_cfg->limit_request_body) {
+    h->err_status = 413;
     return -1;
   }
-  if (p->upgrade && p->method == HTTP_GET && r->http_minor == 1 && lr__ws_upgrade(c)) {
-    int status = lr__ws_check(c);
+  if (p->upgrade && p->method == HTTP_GET && h->http_minor == 1 &&
+      h1__lists(h, LR_TOK_UPGRADE, "websocket", 0) &&
+      h1__lists(h, LR_TOK_CONNECTION, "upgrade", 0)) {
+    int status = h1__app->websocket(h);
     if (status) {
-      c->err_status = status;
+      h->err_status = status;
       return -1;
     }
-    c->requests++;
+    h->requests++;
     lr_server_count_request();
-    c->cycle = lr_ws_start(c);
-    if (!c->cycle) {
-      c->is_ws = 0;
-      c->err_status = 500;
-      return -1;
-    }
-    return 2; /* no body; llhttp pauses: the rest are WebSocket frames */
+    h->upgraded = 1;
+    return 2; /* no body; llhttp pauses: the rest belongs to the new protocol */
   }
-  c->requests++;
+  h->requests++;
   lr_server_count_request();
-  c->cycle = lr_cycle_start(c);
-  if (!c->cycle) {
-    c->err_status = 500;
+  if (h1__app->request(h) < 0) {
+    h->err_status = 500;
     return -1;
   }
   return 0;
 }
 
-static int lr__on_body(llhttp_t *p, const char *at, size_t len) {
-  lr_conn *c = lr__conn(p);
-  c->body_seen += len;
+static int h1__body_bytes(lr_h1 *h, const char *at, size_t len) {
+  h->body_seen += len;
   if (lr_cfg->limit_request_body >= 0 &&
-      c->body_seen > (uint64_t)lr_cfg->limit_request_body) {
-    c->err_status = 413;
-    return -1;
-  }
-  if (c->cycle && !c->is_ws && lr_cycle_body(c->cycle, at, len) < 0) {
-    c->err_status = 500;
+      h->body_seen > (uint64_t)lr_cfg->limit_request_body)
+    return 413;
+  if (h->cycle && h->cops->body(h->cycle, at, len) < 0)
+    return 500;
+  return 0;
+}
+
+static int h1__on_body(llhttp_t *p, const char *at, size_t len) {
+  lr_h1 *h = h1__of(p);
+  int status = h1__body_bytes(h, at, len);
+  if (status) {
+    h->err_status = status;
     return -1;
   }
   return 0;
 }
 
 /* Chunk data decoded by the guard. */
-static void lr__on_chunk_data(void *ud, const char *at, size_t len) {
-  lr_conn *c = ud;
-  if (c->body_err)
-    return;
-  c->body_seen += len;
-  if (lr_cfg->limit_request_body >= 0 &&
-      c->body_seen > (uint64_t)lr_cfg->limit_request_body)
-    c->body_err = 413;
-  else if (c->cycle && lr_cycle_body(c->cycle, at, len) < 0)
-    c->body_err = 500;
+static void h1__on_chunk_data(void *ud, const char *at, size_t len) {
+  lr_h1 *h = ud;
+  if (!h->body_err)
+    h->body_err = h1__body_bytes(h, at, len);
 }
 
-static int lr__on_message_complete(llhttp_t *p) {
-  lr_conn *c = lr__conn(p);
-  c->body_done = 1;
-  if (c->cycle && !c->is_ws)
-    lr_cycle_body_end(c->cycle);
+static void h1__body_complete(lr_h1 *h) {
+  h->body_done = 1;
+  if (h->cycle)
+    h->cops->body_end(h->cycle);
+}
+
+static int h1__on_message_complete(llhttp_t *p) {
+  lr_h1 *h = h1__of(p);
+  if (!h->upgraded)
+    h1__body_complete(h);
   return 0;
 }
 
-void lr_http1_init(lr_conn *c) {
-  if (!lr__settings_ready) {
-    llhttp_settings_init(&lr__settings);
-    lr__settings.on_method = lr__on_method;
-    lr__settings.on_url = lr__on_url;
-    lr__settings.on_header_field = lr__on_header_field;
-    lr__settings.on_header_value = lr__on_header_value;
-    lr__settings.on_header_value_complete = lr__on_header_value_complete;
-    lr__settings.on_headers_complete = lr__on_headers_complete;
-    lr__settings.on_body = lr__on_body;
-    lr__settings.on_message_complete = lr__on_message_complete;
-    lr__settings_ready = 1;
-  }
-  llhttp_init(&c->parser, HTTP_REQUEST, &lr__settings);
-  c->parser.data = c;
-  c->state = LR_H1_HEAD;
+/* ---- the cycle ---- */
+
+void lr_h1_attach(lr_h1 *h, void *cy, const lr_h1_cycle_ops *ops) {
+  assert(!h->cycle && h->head); /* one cycle per request, attached while its head lives */
+  h->cycle = cy;
+  h->cops = ops;
 }
 
-static const char *lr__reason(int status) {
-  switch (status) {
-  case 400:
-    return "Bad Request";
-  case 408:
-    return "Request Timeout";
-  case 403:
-    return "Forbidden";
-  case 413:
-    return "Payload Too Large";
-  case 426:
-    return "Upgrade Required";
-  case 414:
-    return "URI Too Long";
-  case 431:
-    return "Request Header Fields Too Large";
-  case 500:
-    return "Internal Server Error";
-  case 503:
-    return "Service Unavailable";
-  case 505:
-    return "HTTP Version Not Supported";
-  default:
-    return "Error";
-  }
-}
-
-/* Drop the app's cycle as disconnected (the app sees http.disconnect). */
-void lr_http1_drop_cycle(lr_conn *c) {
-  if (c->is_ws) {
-    lr_ws_conn_closed(c);
-  } else if (c->cycle) {
-    PyObject *cy = c->cycle;
-    c->cycle = NULL;
-    lr_cycle_detach(cy, 1);
-    Py_DECREF(cy);
-  }
-}
-
-void lr_http1_error(lr_conn *c, int status) {
-  lr_http1_reply(c, status, NULL);
-}
-
-void lr_http1_reply(lr_conn *c, int status, const char *text) {
-  if (c->flags & LR_C_CLOSED)
+static void h1__detach(lr_h1 *h, int disconnected) {
+  void *cy = h->cycle;
+  if (!cy)
     return;
-  lr_http1_drop_cycle(c);
+  h->cycle = NULL;
+  h->cops->detach(cy, disconnected);
+}
+
+/* ---- answers ---- */
+
+void lr_h1_reply(lr_h1 *h, int status, const char *text) {
+  if (lr_conn_closed(h->c))
+    return;
+  h1__detach(h, 1);
   char buf[768];
-  size_t dl, sl;
-  const char *date = lr_http_date_header(&dl), *srv = lr_http_server_header(&sl);
-  const char *reason = lr__reason(status);
-  char deftext[64];
-  if (!text) {
-    snprintf(deftext, sizeof deftext, "%s\n", reason);
-    text = deftext;
-  }
-  int n = snprintf(
-      buf, sizeof buf,
-      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-      "Content-Length: %zu\r\nConnection: close\r\n%.*s%.*s%s\r\n%s",
-      status, reason, strlen(text), (int)dl, date, (int)sl, srv,
-      status == 426 ? "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n" : "", text);
-  if (n < 0 || (size_t)n >= sizeof buf)
-    n = 0;
-  lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", c->peer, status, reason);
-  c->state = LR_H1_CLOSING;
-  lr_conn_arm_timer(c, 0);
-  lr_conn_write_copy(c, buf, (size_t)n);
-  lr_conn_close_after_write(c);
+  size_t n = lr_wire_reply(buf, sizeof buf, status, text, (time_t)lr_loop_now());
+  lr_log(LR_LOG_DEBUG, "laurel.http", "%s: %d %s", lr_conn_peer_text(h->c), status,
+         lr_wire_reason(status));
+  h->state = H1__CLOSING;
+  lr_conn_arm_timer(h->c, 0);
+  lr_conn_write_copy(h->c, buf, n);
+  lr_conn_close_after_write(h->c);
 }
 
-void lr_http1_abort(lr_conn *c) {
-  if (c->flags & LR_C_CLOSED)
+void lr_h1_abort(lr_h1 *h) {
+  if (lr_conn_closed(h->c))
     return;
-  lr_http1_drop_cycle(c);
-  c->state = LR_H1_CLOSING;
-  lr_conn_arm_timer(c, 0);
-  lr_conn_close_after_write(c);
+  h1__detach(h, 1);
+  h->state = H1__CLOSING;
+  lr_conn_arm_timer(h->c, 0);
+  lr_conn_close_after_write(h->c);
 }
 
 /* A failure while the app owns the request: before its response started we can still
  * answer with a status; after, only closing tells the client something went wrong. */
-static void lr__fail(lr_conn *c, int status) {
-  if (c->cycle && lr_cycle_response_started(c->cycle))
-    lr_http1_abort(c);
+static void h1__fail(lr_h1 *h, int status) {
+  if (h->cycle && h->cops->started(h->cycle))
+    lr_h1_abort(h);
   else
-    lr_http1_error(c, status);
+    lr_h1_reply(h, status, NULL);
 }
 
-static int lr__error_status(lr_conn *c) {
-  return c->err_status ? c->err_status : 400;
-}
+/* ---- reading ---- */
 
-static int lr__execute(lr_conn *c, const char *p, size_t n) {
-  llhttp_errno_t e = llhttp_execute(&c->parser, p, n);
-  if (e == HPE_PAUSED_UPGRADE && c->is_ws)
+static int h1__execute(lr_h1 *h, const char *p, size_t n) {
+  llhttp_errno_t e = llhttp_execute(&h->parser, p, n);
+  if (e == HPE_PAUSED_UPGRADE && h->upgraded)
     return 0;
   if (e == HPE_PAUSED_UPGRADE) {
-    /* No protocol switch here yet: the request was answered as plain HTTP and the
+    /* Not an upgrade we take: the request was answered as plain HTTP and the
      * connection goes on as HTTP/1.1. */
-    llhttp_resume_after_upgrade(&c->parser);
+    llhttp_resume_after_upgrade(&h->parser);
     e = HPE_OK;
   }
   return e == HPE_OK ? 0 : -1;
 }
 
-void lr_http1_process(lr_conn *c) {
+static void h1__free(lr_h1 *h) {
+  assert(!h->cycle);
+  if (h->app_state)
+    h1__app->conn_free(h->app_state);
+  free(h->fields);
+  free(h);
+}
+
+/* A complete head at p[0..len): parse it and start its request. 0 to go on reading,
+ * -1 when h is gone (another protocol has the connection) or the connection closes. */
+static int h1__head(lr_h1 *h, const char *p, size_t len, const lr_head_info *info) {
+  if (!h->fields) {
+    h->fields_cap = lr_cfg->limit_request_fields + 1;
+    if (!(h->fields = malloc(h->fields_cap * sizeof *h->fields))) {
+      lr_conn_close(h->c);
+      return -1;
+    }
+  }
+  lr_conn_arm_timer(h->c, 0);
+  h->err_status = 0;
+  h->nfields = 0;
+  h->tok_seen = 0;
+  h->content_length = info->content_length;
+  h->chunked = info->chunked;
+  h->body_seen = 0;
+  h->body_done = 0;
+  h->body_left = info->content_length > 0 ? (uint64_t)info->content_length : 0;
+  if (info->chunked)
+    lr_guard_chunked_init(&h->cg);
+  h->head = p;
+  int r = h1__execute(h, p, len);
+  h->head = NULL;
+  if (r < 0) {
+    h1__fail(h, h->err_status ? h->err_status : 400);
+    return -1;
+  }
+  lr_conn_consume(h->c, len);
+  if (h->upgraded) {
+    lr_conn *c = h->c;
+    h1__free(h); /* the connection's protocol is the new one's now */
+    lr_conn_input_release(c);
+    return -1;
+  }
+  h->state = h->body_done ? H1__WAIT : H1__BODY;
+  return 0;
+}
+
+static void h1__process(lr_h1 *h) {
+  lr_conn *c = h->c;
   lr_guard_limits lim = {lr_cfg->limit_request_line, lr_cfg->limit_request_headers,
                          lr_cfg->limit_request_fields};
-  while (!(c->flags & LR_C_CLOSED)) {
-    size_t avail = c->rlen - c->rpos;
-    const char *p = c->rbuf + c->rpos;
-    switch (c->state) {
-    case LR_H1_HEAD: {
+  while (!lr_conn_closed(c)) {
+    size_t avail;
+    const char *p = lr_conn_input(c, &avail);
+    switch (h->state) {
+    case H1__HEAD: {
       if (avail == 0)
         return;
-      if (c->rpos > 0 && c->rlen == c->rcap) {
-        memmove(c->rbuf, p, avail); /* heads are parsed from a stable start */
-        c->rpos = 0;
-        c->rlen = avail;
-        p = c->rbuf;
-      }
       /* The guard rescans the whole head: only call it when a line ended (or a limit
        * may be crossed), so a byte-at-a-time sender costs O(n), not O(n^2). */
-      if (c->head_scanned < avail &&
-          !memchr(p + c->head_scanned, '\n', avail - c->head_scanned)) {
-        const char *nl = memchr(p, '\n', c->head_scanned);
+      if (h->head_scanned < avail &&
+          !memchr(p + h->head_scanned, '\n', avail - h->head_scanned)) {
+        const char *nl = memchr(p, '\n', h->head_scanned);
         size_t limit = nl ? (size_t)(nl - p) + 1 + lim.max_headers : lim.max_request_line;
         if (avail <= limit) {
-          c->head_scanned = avail;
+          h->head_scanned = avail;
           return;
         }
       }
-      c->head_scanned = 0;
+      h->head_scanned = 0;
       lr_head_info info;
       int r = lr_guard_head(p, avail, &lim, &info);
       if (r == 0) {
-        c->head_scanned = avail;
-        if (c->rlen == c->rcap && c->rcap >= 64 * 1024)
-          lr_http1_error(c, 431);
-        else if (c->flags & LR_C_PAUSED)
+        h->head_scanned = avail;
+        if (lr_conn_input_full(c))
+          lr_h1_reply(h, 431, NULL);
+        else
           lr_conn_resume(c);
         return;
       }
       if (r < 0) {
-        lr_http1_error(c, -r);
+        lr_h1_reply(h, -r, NULL);
         return;
       }
-      if (!c->req.hdr) {
-        c->hdr_cap = lr_cfg->limit_request_fields + 1;
-        c->req.hdr = malloc(c->hdr_cap * sizeof *c->req.hdr);
-        if (!c->req.hdr) {
-          lr_conn_close(c);
-          return;
-        }
-      }
-      lr_conn_arm_timer(c, 0);
-      c->err_status = 0;
-      c->req.n_hdr = 0;
-      c->req.content_length = info.content_length;
-      c->req.chunked = info.chunked;
-      c->body_seen = 0;
-      c->body_done = 0;
-      c->body_left = info.content_length > 0 ? (uint64_t)info.content_length : 0;
-      if (info.chunked)
-        lr_guard_chunked_init(&c->cg);
-      if (lr_server_draining())
-        c->req.keep_alive = 0;
-      if (lr__execute(c, p, (size_t)r) < 0) {
-        lr__fail(c, lr__error_status(c));
+      if (h1__head(h, p, (size_t)r, &info) < 0)
         return;
-      }
-      c->rpos += (size_t)r;
-      c->state = c->is_ws ? LR_H1_WS : c->body_done ? LR_H1_WAIT : LR_H1_BODY;
       continue;
     }
-    case LR_H1_BODY: {
+    case H1__BODY: {
       if (avail == 0)
         return;
-      if (c->cycle && lr_cycle_body_buffered(c->cycle) >= LR_BODY_HIGH) {
+      if (h->cycle && h->cops->buffered(h->cycle) >= H1__BODY_HIGH) {
         lr_conn_pause(c);
         return;
       }
-      size_t n = avail;
-      if (c->req.chunked) {
+      if (h->chunked) {
         size_t used = 0;
-        c->body_err = 0;
-        int g = lr_guard_chunked_decode(&c->cg, p, n, &used, lr__on_chunk_data, c);
-        if (g < 0 || c->body_err) {
-          lr__fail(c, g < 0 ? 400 : c->body_err);
+        h->body_err = 0;
+        int g = lr_guard_chunked_decode(&h->cg, p, avail, &used, h1__on_chunk_data, h);
+        if (g < 0 || h->body_err) {
+          h1__fail(h, g < 0 ? 400 : h->body_err);
           return;
         }
-        c->rpos += used;
+        lr_conn_consume(c, used);
         if (g == 1) {
-          /* llhttp saw the head only; ready it for the next request */
-          llhttp_reset(&c->parser);
-          c->body_done = 1;
-          if (c->cycle)
-            lr_cycle_body_end(c->cycle);
-          c->state = LR_H1_WAIT;
+          llhttp_reset(&h->parser); /* llhttp saw the head only */
+          h1__body_complete(h);
+          h->state = H1__WAIT;
         }
         continue;
       }
-      if (n > c->body_left) {
-        n = (size_t)c->body_left;
-      }
-      if (lr__execute(c, p, n) < 0) {
-        lr__fail(c, lr__error_status(c));
+      size_t n = avail < h->body_left ? avail : (size_t)h->body_left;
+      if (h1__execute(h, p, n) < 0) {
+        h1__fail(h, h->err_status ? h->err_status : 400);
         return;
       }
-      c->rpos += n;
-      c->body_left -= n;
-      if (c->body_done)
-        c->state = LR_H1_WAIT;
+      lr_conn_consume(c, n);
+      h->body_left -= n;
+      if (h->body_done)
+        h->state = H1__WAIT;
       continue;
     }
-    case LR_H1_WAIT:
+    case H1__WAIT:
       return; /* pipelined bytes wait for the response in flight */
-    case LR_H1_CLOSING:
-      c->rpos = c->rlen;
-      return;
-    case LR_H1_WS:
-      lr_ws_on_data(c);
+    case H1__CLOSING:
+      lr_conn_consume(c, avail);
       return;
     }
   }
 }
 
-void lr_http1_body_drained(lr_conn *c) {
-  if (c->state == LR_H1_BODY && (c->flags & LR_C_PAUSED)) {
-    lr_conn_resume(c);
-    lr_http1_process(c);
+void lr_h1_body_drained(lr_h1 *h) {
+  if (h->state == H1__BODY && lr_conn_paused(h->c)) {
+    lr_conn_resume(h->c);
+    h1__process(h);
   }
 }
 
-void lr_http1_response_done(lr_conn *c, int keep_alive) {
-  PyObject *cy = c->cycle;
-  c->cycle = NULL;
-  if (cy) {
-    lr_cycle_detach(cy, 0);
-    Py_DECREF(cy);
-  }
-  if (c->flags & LR_C_CLOSED)
+void lr_h1_response_done(lr_h1 *h, int keep_alive) {
+  h1__detach(h, 0);
+  if (lr_conn_closed(h->c))
     return;
-  if (!keep_alive || !c->body_done || lr_server_draining()) {
+  if (!keep_alive || !h->body_done || lr_server_draining()) {
     /* An unread body cannot be skipped safely: close instead of guessing. */
-    c->state = LR_H1_CLOSING;
-    lr_conn_close_after_write(c);
+    h->state = H1__CLOSING;
+    lr_conn_close_after_write(h->c);
     return;
   }
-  c->state = LR_H1_HEAD;
-  lr_conn_resume(c);
-  if (c->rpos < c->rlen) {
-    lr_conn_arm_timer(c, lr_cfg->header_timeout);
-    lr_http1_process(c);
+  h->state = H1__HEAD;
+  lr_conn_resume(h->c);
+  size_t avail;
+  lr_conn_input(h->c, &avail);
+  if (avail) {
+    lr_conn_arm_timer(h->c, lr_cfg->header_timeout);
+    h1__process(h);
   } else {
-    lr_conn_arm_timer(c, lr_cfg->keepalive_timeout);
+    lr_conn_arm_timer(h->c, lr_cfg->keepalive_timeout);
   }
 }
 
-void lr_http1_eof(lr_conn *c) {
+/* ---- the connection's ops ---- */
+
+static void h1__data(lr_conn *c) {
+  h1__process(lr_conn_proto(c));
+}
+
+static void h1__eof(lr_conn *c) {
   /* The peer will send nothing more. A request in progress cannot complete and a
    * response cannot be read by a client that closed: treat as a disconnect. */
   lr_conn_close(c);
 }
 
-void lr_http1_timeout(lr_conn *c) {
-  if (c->state == LR_H1_HEAD) {
-    if (c->rpos < c->rlen)
-      lr_log(LR_LOG_DEBUG, "laurel.http", "%s: request head timed out", c->peer);
+static void h1__timeout(lr_conn *c) {
+  lr_h1 *h = lr_conn_proto(c);
+  size_t avail;
+  if (h->state != H1__HEAD)
+    return;
+  if (lr_conn_input(c, &avail) && avail > 0)
+    lr_log(LR_LOG_DEBUG, "laurel.http", "%s: request head timed out",
+           lr_conn_peer_text(c));
+  lr_conn_close(c);
+}
+
+static void h1__drained(lr_conn *c) {
+  lr_h1 *h = lr_conn_proto(c);
+  if (h->cycle)
+    h->cops->drained(h->cycle);
+}
+
+static void h1__shutdown(lr_conn *c) {
+  lr_h1 *h = lr_conn_proto(c);
+  if (h->state == H1__HEAD && !h->cycle && !lr_conn_has_unread(c))
+    lr_conn_close(c); /* idle; one with a request on its way is served first */
+}
+
+static void h1__closed(lr_conn *c) {
+  h1__detach(lr_conn_proto(c), 1);
+}
+
+static void h1__conn_free(lr_conn *c) {
+  h1__free(lr_conn_proto(c));
+}
+
+static const lr_conn_ops h1__ops = {
+    .name = "http/1.1",
+    .data = h1__data,
+    .eof = h1__eof,
+    .timeout = h1__timeout,
+    .drained = h1__drained,
+    .shutdown = h1__shutdown,
+    .closed = h1__closed,
+    .free = h1__conn_free,
+};
+
+void lr_h1_start(lr_conn *c) {
+  assert(h1__app); /* lr_h1_set_app comes before the first connection */
+  lr_h1 *h = calloc(1, sizeof *h);
+  if (!h) {
     lr_conn_close(c);
+    return;
   }
+  if (!h1__settings.on_message_complete) {
+    llhttp_settings_init(&h1__settings);
+    h1__settings.on_method = h1__on_method;
+    h1__settings.on_url = h1__on_url;
+    h1__settings.on_header_field = h1__on_header_field;
+    h1__settings.on_header_value = h1__on_header_value;
+    h1__settings.on_header_value_complete = h1__on_header_value_complete;
+    h1__settings.on_headers_complete = h1__on_headers_complete;
+    h1__settings.on_body = h1__on_body;
+    h1__settings.on_message_complete = h1__on_message_complete;
+  }
+  h->c = c;
+  h->state = H1__HEAD;
+  llhttp_init(&h->parser, HTTP_REQUEST, &h1__settings);
+  h->parser.data = h;
+  lr_conn_set_proto(c, &h1__ops, h);
+  lr_conn_arm_timer(c, lr_cfg->header_timeout);
+}
+
+/* ---- accessors ---- */
+
+lr_conn *lr_h1_conn(const lr_h1 *h) {
+  return h->c;
+}
+
+void **lr_h1_app_state(lr_h1 *h) {
+  return &h->app_state;
+}
+
+const char *lr_h1_method(const lr_h1 *h, size_t *len) {
+  assert(h->head);
+  *len = h->method_len;
+  return h->head + h->method;
+}
+
+const char *lr_h1_target(const lr_h1 *h, size_t *len) {
+  assert(h->head);
+  *len = h->target_len;
+  return h->head + h->target;
+}
+
+int lr_h1_minor(const lr_h1 *h) {
+  return h->http_minor;
+}
+
+int lr_h1_keep_alive(const lr_h1 *h) {
+  return h->keep_alive;
+}
+
+int lr_h1_is_head(const lr_h1 *h) {
+  return h->is_head;
+}
+
+int lr_h1_expects_continue(const lr_h1 *h) {
+  return h->expect_continue;
+}
+
+unsigned lr_h1_nfields(const lr_h1 *h) {
+  return h->nfields;
+}
+
+lr_token lr_h1_field(const lr_h1 *h, unsigned i, const char **name, size_t *nn,
+                     const char **value, size_t *vn) {
+  assert(h->head && i < h->nfields);
+  const h1__field *f = &h->fields[i];
+  *name = h->head + f->name;
+  *nn = f->name_len;
+  *value = h->head + f->value;
+  *vn = f->value_len;
+  return (lr_token)f->token;
+}
+
+const char *lr_h1_find(const lr_h1 *h, lr_token tok, size_t *vn) {
+  assert(h->head);
+  if (tok < 0 || !(h->tok_seen & (UINT64_C(1) << tok)))
+    return NULL;
+  const h1__field *f = &h->fields[h->tok_first[tok]];
+  if (vn)
+    *vn = f->value_len;
+  return h->head + f->value;
+}
+
+const char *lr_h1_find_name(const lr_h1 *h, const char *name, size_t *vn) {
+  size_t n = strlen(name);
+  lr_token tok = lr_token_find(name, n);
+  if (tok != LR_TOK_UNKNOWN)
+    return lr_h1_find(h, tok, vn);
+  for (unsigned i = 0; i < h->nfields; i++) {
+    const h1__field *f = &h->fields[i];
+    if (f->name_len == n && strncasecmp(h->head + f->name, name, n) == 0) {
+      *vn = f->value_len;
+      return h->head + f->value;
+    }
+  }
+  return NULL;
+}
+
+unsigned lr_h1_count(const lr_h1 *h, lr_token tok) {
+  unsigned n = 0;
+  if (tok < 0 || !(h->tok_seen & (UINT64_C(1) << tok)))
+    return 0;
+  for (unsigned i = h->tok_first[tok]; i < h->nfields; i++)
+    n += h->fields[i].token == (int)tok;
+  return n;
 }

@@ -14,21 +14,16 @@
 
 #include "laurel/layer/layer.h"
 #include "laurel/layer/msgpack.h"
-#include "laurel/py/coro.h"
 #include "laurel/layer/redis.h"
-
-typedef struct lr_lmsg {
-  PyObject *msg;
-  double expires;
-} lr_lmsg;
+#include "laurel/py/coro.h"
+#include "laurel/py/inbox.h"
+#include "laurel/py/strings.h"
 
 typedef struct LrChan {
   PyObject_HEAD PyObject *name;
-  lr_lmsg *q;
-  unsigned head, len, cap;
+  lr_inbox in; /* messages (with their expiry) and parked receivers (with their loop) */
   long capacity;
-  PyObject *waiters; /* list of (future, loop), or NULL */
-  PyObject *groups;  /* set of group names this channel is in, or NULL */
+  PyObject *groups; /* set of group names this channel is in, or NULL */
   int wake_scheduled;
 } LrChan;
 
@@ -49,10 +44,9 @@ typedef struct LrLayer {
 } LrLayer;
 
 static PyTypeObject LrChan_Type, LrLayer_Type;
-static PyObject *lr__get_running_loop, *lr__deepcopy, *lr__s_create_future,
-    *lr__s_set_result, *lr__s_done, *lr__s_cstsafe, *lr__s_wake;
+static PyObject *layer__get_running_loop, *layer__deepcopy;
 
-static double lr__now(void) {
+static double layer__now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -60,7 +54,7 @@ static double lr__now(void) {
 
 /* ---- message copies ---- */
 
-static PyObject *lr__copy(PyObject *o, int depth) {
+static PyObject *layer__copy(PyObject *o, int depth) {
   if (depth > 100) {
     PyErr_SetString(PyExc_ValueError, "message nested too deeply");
     return NULL;
@@ -76,7 +70,7 @@ static PyObject *lr__copy(PyObject *o, int depth) {
     if (!d)
       return NULL;
     while (PyDict_Next(o, &pos, &k, &v)) {
-      PyObject *c = lr__copy(v, depth + 1);
+      PyObject *c = layer__copy(v, depth + 1);
       if (!c || PyDict_SetItem(d, k, c) < 0) {
         Py_XDECREF(c);
         Py_DECREF(d);
@@ -93,7 +87,7 @@ static PyObject *lr__copy(PyObject *o, int depth) {
       return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
       PyObject *item = t == &PyList_Type ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
-      PyObject *c = lr__copy(item, depth + 1);
+      PyObject *c = layer__copy(item, depth + 1);
       if (!c) {
         Py_DECREF(r);
         return NULL;
@@ -105,18 +99,15 @@ static PyObject *lr__copy(PyObject *o, int depth) {
     }
     return r;
   }
-  return PyObject_CallOneArg(lr__deepcopy, o); /* anything else: copy.deepcopy */
+  return PyObject_CallOneArg(layer__deepcopy, o); /* anything else: copy.deepcopy */
 }
 
 /* ---- channels ---- */
 
-static void lr__chan_dealloc(PyObject *o) {
+static void layer__chan_dealloc(PyObject *o) {
   LrChan *ch = (LrChan *)o;
-  for (unsigned i = 0; i < ch->len; i++)
-    Py_XDECREF(ch->q[(ch->head + i) % ch->cap].msg);
-  PyMem_Free(ch->q);
+  lr_inbox_clear(&ch->in);
   Py_XDECREF(ch->name);
-  Py_XDECREF(ch->waiters);
   Py_XDECREF(ch->groups);
   PyObject_Free(o);
 }
@@ -124,13 +115,13 @@ static void lr__chan_dealloc(PyObject *o) {
 static PyTypeObject LrChan_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "laurel.LayerChannel",
     .tp_basicsize = sizeof(LrChan),
-    .tp_dealloc = lr__chan_dealloc,
+    .tp_dealloc = layer__chan_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
 };
 
 /* The channel record for name (borrowed), created when create is set. validate: check
  * the name with Channels' rules first (a new name only: known names were checked). */
-static LrChan *lr__chan(LrLayer *L, PyObject *name, int create, int validate) {
+static LrChan *layer__chan(LrLayer *L, PyObject *name, int create, int validate) {
   PyObject *o = PyDict_GetItemWithError(L->channels, name);
   if (o || PyErr_Occurred() || !create)
     return (LrChan *)o;
@@ -154,10 +145,8 @@ static LrChan *lr__chan(LrLayer *L, PyObject *name, int create, int validate) {
   if (!ch)
     return NULL;
   ch->name = Py_NewRef(name);
-  ch->q = NULL;
-  ch->head = ch->len = ch->cap = 0;
+  ch->in = (lr_inbox){0};
   ch->capacity = cap > 0 ? cap : 1;
-  ch->waiters = NULL;
   ch->groups = NULL;
   ch->wake_scheduled = 0;
   int r = PyDict_SetItem(L->channels, name, (PyObject *)ch);
@@ -165,68 +154,39 @@ static LrChan *lr__chan(LrLayer *L, PyObject *name, int create, int validate) {
   return r < 0 ? NULL : ch;
 }
 
-static int lr__push(LrChan *ch, PyObject *msg, double expires) {
-  if (ch->len == ch->cap) {
-    unsigned cap = ch->cap ? ch->cap * 2 : 4;
-    lr_lmsg *q = PyMem_Malloc(cap * sizeof *q);
-    if (!q) {
-      PyErr_NoMemory();
-      return -1;
-    }
-    for (unsigned i = 0; i < ch->len; i++)
-      q[i] = ch->q[(ch->head + i) % ch->cap];
-    PyMem_Free(ch->q);
-    ch->q = q;
-    ch->head = 0;
-    ch->cap = cap;
-  }
-  ch->q[(ch->head + ch->len) % ch->cap].msg = msg; /* steals */
-  ch->q[(ch->head + ch->len) % ch->cap].expires = expires;
-  ch->len++;
-  return 0;
-}
-
-static PyObject *lr__pop(LrChan *ch) {
-  PyObject *m = ch->q[ch->head].msg;
-  ch->q[ch->head].msg = NULL;
-  ch->head = (ch->head + 1) % ch->cap;
-  ch->len--;
-  return m;
-}
-
 /* ---- the Redis bridge's view of membership ---- */
 
 /* prefix + "__group__" + group: the Redis channel of a group. */
-static PyObject *lr__group_channel(LrLayer *L, PyObject *group) {
+static PyObject *layer__group_channel(LrLayer *L, PyObject *group) {
   return PyUnicode_Concat(L->group_prefix, group);
 }
 
 /* A group got its first local member (born) or lost its last (gone): SUBSCRIBE or
  * UNSUBSCRIBE its Redis channel. Errors are reported, never raised: membership has
  * changed already. */
-static void lr__group_hook(LrLayer *L, PyObject *group, int born) {
+static void layer__group_hook(LrLayer *L, PyObject *group, int born) {
   if (!L->bridge)
     return;
-  PyObject *rc = lr__group_channel(L, group);
+  PyObject *rc = layer__group_channel(L, group);
   if (!rc || (born ? lr_bridge_want(L->bridge, rc) : lr_bridge_unwant(L->bridge, rc)) < 0)
     PyErr_WriteUnraisable(group);
   Py_XDECREF(rc);
 }
 
 /* Drop group g when its members dict is empty. */
-static void lr__group_maybe_gone(LrLayer *L, PyObject *g, PyObject *members) {
+static void layer__group_maybe_gone(LrLayer *L, PyObject *g, PyObject *members) {
   if (PyDict_GET_SIZE(members) != 0)
     return;
   Py_INCREF(g);
   if (PyDict_DelItem(L->groups, g) < 0)
     PyErr_Clear();
   else
-    lr__group_hook(L, g, 0);
+    layer__group_hook(L, g, 0);
   Py_DECREF(g);
 }
 
 /* Messages for name come to this process (new_channel, receive). */
-static int lr__claim(LrLayer *L, PyObject *name) {
+static int layer__claim(LrLayer *L, PyObject *name) {
   if (!L->bridge)
     return 0;
   int has = PySet_Contains(L->claimed, name);
@@ -237,7 +197,7 @@ static int lr__claim(LrLayer *L, PyObject *name) {
   return lr_bridge_want(L->bridge, name);
 }
 
-static void lr__unclaim(LrLayer *L, PyObject *name) {
+static void layer__unclaim(LrLayer *L, PyObject *name) {
   if (!L->bridge)
     return;
   int r = PySet_Discard(L->claimed, name);
@@ -248,7 +208,7 @@ static void lr__unclaim(LrLayer *L, PyObject *name) {
 }
 
 /* A channel whose message expired leaves all its groups (channel-layer contract). */
-static void lr__leave_groups(LrLayer *L, LrChan *ch) {
+static void layer__leave_groups(LrLayer *L, LrChan *ch) {
   if (!ch->groups)
     return;
   PyObject *it = PyObject_GetIter(ch->groups), *g;
@@ -261,7 +221,7 @@ static void lr__leave_groups(LrLayer *L, LrChan *ch) {
     if (members && PyDict_DelItem(members, ch->name) < 0)
       PyErr_Clear();
     if (members)
-      lr__group_maybe_gone(L, g, members);
+      layer__group_maybe_gone(L, g, members);
     Py_DECREF(g);
   }
   Py_DECREF(it);
@@ -271,57 +231,41 @@ static void lr__leave_groups(LrLayer *L, LrChan *ch) {
 
 /* Drops expired messages; a channel that had one leaves all its groups. Returns 1 when
  * that happened. */
-static int lr__expire(LrLayer *L, LrChan *ch, double now) {
-  int expired = 0;
-  while (ch->len > 0 && ch->q[ch->head].expires < now) {
-    Py_DECREF(lr__pop(ch));
-    expired = 1;
-  }
-  if (expired)
-    lr__leave_groups(L, ch);
-  return expired;
+static int layer__expire(LrLayer *L, LrChan *ch, double now) {
+  if (lr_inbox_expire(&ch->in, now) == 0)
+    return 0;
+  layer__leave_groups(L, ch);
+  return 1;
 }
 
-static PyObject *lr__running_loop(void) {
-  PyObject *loop = PyObject_CallNoArgs(lr__get_running_loop);
+static PyObject *layer__running_loop(void) {
+  PyObject *loop = PyObject_CallNoArgs(layer__get_running_loop);
   if (!loop)
     PyErr_Clear();
   return loop; /* new reference; None outside a loop */
 }
 
-static int lr__fut_done(PyObject *fut) {
-  PyObject *d = PyObject_CallMethodNoArgs(fut, lr__s_done);
-  int done = d ? PyObject_IsTrue(d) : 1;
-  Py_XDECREF(d);
-  PyErr_Clear();
-  return done;
-}
-
-/* Drops cancelled waiters from the front; returns the number of live ones left. */
-static Py_ssize_t lr__live_waiters(LrChan *ch) {
-  if (!ch->waiters)
-    return 0;
-  while (PyList_GET_SIZE(ch->waiters) > 0 &&
-         lr__fut_done(PyTuple_GET_ITEM(PyList_GET_ITEM(ch->waiters, 0), 0)))
-    PySequence_DelItem(ch->waiters, 0);
-  return PyList_GET_SIZE(ch->waiters);
+/* A receiver is parked (done ones before the first pending one are dropped). */
+static int layer__has_receiver(LrChan *ch) {
+  return lr_inbox_first(&ch->in) != NULL;
 }
 
 /* Wake up to n parked receivers of this loop. The message stays queued: a woken
  * receiver takes it when it runs, so one cancelled in between loses nothing. A receiver
  * on another thread's loop is woken there (call_soon_threadsafe). */
-static void lr__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
-  while (n > 0 && lr__live_waiters(ch) > 0) {
-    PyObject *w = PyList_GET_ITEM(ch->waiters, 0); /* (future, loop) */
-    PyObject *fut = PyTuple_GET_ITEM(w, 0), *loop = PyTuple_GET_ITEM(w, 1);
-    if (loop != cur_loop) {
+static void layer__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
+  const lr_waiter *w;
+  while (n > 0 && (w = lr_inbox_first(&ch->in))) {
+    if (w->loop != cur_loop) {
       if (!ch->wake_scheduled) {
         ch->wake_scheduled = 1; /* before the call: it may let the other thread run */
-        PyObject *wake = PyObject_GetAttr((PyObject *)L, lr__s_wake);
-        PyObject *r =
-            wake ? PyObject_CallMethodObjArgs(loop, lr__s_cstsafe, wake, ch->name, NULL)
-                 : NULL;
+        PyObject *loop = Py_NewRef(w->loop);
+        PyObject *wake = PyObject_GetAttr((PyObject *)L, lr_s.layer_wake);
+        PyObject *r = wake ? PyObject_CallMethodObjArgs(loop, lr_s.call_soon_threadsafe,
+                                                        wake, ch->name, NULL)
+                           : NULL;
         Py_XDECREF(wake);
+        Py_DECREF(loop);
         if (!r) { /* that loop is closed: the message waits for the next receive */
           PyErr_Clear();
           ch->wake_scheduled = 0;
@@ -330,43 +274,35 @@ static void lr__wake_n(LrLayer *L, LrChan *ch, PyObject *cur_loop, unsigned n) {
       }
       return;
     }
-    Py_INCREF(fut);
-    PySequence_DelItem(ch->waiters, 0);
-    PyObject *r = PyObject_CallMethodOneArg(fut, lr__s_set_result, Py_None);
-    if (!r)
-      PyErr_WriteUnraisable(fut);
-    Py_XDECREF(r);
-    Py_DECREF(fut);
+    lr_inbox_wake(&ch->in, Py_None);
     n--;
   }
 }
 
 /* Queue msg (stolen) and wake one receiver. 1 queued, 0 full (dropped), -1 error. */
-static int lr__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop,
-                       double now) {
-  if (ch->len >= (unsigned long)ch->capacity) {
+static int layer__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_loop,
+                          double now) {
+  if (lr_inbox_len(&ch->in) >= (unsigned long)ch->capacity) {
     Py_DECREF(msg);
     return 0;
   }
-  if (lr__push(ch, msg, now + L->expiry) < 0) {
-    Py_DECREF(msg);
+  if (lr_inbox_put(&ch->in, msg, now + L->expiry) < 0)
     return -1;
-  }
   L->delivered++;
-  lr__wake_n(L, ch, cur_loop, 1);
+  layer__wake_n(L, ch, cur_loop, 1);
   return 1;
 }
 
 /* Forget a channel nobody holds: no queued message, no parked receiver, no group. */
-static void lr__maybe_drop(LrLayer *L, LrChan *ch) {
-  if (ch->len == 0 && !ch->groups && lr__live_waiters(ch) == 0 &&
+static void layer__maybe_drop(LrLayer *L, LrChan *ch) {
+  if (lr_inbox_len(&ch->in) == 0 && !ch->groups && !layer__has_receiver(ch) &&
       PyDict_DelItem(L->channels, ch->name) < 0)
     PyErr_Clear();
 }
 
 /* ---- the layer ---- */
 
-static int lr__layer_init(PyObject *o, PyObject *args, PyObject *kw) {
+static int layer__layer_init(PyObject *o, PyObject *args, PyObject *kw) {
   LrLayer *L = (LrLayer *)o;
   static char *names[] = {"expiry",   "group_expiry", "capacity", "capacity_fn",
                           "validate", "channel_full", NULL};
@@ -383,7 +319,7 @@ static int lr__layer_init(PyObject *o, PyObject *args, PyObject *kw) {
   return L->channels && L->groups ? 0 : -1;
 }
 
-static PyObject *lr__require_dict(PyObject *message) {
+static PyObject *layer__require_dict(PyObject *message) {
   if (!PyDict_Check(message)) {
     PyErr_SetString(PyExc_TypeError, "message is not a dict");
     return NULL;
@@ -392,7 +328,7 @@ static PyObject *lr__require_dict(PyObject *message) {
 }
 
 /* The msgpack of message as bytes (channels_redis' wire format), or NULL. */
-static PyObject *lr__encode(PyObject *message) {
+static PyObject *layer__encode(PyObject *message) {
   lr_mp_buf buf;
   lr_mp_buf_init(&buf);
   PyObject *out = NULL;
@@ -412,21 +348,21 @@ static PyObject *lr__encode(PyObject *message) {
   return out;
 }
 
-static int lr__publish(LrLayer *L, PyObject *name, PyObject *message) {
-  PyObject *payload = lr__encode(message);
+static int layer__publish(LrLayer *L, PyObject *name, PyObject *message) {
+  PyObject *payload = layer__encode(message);
   int r = payload ? lr_bridge_publish(L->bridge, name, payload) : -1;
   Py_XDECREF(payload);
   return r;
 }
 
 /* send(channel, message): synchronous; raises ChannelFull. */
-static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+static PyObject *layer__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
   if (n != 2) {
     PyErr_SetString(PyExc_TypeError, "send(channel, message)");
     return NULL;
   }
-  if (!lr__require_dict(args[1]))
+  if (!layer__require_dict(args[1]))
     return NULL;
   if (L->bridge) { /* a channel of another process: through Redis */
     int local = PySet_Contains(L->claimed, args[0]);
@@ -437,18 +373,18 @@ static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
       if (!r)
         return NULL;
       Py_DECREF(r);
-      return lr__publish(L, args[0], args[1]) < 0 ? NULL : Py_NewRef(Py_None);
+      return layer__publish(L, args[0], args[1]) < 0 ? NULL : Py_NewRef(Py_None);
     }
   }
-  LrChan *ch = lr__chan(L, args[0], 1, 1);
+  LrChan *ch = layer__chan(L, args[0], 1, 1);
   if (!ch)
     return NULL;
   Py_INCREF(ch);
-  double now = lr__now();
-  lr__expire(L, ch, now);
-  PyObject *copy = lr__copy(args[1], 0);
-  PyObject *loop = copy ? lr__running_loop() : NULL;
-  int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
+  double now = layer__now();
+  layer__expire(L, ch, now);
+  PyObject *copy = layer__copy(args[1], 0);
+  PyObject *loop = copy ? layer__running_loop() : NULL;
+  int r = copy ? layer__deliver(L, ch, copy, loop, now) : -1;
   Py_XDECREF(loop);
   Py_DECREF(ch);
   if (r < 0)
@@ -462,20 +398,20 @@ static PyObject *lr__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
 
 /* A copy of msg to every local member of group; full members are skipped and counted.
  * The number delivered, or -1. */
-static long lr__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
+static long layer__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
   PyObject *members = PyDict_GetItemWithError(L->groups, group);
   if (!members)
     return PyErr_Occurred() ? -1 : 0;
   /* A snapshot: delivering may drop expired members from this very dict. */
   Py_INCREF(members);
   PyObject *items = PyDict_Items(members);
-  PyObject *loop = items ? lr__running_loop() : NULL;
+  PyObject *loop = items ? layer__running_loop() : NULL;
   if (!items || !loop) {
     Py_XDECREF(items);
     Py_DECREF(members);
     return -1;
   }
-  double now = lr__now();
+  double now = layer__now();
   long sent = 0;
   Py_ssize_t count = PyList_GET_SIZE(items);
   for (Py_ssize_t i = 0; i < count; i++) {
@@ -487,18 +423,18 @@ static long lr__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
         PyErr_Clear();
       continue;
     }
-    LrChan *ch = lr__chan(L, name, 1, 0);
+    LrChan *ch = layer__chan(L, name, 1, 0);
     if (!ch) {
       sent = -1;
       break;
     }
     Py_INCREF(ch);
-    if (lr__expire(L, ch, now)) { /* its stale message took it out of every group */
+    if (layer__expire(L, ch, now)) { /* its stale message took it out of every group */
       Py_DECREF(ch);
       continue;
     }
-    PyObject *copy = lr__copy(msg, 0);
-    int r = copy ? lr__deliver(L, ch, copy, loop, now) : -1;
+    PyObject *copy = layer__copy(msg, 0);
+    int r = copy ? layer__deliver(L, ch, copy, loop, now) : -1;
     Py_DECREF(ch);
     if (r < 0) {
       sent = -1;
@@ -510,7 +446,7 @@ static long lr__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
       sent++;
   }
   if (sent >= 0)
-    lr__group_maybe_gone(L, group, members);
+    layer__group_maybe_gone(L, group, members);
   Py_DECREF(members);
   Py_DECREF(items);
   Py_DECREF(loop);
@@ -520,21 +456,21 @@ static long lr__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
 /* group_send(group, message) -> number delivered here. With a bridge the message is
  * encoded first (so an unsendable one fails before anyone got it), delivered to the
  * local members directly, and published to the group's Redis channel. */
-static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+static PyObject *layer__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
   if (n != 2) {
     PyErr_SetString(PyExc_TypeError, "group_send(group, message)");
     return NULL;
   }
-  if (!lr__require_dict(args[1]))
+  if (!layer__require_dict(args[1]))
     return NULL;
   PyObject *payload = NULL, *rc = NULL;
   if (L->bridge &&
-      (!(payload = lr__encode(args[1])) || !(rc = lr__group_channel(L, args[0])))) {
+      (!(payload = layer__encode(args[1])) || !(rc = layer__group_channel(L, args[0])))) {
     Py_XDECREF(payload);
     return NULL;
   }
-  long sent = lr__group_deliver(L, args[0], args[1]);
+  long sent = layer__group_deliver(L, args[0], args[1]);
   if (sent >= 0 && payload && lr_bridge_publish(L->bridge, rc, payload) < 0)
     sent = -1;
   Py_XDECREF(payload);
@@ -542,19 +478,20 @@ static PyObject *lr__group_send(PyObject *o, PyObject *const *args, Py_ssize_t n
   return sent < 0 ? NULL : PyLong_FromLong(sent);
 }
 
-void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg) {
+/* The Redis bridge's delivery: a message (stolen) arrived for name. */
+static void layer__from_redis(PyObject *core, PyObject *name, PyObject *msg) {
   LrLayer *L = (LrLayer *)core;
   Py_ssize_t plen = PyUnicode_GET_LENGTH(L->group_prefix);
   if (PyUnicode_Tailmatch(name, L->group_prefix, 0, plen, -1) == 1) {
     PyObject *group = PyUnicode_Substring(name, plen, PyUnicode_GET_LENGTH(name));
-    if (!group || lr__group_deliver(L, group, msg) < 0)
+    if (!group || layer__group_deliver(L, group, msg) < 0)
       PyErr_WriteUnraisable(name);
     Py_XDECREF(group);
     Py_DECREF(msg);
     return;
   }
   int mine = PySet_Contains(L->claimed, name);
-  LrChan *ch = mine == 1 ? lr__chan(L, name, 1, 0) : NULL;
+  LrChan *ch = mine == 1 ? layer__chan(L, name, 1, 0) : NULL;
   if (!ch) {
     if (PyErr_Occurred())
       PyErr_WriteUnraisable(name);
@@ -562,10 +499,10 @@ void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg) {
     return;
   }
   Py_INCREF(ch);
-  double now = lr__now();
-  lr__expire(L, ch, now);
-  PyObject *loop = lr__running_loop();
-  int r = lr__deliver(L, ch, msg, loop, now); /* steals msg */
+  double now = layer__now();
+  layer__expire(L, ch, now);
+  PyObject *loop = layer__running_loop();
+  int r = layer__deliver(L, ch, msg, loop, now); /* steals msg */
   Py_XDECREF(loop);
   Py_DECREF(ch);
   if (r < 0)
@@ -575,35 +512,29 @@ void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg) {
 }
 
 /* receive(channel): a coroutine completing with the next message. */
-static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fut) {
+static PyObject *layer__receive_poll(PyObject *owner, PyObject *name, PyObject **fut) {
   LrLayer *L = (LrLayer *)owner;
-  LrChan *ch = lr__chan(L, name, 1, 1);
-  if (!ch || lr__claim(L, name) < 0)
+  LrChan *ch = layer__chan(L, name, 1, 1);
+  if (!ch || layer__claim(L, name) < 0)
     return NULL;
-  lr__expire(L, ch, lr__now());
-  if (ch->len > 0) {
-    PyObject *msg = lr__pop(ch);
+  layer__expire(L, ch, layer__now());
+  if (lr_inbox_len(&ch->in) > 0) {
+    PyObject *msg = lr_inbox_take(&ch->in);
     Py_INCREF(ch);
-    lr__maybe_drop(L, ch);
+    layer__maybe_drop(L, ch);
     Py_DECREF(ch);
     return msg;
   }
-  PyObject *loop = lr__running_loop();
+  PyObject *loop = layer__running_loop();
   if (!loop || loop == Py_None) {
     Py_XDECREF(loop);
     PyErr_SetString(PyExc_RuntimeError, "receive() must be awaited inside an event loop");
     return NULL;
   }
-  PyObject *f = PyObject_CallMethodNoArgs(loop, lr__s_create_future);
-  PyObject *w = f ? PyTuple_Pack(2, f, loop) : NULL;
+  PyObject *f = PyObject_CallMethodNoArgs(loop, lr_s.create_future);
+  if (f && lr_inbox_park(&ch->in, f, loop) < 0)
+    Py_CLEAR(f);
   Py_DECREF(loop);
-  if (!w || ((!ch->waiters && !(ch->waiters = PyList_New(0))) ||
-             PyList_Append(ch->waiters, w) < 0)) {
-    Py_XDECREF(w);
-    Py_XDECREF(f);
-    return NULL;
-  }
-  Py_DECREF(w);
   *fut = f;
   return NULL;
 }
@@ -611,52 +542,52 @@ static PyObject *lr__receive_poll(PyObject *owner, PyObject *name, PyObject **fu
 /* A receive was cancelled: for Channels that is the sign the consumer is gone. An empty
  * channel with nobody else waiting is reclaimed with its memberships; a message that
  * arrived meanwhile goes to another waiter, or stays queued. */
-static void lr__receive_cancelled(PyObject *owner, PyObject *name) {
+static void layer__receive_cancelled(PyObject *owner, PyObject *name) {
   LrLayer *L = (LrLayer *)owner;
-  LrChan *ch = lr__chan(L, name, 0, 0);
+  LrChan *ch = layer__chan(L, name, 0, 0);
   if (!ch) {
     PyErr_Clear();
     return;
   }
   Py_INCREF(ch);
-  if (lr__live_waiters(ch) > 0) {
-    PyObject *loop = lr__running_loop();
-    lr__wake_n(L, ch, loop, ch->len);
+  if (layer__has_receiver(ch)) {
+    PyObject *loop = layer__running_loop();
+    layer__wake_n(L, ch, loop, lr_inbox_len(&ch->in));
     Py_XDECREF(loop);
   } else {
-    lr__unclaim(L, name); /* as channels_redis: the consumer is gone */
-    if (ch->len == 0) {
-      lr__leave_groups(L, ch);
-      lr__maybe_drop(L, ch);
+    layer__unclaim(L, name); /* as channels_redis: the consumer is gone */
+    if (lr_inbox_len(&ch->in) == 0) {
+      layer__leave_groups(L, ch);
+      layer__maybe_drop(L, ch);
     }
   }
   Py_DECREF(ch);
 }
 
-static PyObject *lr__receive(PyObject *o, PyObject *name) {
+static PyObject *layer__receive(PyObject *o, PyObject *name) {
   if (!PyUnicode_Check(name)) {
     PyErr_SetString(PyExc_TypeError, "channel name must be a str");
     return NULL;
   }
-  return lr_coro_new_ex(lr__receive_poll, o, name, 1, lr__receive_cancelled);
+  return lr_coro_new_ex(layer__receive_poll, o, name, 1, layer__receive_cancelled);
 }
 
 /* _wake(channel): on the receivers' loop, wake as many as there are messages. */
-static PyObject *lr__wake(PyObject *o, PyObject *name) {
+static PyObject *layer__wake(PyObject *o, PyObject *name) {
   LrLayer *L = (LrLayer *)o;
-  LrChan *ch = lr__chan(L, name, 0, 0);
+  LrChan *ch = layer__chan(L, name, 0, 0);
   if (!ch)
     return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
   Py_INCREF(ch);
   ch->wake_scheduled = 0;
-  PyObject *loop = lr__running_loop();
-  lr__wake_n(L, ch, loop, ch->len);
+  PyObject *loop = layer__running_loop();
+  layer__wake_n(L, ch, loop, lr_inbox_len(&ch->in));
   Py_XDECREF(loop);
   Py_DECREF(ch);
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+static PyObject *layer__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
   if (n != 2) {
     PyErr_SetString(PyExc_TypeError, "group_add(group, channel)");
@@ -671,15 +602,15 @@ static PyObject *lr__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n)
     Py_DECREF(members);
     if (r < 0)
       return NULL;
-    lr__group_hook(L, group, 1);
+    layer__group_hook(L, group, 1);
   }
-  PyObject *until = PyFloat_FromDouble(lr__now() + L->group_expiry);
+  PyObject *until = PyFloat_FromDouble(layer__now() + L->group_expiry);
   if (!until || PyDict_SetItem(members, name, until) < 0) {
     Py_XDECREF(until);
     return NULL;
   }
   Py_DECREF(until);
-  LrChan *ch = lr__chan(L, name, 1, 0);
+  LrChan *ch = layer__chan(L, name, 1, 0);
   if (!ch)
     return NULL;
   if (!ch->groups && !(ch->groups = PySet_New(NULL)))
@@ -689,7 +620,7 @@ static PyObject *lr__group_add(PyObject *o, PyObject *const *args, Py_ssize_t n)
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__group_discard(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+static PyObject *layer__group_discard(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   LrLayer *L = (LrLayer *)o;
   if (n != 2) {
     PyErr_SetString(PyExc_TypeError, "group_discard(group, channel)");
@@ -699,11 +630,11 @@ static PyObject *lr__group_discard(PyObject *o, PyObject *const *args, Py_ssize_
   if (members) {
     if (PyDict_DelItem(members, args[1]) < 0)
       PyErr_Clear();
-    lr__group_maybe_gone(L, args[0], members);
+    layer__group_maybe_gone(L, args[0], members);
   } else if (PyErr_Occurred()) {
     return NULL;
   }
-  LrChan *ch = lr__chan(L, args[1], 0, 0);
+  LrChan *ch = layer__chan(L, args[1], 0, 0);
   if (ch && ch->groups && PySet_Discard(ch->groups, args[0]) < 0)
     return NULL;
   if (PyErr_Occurred())
@@ -711,7 +642,7 @@ static PyObject *lr__group_discard(PyObject *o, PyObject *const *args, Py_ssize_
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__flush(PyObject *o, PyObject *unused) {
+static PyObject *layer__flush(PyObject *o, PyObject *unused) {
   (void)unused;
   LrLayer *L = (LrLayer *)o;
   /* Receivers still parked keep their channel; queued messages and groups go. */
@@ -722,11 +653,11 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
     return NULL;
   while (PyDict_Next(L->channels, &pos, &k, &v)) {
     LrChan *ch = (LrChan *)v;
-    while (ch->len > 0)
-      Py_DECREF(lr__pop(ch));
+    PyObject *m;
+    while ((m = lr_inbox_take(&ch->in)))
+      Py_DECREF(m);
     Py_CLEAR(ch->groups);
-    if (ch->waiters && PyList_GET_SIZE(ch->waiters) > 0 &&
-        PyDict_SetItem(keep, k, v) < 0) {
+    if (lr_inbox_parked(&ch->in) > 0 && PyDict_SetItem(keep, k, v) < 0) {
       Py_DECREF(keep);
       return NULL;
     }
@@ -735,11 +666,11 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
   if (L->bridge) { /* forget the Redis channels of the groups and unwatched channels */
     pos = 0;
     while (PyDict_Next(L->groups, &pos, &k, &v))
-      lr__group_hook(L, k, 0);
+      layer__group_hook(L, k, 0);
     PyObject *names = PySequence_List(L->claimed);
     for (Py_ssize_t i = 0; names && i < PyList_GET_SIZE(names); i++)
       if (!PyDict_GetItemWithError(L->channels, PyList_GET_ITEM(names, i)))
-        lr__unclaim(L, PyList_GET_ITEM(names, i));
+        layer__unclaim(L, PyList_GET_ITEM(names, i));
     Py_XDECREF(names);
     PyErr_Clear();
   }
@@ -747,7 +678,7 @@ static PyObject *lr__flush(PyObject *o, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__stats(PyObject *o, PyObject *unused) {
+static PyObject *layer__stats(PyObject *o, PyObject *unused) {
   (void)unused;
   LrLayer *L = (LrLayer *)o;
   PyObject *d = Py_BuildValue(
@@ -762,7 +693,7 @@ static PyObject *lr__stats(PyObject *o, PyObject *unused) {
 
 /* bridge(hosts, prefix, logger, reconnect_max, connect_timeout): from now on groups and
  * channels span every process on these Redis hosts. */
-static PyObject *lr__bridge(PyObject *o, PyObject *args) {
+static PyObject *layer__bridge(PyObject *o, PyObject *args) {
   LrLayer *L = (LrLayer *)o;
   PyObject *hosts, *prefix, *logger;
   double reconnect_max, connect_timeout;
@@ -775,8 +706,9 @@ static PyObject *lr__bridge(PyObject *o, PyObject *args) {
   }
   PyObject *gp = PyUnicode_FromFormat("%U__group__", prefix);
   PyObject *claimed = gp ? PySet_New(NULL) : NULL;
-  lr_bridge *b =
-      claimed ? lr_bridge_new(o, hosts, logger, reconnect_max, connect_timeout) : NULL;
+  lr_bridge *b = claimed ? lr_bridge_new(o, layer__from_redis, hosts, logger,
+                                         reconnect_max, connect_timeout)
+                         : NULL;
   if (!b) {
     Py_XDECREF(gp);
     Py_XDECREF(claimed);
@@ -790,24 +722,24 @@ static PyObject *lr__bridge(PyObject *o, PyObject *args) {
 
 /* _abandon_bridge(): in a child after fork(), the bridge's thread does not exist: forget
  * it (its memory is the parent's copy) so that a new one can be made. */
-static PyObject *lr__abandon_bridge(PyObject *o, PyObject *unused) {
+static PyObject *layer__abandon_bridge(PyObject *o, PyObject *unused) {
   (void)unused;
   ((LrLayer *)o)->bridge = NULL;
   Py_RETURN_NONE;
 }
 
 /* claim(channel): this process receives channel's messages from Redis. */
-static PyObject *lr__claim_py(PyObject *o, PyObject *name) {
+static PyObject *layer__claim_py(PyObject *o, PyObject *name) {
   if (!PyUnicode_Check(name)) {
     PyErr_SetString(PyExc_TypeError, "channel name must be a str");
     return NULL;
   }
-  return lr__claim((LrLayer *)o, name) < 0 ? NULL : Py_NewRef(Py_None);
+  return layer__claim((LrLayer *)o, name) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* close_bridge(timeout): publishes still queued are written (waiting up to timeout for
  * a connection being made), then the connections close. */
-static PyObject *lr__close_bridge(PyObject *o, PyObject *arg) {
+static PyObject *layer__close_bridge(PyObject *o, PyObject *arg) {
   LrLayer *L = (LrLayer *)o;
   double timeout = PyFloat_AsDouble(arg);
   if (timeout == -1 && PyErr_Occurred())
@@ -820,7 +752,7 @@ static PyObject *lr__close_bridge(PyObject *o, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
-static void lr__layer_dealloc(PyObject *o) {
+static void layer__layer_dealloc(PyObject *o) {
   LrLayer *L = (LrLayer *)o;
   if (L->bridge)
     lr_bridge_close(L->bridge, 1.0);
@@ -834,41 +766,42 @@ static void lr__layer_dealloc(PyObject *o) {
   Py_TYPE(o)->tp_free(o);
 }
 
-static PyMethodDef lr__layer_methods[] = {
-    {"send", (PyCFunction)(void (*)(void))lr__send, METH_FASTCALL,
+static PyMethodDef layer__layer_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))layer__send, METH_FASTCALL,
      "send(channel, message): queue or hand over a copy; raises ChannelFull"},
-    {"group_send", (PyCFunction)(void (*)(void))lr__group_send, METH_FASTCALL,
+    {"group_send", (PyCFunction)(void (*)(void))layer__group_send, METH_FASTCALL,
      "group_send(group, message) -> delivered count"},
-    {"receive", lr__receive, METH_O, "receive(channel) -> coroutine of the next message"},
-    {"_wake", lr__wake, METH_O, NULL},
-    {"group_add", (PyCFunction)(void (*)(void))lr__group_add, METH_FASTCALL, NULL},
-    {"group_discard", (PyCFunction)(void (*)(void))lr__group_discard, METH_FASTCALL,
+    {"receive", layer__receive, METH_O,
+     "receive(channel) -> coroutine of the next message"},
+    {"_wake", layer__wake, METH_O, NULL},
+    {"group_add", (PyCFunction)(void (*)(void))layer__group_add, METH_FASTCALL, NULL},
+    {"group_discard", (PyCFunction)(void (*)(void))layer__group_discard, METH_FASTCALL,
      NULL},
-    {"flush", lr__flush, METH_NOARGS, NULL},
-    {"stats", lr__stats, METH_NOARGS, NULL},
-    {"bridge", lr__bridge, METH_VARARGS,
+    {"flush", layer__flush, METH_NOARGS, NULL},
+    {"stats", layer__stats, METH_NOARGS, NULL},
+    {"bridge", layer__bridge, METH_VARARGS,
      "bridge(hosts, prefix, logger, reconnect_max, connect_timeout)"},
-    {"claim", lr__claim_py, METH_O, "claim(channel): receive its messages from Redis"},
-    {"close_bridge", lr__close_bridge, METH_O, "close_bridge(timeout)"},
-    {"_abandon_bridge", lr__abandon_bridge, METH_NOARGS, NULL},
+    {"claim", layer__claim_py, METH_O, "claim(channel): receive its messages from Redis"},
+    {"close_bridge", layer__close_bridge, METH_O, "close_bridge(timeout)"},
+    {"_abandon_bridge", layer__abandon_bridge, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject LrLayer_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_laurel.LayerCore",
     .tp_basicsize = sizeof(LrLayer),
-    .tp_dealloc = lr__layer_dealloc,
+    .tp_dealloc = layer__layer_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "LayerCore(expiry, group_expiry, capacity, capacity_fn, validate, "
               "channel_full): the in-process channel layer core",
-    .tp_methods = lr__layer_methods,
-    .tp_init = lr__layer_init,
+    .tp_methods = layer__layer_methods,
+    .tp_init = layer__layer_init,
     .tp_new = PyType_GenericNew,
 };
 
 /* _shard(name, n): the Redis shard of a name among n hosts (tests compare it with
  * channels_redis.utils._consistent_hash). */
-static PyObject *lr__shard_py(PyObject *m, PyObject *args) {
+static PyObject *layer__shard_py(PyObject *m, PyObject *args) {
   (void)m;
   const char *name;
   Py_ssize_t len;
@@ -882,13 +815,13 @@ static PyObject *lr__shard_py(PyObject *m, PyObject *args) {
   return PyLong_FromLong(lr_bridge_shard(name, (size_t)len, n));
 }
 
-static PyMethodDef lr__module_fns[] = {
-    {"_shard", lr__shard_py, METH_VARARGS, "_shard(name, n) -> Redis shard index"},
+static PyMethodDef layer__module_fns[] = {
+    {"_shard", layer__shard_py, METH_VARARGS, "_shard(name, n) -> Redis shard index"},
     {NULL, NULL, 0, NULL},
 };
 
 int lr_layer_init(PyObject *module) {
-  if (PyModule_AddFunctions(module, lr__module_fns) < 0)
+  if (PyModule_AddFunctions(module, layer__module_fns) < 0)
     return -1;
   if (PyType_Ready(&LrChan_Type) < 0 || PyType_Ready(&LrLayer_Type) < 0)
     return -1;
@@ -899,17 +832,11 @@ int lr_layer_init(PyObject *module) {
     Py_XDECREF(copy);
     return -1;
   }
-  lr__get_running_loop = PyObject_GetAttrString(aio, "_get_running_loop");
-  lr__deepcopy = PyObject_GetAttrString(copy, "deepcopy");
+  layer__get_running_loop = PyObject_GetAttrString(aio, "_get_running_loop");
+  layer__deepcopy = PyObject_GetAttrString(copy, "deepcopy");
   Py_DECREF(aio);
   Py_DECREF(copy);
-  lr__s_create_future = PyUnicode_InternFromString("create_future");
-  lr__s_set_result = PyUnicode_InternFromString("set_result");
-  lr__s_done = PyUnicode_InternFromString("done");
-  lr__s_cstsafe = PyUnicode_InternFromString("call_soon_threadsafe");
-  lr__s_wake = PyUnicode_InternFromString("_wake");
-  if (!lr__get_running_loop || !lr__deepcopy || !lr__s_create_future ||
-      !lr__s_set_result || !lr__s_done || !lr__s_cstsafe || !lr__s_wake)
+  if (!layer__get_running_loop || !layer__deepcopy || lr_strings_init() < 0)
     return -1;
   Py_INCREF(&LrLayer_Type);
   if (PyModule_AddObject(module, "LayerCore", (PyObject *)&LrLayer_Type) < 0) {

@@ -1,11 +1,11 @@
-/* layer_module.c: _laurel_layer, the layer core as an extension module for processes
+/* module.c: _laurel_layer, the layer core as an extension module for processes
  * that are not the laurel server (Django shell, management commands, tests). */
 #include <Python.h>
 
 #include "laurel/layer/layer.h"
 #include "laurel/py/coro.h"
 
-static struct PyModuleDef lr__module = {
+static struct PyModuleDef lmod__module = {
     PyModuleDef_HEAD_INIT,
     "_laurel_layer",
     "laurel's channel layer core",
@@ -19,9 +19,9 @@ static struct PyModuleDef lr__module = {
 
 PyMODINIT_FUNC PyInit__laurel_layer(void);
 PyMODINIT_FUNC PyInit__laurel_layer(void) {
-  if (lr_pycoro_init() < 0)
+  if (lr_coro_init() < 0)
     return NULL;
-  PyObject *m = PyModule_Create(&lr__module);
+  PyObject *m = PyModule_Create(&lmod__module);
   if (m && lr_layer_init(m) < 0)
     Py_CLEAR(m);
   return m;

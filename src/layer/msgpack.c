@@ -552,7 +552,7 @@ PyObject *lr_mp_unpack(const char *p, size_t n, size_t *used) {
 
 /* ---- channels_redis' key rule ---- */
 
-static int lr__str_keys(PyObject *o, int depth) {
+static int mp__str_keys(PyObject *o, int depth) {
   if (depth > LR_MP_UNPACK_MAX_DEPTH) {
     PyErr_SetString(PyExc_ValueError, "message nested too deeply");
     return -1;
@@ -567,18 +567,18 @@ static int lr__str_keys(PyObject *o, int depth) {
                      Py_TYPE(k)->tp_name);
         return -1;
       }
-      if (lr__str_keys(v, depth + 1) < 0)
+      if (mp__str_keys(v, depth + 1) < 0)
         return -1;
     }
   } else if (PyList_Check(o) || PyTuple_Check(o)) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(o);
     for (Py_ssize_t i = 0; i < n; i++)
-      if (lr__str_keys(PySequence_Fast_GET_ITEM(o, i), depth + 1) < 0)
+      if (mp__str_keys(PySequence_Fast_GET_ITEM(o, i), depth + 1) < 0)
         return -1;
   }
   return 0;
 }
 
 int lr_mp_check_str_keys(PyObject *obj) {
-  return lr__str_keys(obj, 0);
+  return mp__str_keys(obj, 0);
 }

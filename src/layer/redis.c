@@ -26,19 +26,19 @@
 #include "laurel/layer/msgpack.h"
 #include "laurel/layer/redis.h"
 
-enum { LR_C_DOWN, LR_C_CONNECTING, LR_C_UP };
+enum { REDIS__DOWN, REDIS__CONNECTING, REDIS__UP };
 
 /* subscription flags (values of b->subs) */
-#define LR_S_WANTED 1    /* the layer has a member or a receiver for it */
-#define LR_S_SENT 2      /* SUBSCRIBE sent on the current connection */
-#define LR_S_CONFIRMED 4 /* ... and Redis confirmed it */
-#define LR_S_UNSUB 8     /* UNSUBSCRIBE in flight */
+#define REDIS__S_WANTED 1    /* the layer has a member or a receiver for it */
+#define REDIS__S_SENT 2      /* SUBSCRIBE sent on the current connection */
+#define REDIS__S_CONFIRMED 4 /* ... and Redis confirmed it */
+#define REDIS__S_UNSUB 8     /* UNSUBSCRIBE in flight */
 
-#define LR_BUFFER_MAX 10000 /* publishes held while a connection is being made */
-#define LR_ECHO_CONFIRMED 30.0
-#define LR_ECHO_UNCONFIRMED 3.0
-#define LR_BACKOFF_MIN 0.05
-#define LR_SUB_BATCH 512
+#define REDIS__BUFFER_MAX 10000 /* publishes held while a connection is being made */
+#define REDIS__ECHO_CONFIRMED 30.0
+#define REDIS__ECHO_UNCONFIRMED 3.0
+#define REDIS__BACKOFF_MIN 0.05
+#define REDIS__SUB_BATCH 512
 
 struct lr_shard;
 
@@ -67,6 +67,7 @@ typedef struct lr_shard {
 
 struct lr_bridge {
   PyObject *core; /* borrowed; NULL once closed */
+  lr_bridge_deliver_fn deliver;
   PyObject *logger;
   struct ev_loop *loop;
   pthread_t loop_thread;
@@ -88,13 +89,13 @@ struct lr_bridge {
   struct lr_bridge *next; /* the server's list */
 };
 
-static struct ev_loop *lr__server_loop;
-static pthread_t lr__server_thread;
-static ev_async lr__server_wake;
-static lr_bridge *lr__server_bridges;
+static struct ev_loop *redis__server_loop;
+static pthread_t redis__server_thread;
+static ev_async redis__server_wake;
+static lr_bridge *redis__server_bridges;
 
-static void lr__conn_start(lr_rconn *c);
-static void lr__drain(lr_bridge *b);
+static void redis__conn_start(lr_rconn *c);
+static void redis__drain(lr_bridge *b);
 
 /* ---- small helpers ---- */
 
@@ -124,7 +125,7 @@ int lr_bridge_shard(const char *name, size_t len, int n) {
   return i < n ? i : n - 1;
 }
 
-static lr_shard *lr__shard_of(lr_bridge *b, PyObject *name) {
+static lr_shard *redis__shard_of(lr_bridge *b, PyObject *name) {
   Py_ssize_t len;
   const char *s = PyUnicode_AsUTF8AndSize(name, &len);
   if (!s) {
@@ -134,17 +135,17 @@ static lr_shard *lr__shard_of(lr_bridge *b, PyObject *name) {
   return &b->shards[lr_bridge_shard(s, (size_t)len, b->nshards)];
 }
 
-static int lr__on_loop(lr_bridge *b) {
+static int redis__on_loop(lr_bridge *b) {
   return pthread_equal(pthread_self(), b->loop_thread);
 }
 
-static double lr__now(lr_bridge *b) {
+static double redis__now(lr_bridge *b) {
   ev_now_update(b->loop);
   return ev_now(b->loop);
 }
 
 /* logger.log(level, text) */
-static void lr__log(lr_bridge *b, int level, const char *fmt, ...) {
+static void redis__log(lr_bridge *b, int level, const char *fmt, ...) {
   char text[768];
   va_list ap;
   va_start(ap, fmt);
@@ -159,7 +160,7 @@ static void lr__log(lr_bridge *b, int level, const char *fmt, ...) {
   PyErr_Restore(et, ev, tb);
 }
 
-static long lr__flags(lr_bridge *b, PyObject *name) {
+static long redis__flags(lr_bridge *b, PyObject *name) {
   PyObject *v = PyDict_GetItemWithError(b->subs, name);
   if (!v) {
     PyErr_Clear();
@@ -168,23 +169,23 @@ static long lr__flags(lr_bridge *b, PyObject *name) {
   return PyLong_AsLong(v);
 }
 
-static void lr__set_flags(lr_bridge *b, PyObject *name, long flags) {
+static void redis__set_flags(lr_bridge *b, PyObject *name, long flags) {
   PyObject *v = PyLong_FromLong(flags);
   if (!v || PyDict_SetItem(b->subs, name, v) < 0)
     PyErr_WriteUnraisable(name);
   Py_XDECREF(v);
 }
 
-static void lr__del_flags(lr_bridge *b, PyObject *name) {
+static void redis__del_flags(lr_bridge *b, PyObject *name) {
   if (PyDict_DelItem(b->subs, name) < 0)
     PyErr_Clear();
 }
 
-/* A command with up to LR_SUB_BATCH + 1 str/bytes arguments. */
-static int lr__command(redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
-                       const char *cmd, PyObject *const *args, int nargs) {
-  const char *argv[LR_SUB_BATCH + 3];
-  size_t lens[LR_SUB_BATCH + 3];
+/* A command with up to REDIS__SUB_BATCH + 1 str/bytes arguments. */
+static int redis__command(redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+                          const char *cmd, PyObject *const *args, int nargs) {
+  const char *argv[REDIS__SUB_BATCH + 3];
+  size_t lens[REDIS__SUB_BATCH + 3];
   argv[0] = cmd;
   lens[0] = strlen(cmd);
   for (int i = 0; i < nargs; i++) {
@@ -206,8 +207,8 @@ static int lr__command(redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
 
 /* ---- echo suppression ---- */
 
-static void lr__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
-                              double ttl) {
+static void redis__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
+                                 double ttl) {
   PyObject *list = PyDict_GetItemWithError(b->echo, name);
   if (!list) {
     if (PyErr_Occurred() || !(list = PyList_New(0)) ||
@@ -218,8 +219,8 @@ static void lr__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
     }
     Py_DECREF(list); /* the dict holds it */
   }
-  PyObject *entry = Py_BuildValue("(OdO)", payload, lr__now(b) + ttl,
-                                  ttl >= LR_ECHO_CONFIRMED ? Py_True : Py_False);
+  PyObject *entry = Py_BuildValue("(OdO)", payload, redis__now(b) + ttl,
+                                  ttl >= REDIS__ECHO_CONFIRMED ? Py_True : Py_False);
   if (!entry || PyList_Append(list, entry) < 0)
     PyErr_Clear();
   Py_XDECREF(entry);
@@ -227,13 +228,13 @@ static void lr__echo_remember(lr_bridge *b, PyObject *name, PyObject *payload,
 
 /* 1 when (p, n) is our own echo on name (and forgets it). */
 /* Forgets the remembered echoes of list whose deadline passed: they never came. */
-static void lr__echo_trim(PyObject *list, double now) {
+static void redis__echo_trim(PyObject *list, double now) {
   while (PyList_GET_SIZE(list) > 0 &&
          PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(list, 0), 1)) < now)
     PySequence_DelItem(list, 0);
 }
 
-static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n) {
+static int redis__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n) {
   if (PyDict_GET_SIZE(b->echo) == 0)
     return 0;
   PyObject *list = PyDict_GetItemWithError(b->echo, name);
@@ -241,7 +242,7 @@ static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n)
     PyErr_Clear();
     return 0;
   }
-  lr__echo_trim(list, lr__now(b));
+  redis__echo_trim(list, redis__now(b));
   /* Echoes come back in publish order. An entry published before its SUBSCRIBE was
    * confirmed may have no echo at all, so the match may lie past such entries (which
    * then never get one); never past a confirmed entry. */
@@ -264,7 +265,7 @@ static int lr__echo_match(lr_bridge *b, PyObject *name, const char *p, size_t n)
 }
 
 /* The echoes of a shard whose subscriptions were lost will never come. */
-static void lr__echo_forget_shard(lr_bridge *b, lr_shard *s) {
+static void redis__echo_forget_shard(lr_bridge *b, lr_shard *s) {
   PyObject *names = PyDict_Keys(b->echo);
   if (!names) {
     PyErr_Clear();
@@ -272,7 +273,7 @@ static void lr__echo_forget_shard(lr_bridge *b, lr_shard *s) {
   }
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
     PyObject *name = PyList_GET_ITEM(names, i);
-    if (lr__shard_of(b, name) == s && PyDict_DelItem(b->echo, name) < 0)
+    if (redis__shard_of(b, name) == s && PyDict_DelItem(b->echo, name) < 0)
       PyErr_Clear();
   }
   Py_DECREF(names);
@@ -280,7 +281,7 @@ static void lr__echo_forget_shard(lr_bridge *b, lr_shard *s) {
 
 /* ---- publishing ---- */
 
-static void lr__on_pub_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_pub_reply(redisAsyncContext *ac, void *r, void *priv) {
   (void)ac;
   lr_bridge *b = priv;
   redisReply *reply = r;
@@ -290,25 +291,25 @@ static void lr__on_pub_reply(redisAsyncContext *ac, void *r, void *priv) {
   }
   b->unpublished++;
   if (reply && reply->type == REDIS_REPLY_ERROR)
-    lr__log(b, 40, "Redis refused a PUBLISH: %s", reply->str);
+    redis__log(b, 40, "Redis refused a PUBLISH: %s", reply->str);
 }
 
-static void lr__count_drop(lr_bridge *b, lr_shard *s, unsigned long long n) {
+static void redis__count_drop(lr_bridge *b, lr_shard *s, unsigned long long n) {
   b->unpublished += n;
   if (s->dropped_outage == 0)
-    lr__log(b, 30,
-            "Redis %s is down: messages to other processes are being dropped "
-            "(local consumers still get them); how many is logged when it is back",
-            s->label);
+    redis__log(b, 30,
+               "Redis %s is down: messages to other processes are being dropped "
+               "(local consumers still get them); how many is logged when it is back",
+               s->label);
   s->dropped_outage += n;
 }
 
 /* On the loop: write one PUBLISH now, hold it, or drop it. */
-static void lr__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
-  lr_shard *s = lr__shard_of(b, name);
+static void redis__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
+  lr_shard *s = redis__shard_of(b, name);
   lr_rconn *c = &s->pub;
-  if (c->state == LR_C_CONNECTING && !c->closing) {
-    if (PyList_GET_SIZE(s->buffered) < LR_BUFFER_MAX) {
+  if (c->state == REDIS__CONNECTING && !c->closing) {
+    if (PyList_GET_SIZE(s->buffered) < REDIS__BUFFER_MAX) {
       PyObject *t = PyTuple_Pack(2, name, payload);
       if (t && PyList_Append(s->buffered, t) == 0) {
         Py_DECREF(t);
@@ -317,25 +318,26 @@ static void lr__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
       Py_XDECREF(t);
       PyErr_Clear();
     }
-    lr__count_drop(b, s, 1);
+    redis__count_drop(b, s, 1);
     return;
   }
-  if (c->state != LR_C_UP || c->closing) {
-    lr__count_drop(b, s, 1);
+  if (c->state != REDIS__UP || c->closing) {
+    redis__count_drop(b, s, 1);
     return;
   }
   PyObject *args[2] = {name, payload};
-  if (lr__command(c->ac, lr__on_pub_reply, b, "PUBLISH", args, 2) < 0) {
-    lr__count_drop(b, s, 1);
+  if (redis__command(c->ac, redis__on_pub_reply, b, "PUBLISH", args, 2) < 0) {
+    redis__count_drop(b, s, 1);
     return;
   }
-  long f = lr__flags(b, name);
-  if (f > 0 && (f & LR_S_SENT))
-    lr__echo_remember(b, name, payload,
-                      f & LR_S_CONFIRMED ? LR_ECHO_CONFIRMED : LR_ECHO_UNCONFIRMED);
+  long f = redis__flags(b, name);
+  if (f > 0 && (f & REDIS__S_SENT))
+    redis__echo_remember(b, name, payload,
+                         f & REDIS__S_CONFIRMED ? REDIS__ECHO_CONFIRMED
+                                                : REDIS__ECHO_UNCONFIRMED);
 }
 
-static void lr__flush_buffered(lr_bridge *b, lr_shard *s) {
+static void redis__flush_buffered(lr_bridge *b, lr_shard *s) {
   PyObject *held = s->buffered;
   s->buffered = PyList_New(0);
   if (!s->buffered) { /* out of memory: keep the old list */
@@ -345,22 +347,22 @@ static void lr__flush_buffered(lr_bridge *b, lr_shard *s) {
   }
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
     PyObject *t = PyList_GET_ITEM(held, i);
-    lr__do_publish(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+    redis__do_publish(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
   }
   Py_DECREF(held);
 }
 
-static void lr__drop_buffered(lr_bridge *b, lr_shard *s) {
+static void redis__drop_buffered(lr_bridge *b, lr_shard *s) {
   Py_ssize_t n = PyList_GET_SIZE(s->buffered);
   if (n > 0) {
-    lr__count_drop(b, s, (unsigned long long)n);
+    redis__count_drop(b, s, (unsigned long long)n);
     PyList_SetSlice(s->buffered, 0, n, NULL);
   }
 }
 
 /* ---- subscriptions ---- */
 
-static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
+static void redis__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
   if (nm->type != REDIS_REPLY_STRING || data->type != REDIS_REPLY_STRING)
     return;
   PyObject *name = PyUnicode_DecodeUTF8(nm->str, (Py_ssize_t)nm->len, "strict");
@@ -368,7 +370,7 @@ static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
     PyErr_Clear();
     return;
   }
-  if (lr__echo_match(b, name, data->str, data->len)) {
+  if (redis__echo_match(b, name, data->str, data->len)) {
     b->echoes++;
     Py_DECREF(name);
     return;
@@ -391,7 +393,7 @@ static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
     const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
     PyErr_Clear();
     if (b->undecodable++ < 10 || (b->undecodable & (b->undecodable - 1)) == 0)
-      lr__log(
+      redis__log(
           b, 30,
           "Dropped a message on Redis channel %s that is not a msgpack map with str keys "
           "(%s; %llu so far)",
@@ -400,23 +402,23 @@ static void lr__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
     Py_XDECREF(exc);
     PyErr_Clear();
   } else if (b->core) {
-    lr_layer_from_redis(b->core, name, msg); /* steals msg */
+    b->deliver(b->core, name, msg); /* steals msg */
   } else {
     Py_DECREF(msg);
   }
   Py_DECREF(name);
 }
 
-static void lr__sync_sub(lr_bridge *b, PyObject *name);
+static void redis__sync_sub(lr_bridge *b, PyObject *name);
 
-static void lr__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
   (void)ac;
   lr_bridge *b = priv;
   redisReply *reply = r;
   if (!reply)
     return;
   if (reply->type == REDIS_REPLY_ERROR) {
-    lr__log(b, 40, "Redis refused a SUBSCRIBE: %s", reply->str);
+    redis__log(b, 40, "Redis refused a SUBSCRIBE: %s", reply->str);
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
@@ -425,7 +427,7 @@ static void lr__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
     return;
   const char *kind = reply->element[0]->str;
   if (strcmp(kind, "message") == 0) {
-    lr__on_message(b, reply->element[1], reply->element[2]);
+    redis__on_message(b, reply->element[1], reply->element[2]);
     return;
   }
   PyObject *name = PyUnicode_DecodeUTF8(reply->element[1]->str,
@@ -434,17 +436,17 @@ static void lr__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
     PyErr_Clear();
     return;
   }
-  long f = lr__flags(b, name);
+  long f = redis__flags(b, name);
   if (f >= 0 && strcmp(kind, "subscribe") == 0) {
-    if (f & LR_S_SENT)
-      lr__set_flags(b, name, f | LR_S_CONFIRMED);
+    if (f & REDIS__S_SENT)
+      redis__set_flags(b, name, f | REDIS__S_CONFIRMED);
   } else if (f >= 0 && strcmp(kind, "unsubscribe") == 0) {
-    f &= ~LR_S_UNSUB;
-    if (f & LR_S_WANTED) { /* wanted again meanwhile: subscribe anew */
-      lr__set_flags(b, name, f);
-      lr__sync_sub(b, name);
+    f &= ~REDIS__S_UNSUB;
+    if (f & REDIS__S_WANTED) { /* wanted again meanwhile: subscribe anew */
+      redis__set_flags(b, name, f);
+      redis__sync_sub(b, name);
     } else {
-      lr__del_flags(b, name);
+      redis__del_flags(b, name);
     }
   }
   Py_DECREF(name);
@@ -452,20 +454,20 @@ static void lr__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
 
 /* On the loop: SUBSCRIBE name when it is wanted, not subscribed and not in the middle
  * of an UNSUBSCRIBE (hiredis 0.14 would drop the new callback with the old one). */
-static void lr__sync_sub(lr_bridge *b, PyObject *name) {
-  long f = lr__flags(b, name);
-  if (f < 0 || !(f & LR_S_WANTED) || (f & (LR_S_SENT | LR_S_UNSUB)))
+static void redis__sync_sub(lr_bridge *b, PyObject *name) {
+  long f = redis__flags(b, name);
+  if (f < 0 || !(f & REDIS__S_WANTED) || (f & (REDIS__S_SENT | REDIS__S_UNSUB)))
     return;
-  lr_rconn *c = &lr__shard_of(b, name)->sub;
-  if (c->state != LR_C_UP || c->closing)
+  lr_rconn *c = &redis__shard_of(b, name)->sub;
+  if (c->state != REDIS__UP || c->closing)
     return; /* subscribed when it comes up */
-  if (lr__command(c->ac, lr__on_sub_reply, b, "SUBSCRIBE", &name, 1) == 0)
-    lr__set_flags(b, name, f | LR_S_SENT);
+  if (redis__command(c->ac, redis__on_sub_reply, b, "SUBSCRIBE", &name, 1) == 0)
+    redis__set_flags(b, name, f | REDIS__S_SENT);
 }
 
 /* A SUBSCRIBE connection came up: subscribe every wanted name of its shard. */
-static int lr__resubscribe(lr_bridge *b, lr_shard *s) {
-  PyObject *batch[LR_SUB_BATCH];
+static int redis__resubscribe(lr_bridge *b, lr_shard *s) {
+  PyObject *batch[REDIS__SUB_BATCH];
   int n = 0, total = 0;
   PyObject *items = PyDict_Items(b->subs);
   if (!items) {
@@ -475,28 +477,28 @@ static int lr__resubscribe(lr_bridge *b, lr_shard *s) {
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
     PyObject *name = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
     long f = PyLong_AsLong(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1));
-    if (lr__shard_of(b, name) != s)
+    if (redis__shard_of(b, name) != s)
       continue;
-    if (!(f & LR_S_WANTED)) {
-      lr__del_flags(b, name);
+    if (!(f & REDIS__S_WANTED)) {
+      redis__del_flags(b, name);
       continue;
     }
-    lr__set_flags(b, name, LR_S_WANTED | LR_S_SENT);
+    redis__set_flags(b, name, REDIS__S_WANTED | REDIS__S_SENT);
     batch[n++] = name;
     total++;
-    if (n == LR_SUB_BATCH) {
-      lr__command(s->sub.ac, lr__on_sub_reply, b, "SUBSCRIBE", batch, n);
+    if (n == REDIS__SUB_BATCH) {
+      redis__command(s->sub.ac, redis__on_sub_reply, b, "SUBSCRIBE", batch, n);
       n = 0;
     }
   }
   if (n > 0)
-    lr__command(s->sub.ac, lr__on_sub_reply, b, "SUBSCRIBE", batch, n);
+    redis__command(s->sub.ac, redis__on_sub_reply, b, "SUBSCRIBE", batch, n);
   Py_DECREF(items);
   return total;
 }
 
 /* The SUBSCRIBE connection of s is gone: nothing is subscribed there any more. */
-static void lr__subs_lost(lr_bridge *b, lr_shard *s) {
+static void redis__subs_lost(lr_bridge *b, lr_shard *s) {
   PyObject *items = PyDict_Items(b->subs);
   if (!items) {
     PyErr_Clear();
@@ -505,31 +507,32 @@ static void lr__subs_lost(lr_bridge *b, lr_shard *s) {
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
     PyObject *name = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
     long f = PyLong_AsLong(PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1));
-    if (lr__shard_of(b, name) != s)
+    if (redis__shard_of(b, name) != s)
       continue;
-    if (f & LR_S_WANTED)
-      lr__set_flags(b, name, LR_S_WANTED);
+    if (f & REDIS__S_WANTED)
+      redis__set_flags(b, name, REDIS__S_WANTED);
     else
-      lr__del_flags(b, name);
+      redis__del_flags(b, name);
   }
   Py_DECREF(items);
-  lr__echo_forget_shard(b, s);
+  redis__echo_forget_shard(b, s);
 }
 
 /* Every second: names unwanted for a whole period are unsubscribed; stale echoes go. */
-static void lr__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+static void redis__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_bridge *b = w->data;
   PyObject *it = PyObject_GetIter(b->unwanted_old), *name;
   while (it && (name = PyIter_Next(it))) {
-    long f = lr__flags(b, name);
-    if (f >= 0 && !(f & LR_S_WANTED) && !(f & LR_S_UNSUB)) {
-      lr_rconn *c = &lr__shard_of(b, name)->sub;
-      if (!(f & LR_S_SENT))
-        lr__del_flags(b, name);
-      else if (c->state == LR_C_UP && !c->closing &&
-               lr__command(c->ac, lr__on_sub_reply, b, "UNSUBSCRIBE", &name, 1) == 0)
-        lr__set_flags(b, name, LR_S_UNSUB);
+    long f = redis__flags(b, name);
+    if (f >= 0 && !(f & REDIS__S_WANTED) && !(f & REDIS__S_UNSUB)) {
+      lr_rconn *c = &redis__shard_of(b, name)->sub;
+      if (!(f & REDIS__S_SENT))
+        redis__del_flags(b, name);
+      else if (c->state == REDIS__UP && !c->closing &&
+               redis__command(c->ac, redis__on_sub_reply, b, "UNSUBSCRIBE", &name, 1) ==
+                   0)
+        redis__set_flags(b, name, REDIS__S_UNSUB);
     }
     Py_DECREF(name);
   }
@@ -540,12 +543,12 @@ static void lr__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   b->unwanted_old = b->unwanted;
   b->unwanted = t;
   /* echoes that never came (a publish racing the first SUBSCRIBE of its name) */
-  double now = lr__now(b);
+  double now = redis__now(b);
   PyObject *names = PyDict_Keys(b->echo);
   for (Py_ssize_t i = 0; names && i < PyList_GET_SIZE(names); i++) {
     PyObject *list = PyDict_GetItem(b->echo, PyList_GET_ITEM(names, i)); /* borrowed */
     if (list)
-      lr__echo_trim(list, now);
+      redis__echo_trim(list, now);
     if (list && PyList_GET_SIZE(list) == 0)
       PyDict_DelItem(b->echo, PyList_GET_ITEM(names, i));
   }
@@ -555,50 +558,50 @@ static void lr__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* ---- connections ---- */
 
-static int lr__count_wanted(lr_bridge *b, lr_shard *s) {
+static int redis__count_wanted(lr_bridge *b, lr_shard *s) {
   Py_ssize_t pos = 0;
   PyObject *k, *v;
   int n = 0;
   while (PyDict_Next(b->subs, &pos, &k, &v))
-    n += (PyLong_AsLong(v) & LR_S_WANTED) && lr__shard_of(b, k) == s;
+    n += (PyLong_AsLong(v) & REDIS__S_WANTED) && redis__shard_of(b, k) == s;
   return n;
 }
 
-static void lr__shard_check_up(lr_bridge *b, lr_shard *s) {
-  if (s->pub.state != LR_C_UP || s->sub.state != LR_C_UP)
+static void redis__shard_check_up(lr_bridge *b, lr_shard *s) {
+  if (s->pub.state != REDIS__UP || s->sub.state != REDIS__UP)
     return;
-  int restored = lr__count_wanted(b, s);
+  int restored = redis__count_wanted(b, s);
   if (s->outage) {
-    lr__log(b, 20,
-            "Redis %s connected again after %.1f s; %d subscription(s) restored; "
-            "%llu message(s) could not be published while it was down",
-            s->label, lr__now(b) - s->down_since, restored, s->dropped_outage);
+    redis__log(b, 20,
+               "Redis %s connected again after %.1f s; %d subscription(s) restored; "
+               "%llu message(s) could not be published while it was down",
+               s->label, redis__now(b) - s->down_since, restored, s->dropped_outage);
     s->outage = 0;
   } else if (!s->ever_up) {
-    lr__log(b, 20, "Redis %s connected (channel layer bridged, %d subscription(s))",
-            s->label, restored);
+    redis__log(b, 20, "Redis %s connected (channel layer bridged, %d subscription(s))",
+               s->label, restored);
   }
   s->ever_up = 1;
   s->dropped_outage = 0;
 }
 
-static void lr__outage(lr_bridge *b, lr_shard *s, int level, const char *what,
-                       const char *reason, double retry) {
+static void redis__outage(lr_bridge *b, lr_shard *s, int level, const char *what,
+                          const char *reason, double retry) {
   if (s->outage)
     return;
   s->outage = 1;
-  s->down_since = lr__now(b);
-  lr__log(b, level,
-          "Redis %s %s: %s; retrying (next in %.2f s, backing off to %.1f s); "
-          "meanwhile group messages reach only this process's consumers",
-          s->label, what, reason, retry, b->reconnect_max);
+  s->down_since = redis__now(b);
+  redis__log(b, level,
+             "Redis %s %s: %s; retrying (next in %.2f s, backing off to %.1f s); "
+             "meanwhile group messages reach only this process's consumers",
+             s->label, what, reason, retry, b->reconnect_max);
 }
 
-static void lr__schedule_retry(lr_rconn *c) {
+static void redis__schedule_retry(lr_rconn *c) {
   lr_bridge *b = c->b;
-  c->state = LR_C_DOWN;
+  c->state = REDIS__DOWN;
   if (b->stopping) {
-    lr__drain(b);
+    redis__drain(b);
     return;
   }
   ev_timer_stop(b->loop, &c->timer);
@@ -608,24 +611,25 @@ static void lr__schedule_retry(lr_rconn *c) {
 }
 
 /* A connection attempt failed, or an UP connection was lost. */
-static void lr__conn_down(lr_rconn *c, const char *what, const char *reason, int level) {
+static void redis__conn_down(lr_rconn *c, const char *what, const char *reason,
+                             int level) {
   lr_bridge *b = c->b;
   lr_shard *s = c->s;
-  int was_up = c->state == LR_C_UP;
+  int was_up = c->state == REDIS__UP;
   c->ac = NULL;
   c->closing = 0;
   if (was_up)
     b->reconnects++;
   if (c->is_sub)
-    lr__subs_lost(b, s);
+    redis__subs_lost(b, s);
   else
-    lr__drop_buffered(b, s);
+    redis__drop_buffered(b, s);
   if (!b->stopping)
-    lr__outage(b, s, level, what, reason, c->backoff);
-  lr__schedule_retry(c);
+    redis__outage(b, s, level, what, reason, c->backoff);
+  redis__schedule_retry(c);
 }
 
-static void lr__on_hello(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
   lr_rconn *c = priv;
   redisReply *reply = r;
   if (!reply || c->ac != ac)
@@ -637,75 +641,75 @@ static void lr__on_hello(redisAsyncContext *ac, void *r, void *priv) {
     snprintf(reason, sizeof reason, "%s", reply->str);
     c->closing = 1;
     redisAsyncDisconnect(ac);
-    lr__outage(b, c->s, 40, auth ? "refused authentication" : "refused the connection",
-               reason, c->backoff);
+    redis__outage(b, c->s, 40, auth ? "refused authentication" : "refused the connection",
+                  reason, c->backoff);
     return;
   }
   ev_timer_stop(b->loop, &c->timer);
-  c->state = LR_C_UP;
-  c->backoff = LR_BACKOFF_MIN;
+  c->state = REDIS__UP;
+  c->backoff = REDIS__BACKOFF_MIN;
   if (c->closing)
     return; /* stopping: it goes once its replies are in */
   if (c->is_sub)
-    lr__resubscribe(b, c->s);
+    redis__resubscribe(b, c->s);
   else
-    lr__flush_buffered(b, c->s);
-  lr__shard_check_up(b, c->s);
+    redis__flush_buffered(b, c->s);
+  redis__shard_check_up(b, c->s);
   if (b->stopping)
-    lr__drain(b);
+    redis__drain(b);
 }
 
-static void lr__on_connect(const redisAsyncContext *ac, int status) {
+static void redis__on_connect(const redisAsyncContext *ac, int status) {
   lr_rconn *c = ac->data;
   if (status == REDIS_OK || c->ac != ac)
     return;
   ev_timer_stop(c->b->loop, &c->timer);
-  lr__conn_down(c, "unreachable", ac->errstr, 40); /* hiredis frees ac after this */
+  redis__conn_down(c, "unreachable", ac->errstr, 40); /* hiredis frees ac after this */
 }
 
-static void lr__on_disconnect(const redisAsyncContext *ac, int status) {
+static void redis__on_disconnect(const redisAsyncContext *ac, int status) {
   lr_rconn *c = ac->data;
   if (c->ac != ac)
     return;
   ev_timer_stop(c->b->loop, &c->timer);
-  if (c->closing && c->state != LR_C_UP) { /* refused AUTH: already logged */
-    lr__conn_down(c, "refused authentication", "", 40);
+  if (c->closing && c->state != REDIS__UP) { /* refused AUTH: already logged */
+    redis__conn_down(c, "refused authentication", "", 40);
     return;
   }
   if (c->closing && c->b->stopping) { /* our own goodbye */
     c->ac = NULL;
     c->closing = 0;
-    c->state = LR_C_DOWN;
-    lr__drain(c->b);
+    c->state = REDIS__DOWN;
+    redis__drain(c->b);
     return;
   }
   char reason[256];
   snprintf(reason, sizeof reason, "%s",
            status == REDIS_OK || !ac->errstr[0] ? "closed by the server" : ac->errstr);
-  if (c->state == LR_C_UP)
-    lr__conn_down(c, "connection lost", reason, 30);
+  if (c->state == REDIS__UP)
+    redis__conn_down(c, "connection lost", reason, 30);
   else
-    lr__conn_down(c, "unreachable", reason, 40);
+    redis__conn_down(c, "unreachable", reason, 40);
 }
 
-static void lr__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+static void redis__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_rconn *c = w->data;
-  if (c->state == LR_C_DOWN) {
-    lr__conn_start(c);
+  if (c->state == REDIS__DOWN) {
+    redis__conn_start(c);
     return;
   }
-  if (c->state == LR_C_CONNECTING && c->ac) { /* no answer in time */
+  if (c->state == REDIS__CONNECTING && c->ac) { /* no answer in time */
     redisAsyncContext *ac = c->ac;
     char reason[64];
     snprintf(reason, sizeof reason, "no answer within %.1f s", c->b->connect_timeout);
     c->ac = NULL; /* its callbacks now see a stale context */
     redisAsyncFree(ac);
-    lr__conn_down(c, "unreachable", reason, 40);
+    redis__conn_down(c, "unreachable", reason, 40);
   }
 }
 
-static void lr__conn_start(lr_rconn *c) {
+static void redis__conn_start(lr_rconn *c) {
   lr_bridge *b = c->b;
   lr_shard *s = c->s;
   redisAsyncContext *ac =
@@ -715,22 +719,22 @@ static void lr__conn_start(lr_rconn *c) {
     snprintf(reason, sizeof reason, "%s", ac ? ac->errstr : "out of memory");
     if (ac)
       redisAsyncFree(ac);
-    c->state = LR_C_CONNECTING;
-    lr__conn_down(c, "unreachable", reason, 40);
+    c->state = REDIS__CONNECTING;
+    redis__conn_down(c, "unreachable", reason, 40);
     return;
   }
   ac->data = c;
   c->ac = ac;
   c->closing = 0;
-  c->state = LR_C_CONNECTING;
+  c->state = REDIS__CONNECTING;
   if (redisLibevAttach(b->loop, ac) != REDIS_OK) {
     c->ac = NULL;
     redisAsyncFree(ac);
-    lr__conn_down(c, "unreachable", "cannot attach to the event loop", 40);
+    redis__conn_down(c, "unreachable", "cannot attach to the event loop", 40);
     return;
   }
-  redisAsyncSetConnectCallback(ac, lr__on_connect);
-  redisAsyncSetDisconnectCallback(ac, lr__on_disconnect);
+  redisAsyncSetConnectCallback(ac, redis__on_connect);
+  redisAsyncSetDisconnectCallback(ac, redis__on_disconnect);
   if (s->port)
     redisEnableKeepAlive(&ac->c);
   /* AUTH when there is a password, else PING: either answer means UP. */
@@ -747,7 +751,7 @@ static void lr__conn_start(lr_rconn *c) {
   }
   for (int i = 0; i < argc; i++)
     lens[i] = strlen(argv[i]);
-  redisAsyncCommandArgv(ac, lr__on_hello, c, argc, argv, lens);
+  redisAsyncCommandArgv(ac, redis__on_hello, c, argc, argv, lens);
   ev_timer_stop(b->loop, &c->timer);
   ev_timer_set(&c->timer, b->connect_timeout, 0.);
   ev_timer_start(b->loop, &c->timer);
@@ -755,9 +759,9 @@ static void lr__conn_start(lr_rconn *c) {
 
 /* ---- the loop side ---- */
 
-static void lr__start(lr_bridge *b) {
+static void redis__start(lr_bridge *b) {
   b->started = 1;
-  ev_timer_init(&b->sweep, lr__sweep_cb, 1., 1.);
+  ev_timer_init(&b->sweep, redis__sweep_cb, 1., 1.);
   b->sweep.data = b;
   ev_timer_start(b->loop, &b->sweep);
   if (!b->own_thread) {
@@ -765,33 +769,33 @@ static void lr__start(lr_bridge *b) {
     b->unrefd = 1;
   }
   for (int i = 0; i < b->nshards; i++) {
-    lr__conn_start(&b->shards[i].pub);
-    lr__conn_start(&b->shards[i].sub);
+    redis__conn_start(&b->shards[i].pub);
+    redis__conn_start(&b->shards[i].sub);
   }
 }
 
-static void lr__deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+static void redis__deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_bridge *b = w->data;
   for (int i = 0; i < b->nshards; i++) {
     lr_shard *s = &b->shards[i];
-    lr__drop_buffered(b, s);
+    redis__drop_buffered(b, s);
     lr_rconn *cs[2] = {&s->pub, &s->sub};
     for (int k = 0; k < 2; k++) {
       redisAsyncContext *ac = cs[k]->ac;
       cs[k]->ac = NULL;
-      cs[k]->state = LR_C_DOWN;
+      cs[k]->state = REDIS__DOWN;
       ev_timer_stop(b->loop, &cs[k]->timer);
       if (ac)
         redisAsyncFree(ac);
     }
   }
-  lr__drain(b);
+  redis__drain(b);
 }
 
 /* Stopping: close what has nothing left to send; finish when every connection is gone.
  */
-static void lr__drain(lr_bridge *b) {
+static void redis__drain(lr_bridge *b) {
   if (!b->stopping || b->finished)
     return;
   int open = 0;
@@ -801,11 +805,11 @@ static void lr__drain(lr_bridge *b) {
     for (int k = 0; k < 2; k++) {
       lr_rconn *c = cs[k];
       int waiting =
-          !c->is_sub && c->state == LR_C_CONNECTING && PyList_GET_SIZE(s->buffered) > 0;
-      if (c->state == LR_C_DOWN) {
+          !c->is_sub && c->state == REDIS__CONNECTING && PyList_GET_SIZE(s->buffered) > 0;
+      if (c->state == REDIS__DOWN) {
         ev_timer_stop(b->loop, &c->timer);
         if (!c->is_sub)
-          lr__drop_buffered(b, s);
+          redis__drop_buffered(b, s);
       } else if (!waiting && c->ac && !c->closing) {
         c->closing = 1;
         ev_timer_stop(b->loop, &c->timer);
@@ -820,10 +824,10 @@ static void lr__drain(lr_bridge *b) {
   b->finished = 1;
   for (int i = 0; i < b->nshards; i++)
     if (b->shards[i].dropped_outage > 0)
-      lr__log(b, 30,
-              "Redis %s: %llu message(s) could not be published (it was still down "
-              "when the channel layer closed)",
-              b->shards[i].label, b->shards[i].dropped_outage);
+      redis__log(b, 30,
+                 "Redis %s: %llu message(s) could not be published (it was still down "
+                 "when the channel layer closed)",
+                 b->shards[i].label, b->shards[i].dropped_outage);
   ev_timer_stop(b->loop, &b->deadline);
   ev_timer_stop(b->loop, &b->sweep);
   if (b->own_thread) {
@@ -831,13 +835,13 @@ static void lr__drain(lr_bridge *b) {
     ev_break(b->loop, EVBREAK_ALL);
   } else {
     if (b->unrefd)
-      ev_ref(b->loop); /* undo lr__start's unref of the sweep timer */
+      ev_ref(b->loop); /* undo redis__start's unref of the sweep timer */
     b->dead = 1;       /* freed by the next service pass, outside any callback */
-    ev_async_send(b->loop, &lr__server_wake);
+    ev_async_send(b->loop, &redis__server_wake);
   }
 }
 
-static void lr__free(lr_bridge *b) {
+static void redis__free(lr_bridge *b) {
   for (int i = 0; i < b->nshards; i++) {
     lr_shard *s = &b->shards[i];
     PyMem_Free(s->host);
@@ -858,19 +862,19 @@ static void lr__free(lr_bridge *b) {
 
 /* On the loop: a publish (payload is bytes) or a subscription to bring in line with
  * what the layer wants (payload is None). */
-static void lr__run(lr_bridge *b, PyObject *name, PyObject *payload) {
+static void redis__run(lr_bridge *b, PyObject *name, PyObject *payload) {
   if (payload == Py_None)
-    lr__sync_sub(b, name);
+    redis__sync_sub(b, name);
   else
-    lr__do_publish(b, name, payload);
+    redis__do_publish(b, name, payload);
 }
 
 /* On the loop, with the GIL: start, run what other threads queued, stop. */
-static void lr__service(lr_bridge *b) {
+static void redis__service(lr_bridge *b) {
   if (b->finished)
     return;
   if (!b->started && !b->stopping)
-    lr__start(b);
+    redis__start(b);
   if (PyList_GET_SIZE(b->queue) > 0) {
     PyObject *q = b->queue;
     b->queue = PyList_New(0);
@@ -881,33 +885,33 @@ static void lr__service(lr_bridge *b) {
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(q); i++) {
       PyObject *t = PyList_GET_ITEM(q, i);
-      lr__run(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+      redis__run(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
     }
     Py_DECREF(q);
   }
   if (b->stopping && !b->stop_begun) {
     b->stop_begun = 1;
-    ev_timer_init(&b->deadline, lr__deadline_cb, b->stop_timeout, 0.);
+    ev_timer_init(&b->deadline, redis__deadline_cb, b->stop_timeout, 0.);
     b->deadline.data = b;
     ev_timer_start(b->loop, &b->deadline);
-    lr__drain(b);
+    redis__drain(b);
   }
 }
 
-static void lr__own_wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
+static void redis__own_wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop, (void)revents;
-  lr__service(w->data);
+  redis__service(w->data);
 }
 
-static void lr__server_wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
+static void redis__server_wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop, (void)w, (void)revents;
-  lr_bridge **pp = &lr__server_bridges;
+  lr_bridge **pp = &redis__server_bridges;
   while (*pp) {
     lr_bridge *b = *pp;
-    lr__service(b);
+    redis__service(b);
     if (b->dead) {
       *pp = b->next;
-      lr__free(b);
+      redis__free(b);
     } else {
       pp = &b->next;
     }
@@ -915,29 +919,29 @@ static void lr__server_wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
 }
 
 void lr_bridge_set_server_loop(struct ev_loop *loop) {
-  lr__server_loop = loop;
-  lr__server_thread = pthread_self();
-  ev_async_init(&lr__server_wake, lr__server_wake_cb);
-  ev_async_start(loop, &lr__server_wake);
+  redis__server_loop = loop;
+  redis__server_thread = pthread_self();
+  ev_async_init(&redis__server_wake, redis__server_wake_cb);
+  ev_async_start(loop, &redis__server_wake);
   ev_unref(loop);
 }
 
-static void lr__kick(lr_bridge *b) {
-  ev_async_send(b->loop, b->own_thread ? &b->wake : &lr__server_wake);
+static void redis__kick(lr_bridge *b) {
+  ev_async_send(b->loop, b->own_thread ? &b->wake : &redis__server_wake);
 }
 
 /* The own thread: the GIL is held except around the poll, like the server's loop. */
-static void lr__release(struct ev_loop *loop) {
+static void redis__release(struct ev_loop *loop) {
   lr_bridge *b = ev_userdata(loop);
   b->tstate = PyEval_SaveThread();
 }
 
-static void lr__acquire(struct ev_loop *loop) {
+static void redis__acquire(struct ev_loop *loop) {
   lr_bridge *b = ev_userdata(loop);
   PyEval_RestoreThread(b->tstate);
 }
 
-static void *lr__thread_main(void *arg) {
+static void *redis__thread_main(void *arg) {
   lr_bridge *b = arg;
   pthread_setname_np(pthread_self(), "laurel-redis");
   PyGILState_STATE g = PyGILState_Ensure();
@@ -951,11 +955,11 @@ static void *lr__thread_main(void *arg) {
   Py_XDECREF(tname);
   Py_XDECREF(me);
   Py_XDECREF(threading);
-  lr__service(b);
+  redis__service(b);
   ev_run(b->loop, 0);
   if (b->detached) { /* closed from this very thread: nobody joins it */
     ev_loop_destroy(b->loop);
-    lr__free(b);
+    redis__free(b);
   }
   PyGILState_Release(g);
   return NULL;
@@ -963,7 +967,7 @@ static void *lr__thread_main(void *arg) {
 
 /* ---- the API ---- */
 
-static char *lr__strdup(PyObject *o) {
+static char *redis__strdup(PyObject *o) {
   if (o == Py_None)
     return NULL;
   Py_ssize_t n;
@@ -976,18 +980,18 @@ static char *lr__strdup(PyObject *o) {
   return d;
 }
 
-static void lr__conn_init(lr_bridge *b, lr_shard *s, lr_rconn *c, int is_sub) {
+static void redis__conn_init(lr_bridge *b, lr_shard *s, lr_rconn *c, int is_sub) {
   c->b = b;
   c->s = s;
   c->is_sub = is_sub;
-  c->state = LR_C_DOWN;
-  c->backoff = LR_BACKOFF_MIN;
-  ev_timer_init(&c->timer, lr__timer_cb, 0., 0.);
+  c->state = REDIS__DOWN;
+  c->backoff = REDIS__BACKOFF_MIN;
+  ev_timer_init(&c->timer, redis__timer_cb, 0., 0.);
   c->timer.data = c;
 }
 
-lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
-                         double reconnect_max, double connect_timeout) {
+lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject *hosts,
+                         PyObject *logger, double reconnect_max, double connect_timeout) {
   if (!PyList_Check(hosts) || PyList_GET_SIZE(hosts) == 0) {
     PyErr_SetString(PyExc_ValueError, "hosts must be a non-empty list");
     return NULL;
@@ -996,8 +1000,10 @@ lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
   if (!b)
     return (lr_bridge *)PyErr_NoMemory();
   b->core = core;
+  b->deliver = deliver;
   b->logger = Py_NewRef(logger);
-  b->reconnect_max = reconnect_max > LR_BACKOFF_MIN ? reconnect_max : LR_BACKOFF_MIN;
+  b->reconnect_max =
+      reconnect_max > REDIS__BACKOFF_MIN ? reconnect_max : REDIS__BACKOFF_MIN;
   b->connect_timeout = connect_timeout > 0 ? connect_timeout : 5.0;
   b->stop_timeout = 5.0;
   b->nshards = (int)PyList_GET_SIZE(hosts);
@@ -1011,7 +1017,7 @@ lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
       !b->echo) {
     if (!b->shards)
       b->nshards = 0;
-    lr__free(b);
+    redis__free(b);
     return (lr_bridge *)PyErr_NoMemory();
   }
   for (int i = 0; i < b->nshards; i++) {
@@ -1020,40 +1026,40 @@ lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
     PyObject *host, *port, *user, *password, *label;
     if (!PyArg_ParseTuple(h, "UOOOU", &host, &port, &user, &password, &label) ||
         (s->port = (int)PyLong_AsLong(port), PyErr_Occurred()) ||
-        !(s->host = lr__strdup(host)) ||
-        (user != Py_None && !(s->user = lr__strdup(user))) ||
-        (password != Py_None && !(s->password = lr__strdup(password))) ||
-        !(s->label = lr__strdup(label)) || !(s->buffered = PyList_New(0))) {
-      lr__free(b);
+        !(s->host = redis__strdup(host)) ||
+        (user != Py_None && !(s->user = redis__strdup(user))) ||
+        (password != Py_None && !(s->password = redis__strdup(password))) ||
+        !(s->label = redis__strdup(label)) || !(s->buffered = PyList_New(0))) {
+      redis__free(b);
       return NULL;
     }
-    lr__conn_init(b, s, &s->pub, 0);
-    lr__conn_init(b, s, &s->sub, 1);
+    redis__conn_init(b, s, &s->pub, 0);
+    redis__conn_init(b, s, &s->sub, 1);
   }
-  if (lr__server_loop) {
-    b->loop = lr__server_loop;
-    b->loop_thread = lr__server_thread;
-    b->next = lr__server_bridges;
-    lr__server_bridges = b;
-    lr__kick(b); /* connections start on the loop's thread */
+  if (redis__server_loop) {
+    b->loop = redis__server_loop;
+    b->loop_thread = redis__server_thread;
+    b->next = redis__server_bridges;
+    redis__server_bridges = b;
+    redis__kick(b); /* connections start on the loop's thread */
     return b;
   }
   b->own_thread = 1;
   b->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   if (!b->loop) {
-    lr__free(b);
+    redis__free(b);
     PyErr_SetString(PyExc_OSError, "cannot create an event loop for Redis");
     return NULL;
   }
   ev_set_userdata(b->loop, b);
-  ev_set_loop_release_cb(b->loop, lr__release, lr__acquire);
-  ev_async_init(&b->wake, lr__own_wake_cb);
+  ev_set_loop_release_cb(b->loop, redis__release, redis__acquire);
+  ev_async_init(&b->wake, redis__own_wake_cb);
   b->wake.data = b;
   ev_async_start(b->loop, &b->wake);
-  int err = pthread_create(&b->thread, NULL, lr__thread_main, b);
+  int err = pthread_create(&b->thread, NULL, redis__thread_main, b);
   if (err) {
     ev_loop_destroy(b->loop);
-    lr__free(b);
+    redis__free(b);
     errno = err;
     PyErr_SetFromErrno(PyExc_OSError);
     return NULL;
@@ -1067,25 +1073,26 @@ void lr_bridge_close(lr_bridge *b, double timeout) {
   b->stopping = 1;
   b->stop_timeout = timeout > 0 ? timeout : 0.001;
   if (!b->own_thread) {
-    lr__kick(b); /* freed on the loop once drained */
+    redis__kick(b); /* freed on the loop once drained */
     return;
   }
-  if (lr__on_loop(b)) { /* closed from a delivery on its own thread: let it finish */
+  if (redis__on_loop(b)) { /* closed from a delivery on its own thread: let it finish */
     b->detached = 1;
-    lr__kick(b);
+    redis__kick(b);
     pthread_detach(b->thread);
     return;
   }
-  lr__kick(b);
+  redis__kick(b);
   Py_BEGIN_ALLOW_THREADS pthread_join(b->thread, NULL);
   Py_END_ALLOW_THREADS ev_loop_destroy(b->loop);
-  lr__free(b);
+  redis__free(b);
 }
 
-/* lr__run now when called on the loop, else queued for it (the queue owns the tuple). */
-static int lr__hand_over(lr_bridge *b, PyObject *name, PyObject *payload) {
-  if (lr__on_loop(b) && b->started) {
-    lr__run(b, name, payload);
+/* redis__run now when called on the loop, else queued for it (the queue owns the tuple).
+ */
+static int redis__hand_over(lr_bridge *b, PyObject *name, PyObject *payload) {
+  if (redis__on_loop(b) && b->started) {
+    redis__run(b, name, payload);
     return 0;
   }
   PyObject *t = PyTuple_Pack(2, name, payload);
@@ -1094,7 +1101,7 @@ static int lr__hand_over(lr_bridge *b, PyObject *name, PyObject *payload) {
     return -1;
   }
   Py_DECREF(t);
-  lr__kick(b);
+  redis__kick(b);
   return 0;
 }
 
@@ -1103,35 +1110,36 @@ int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
     PyErr_SetString(PyExc_RuntimeError, "the channel layer is closed");
     return -1;
   }
-  return lr__hand_over(b, name, payload);
+  return redis__hand_over(b, name, payload);
 }
 
 int lr_bridge_want(lr_bridge *b, PyObject *name) {
-  long f = lr__flags(b, name);
-  if (f >= 0 && (f & LR_S_WANTED))
+  long f = redis__flags(b, name);
+  if (f >= 0 && (f & REDIS__S_WANTED))
     return 0;
-  lr__set_flags(b, name, (f < 0 ? 0 : f) | LR_S_WANTED);
+  redis__set_flags(b, name, (f < 0 ? 0 : f) | REDIS__S_WANTED);
   if (PySet_Discard(b->unwanted, name) < 0 || PySet_Discard(b->unwanted_old, name) < 0)
     return -1;
-  return lr__hand_over(b, name, Py_None);
+  return redis__hand_over(b, name, Py_None);
 }
 
 int lr_bridge_unwant(lr_bridge *b, PyObject *name) {
-  long f = lr__flags(b, name);
-  if (f < 0 || !(f & LR_S_WANTED))
+  long f = redis__flags(b, name);
+  if (f < 0 || !(f & REDIS__S_WANTED))
     return 0;
-  lr__set_flags(b, name, f & ~LR_S_WANTED);
+  redis__set_flags(b, name, f & ~REDIS__S_WANTED);
   return PySet_Add(b->unwanted, name);
 }
 
 PyObject *lr_bridge_stats(lr_bridge *b) {
   int connected = 0;
   for (int i = 0; i < b->nshards; i++)
-    connected += b->shards[i].pub.state == LR_C_UP && b->shards[i].sub.state == LR_C_UP;
+    connected +=
+        b->shards[i].pub.state == REDIS__UP && b->shards[i].sub.state == REDIS__UP;
   Py_ssize_t subscribed = 0, pos = 0;
   PyObject *k, *v;
   while (PyDict_Next(b->subs, &pos, &k, &v))
-    subscribed += (PyLong_AsLong(v) & LR_S_WANTED) != 0;
+    subscribed += (PyLong_AsLong(v) & REDIS__S_WANTED) != 0;
   return Py_BuildValue("{s:i,s:i,s:n,s:K,s:K,s:K,s:K,s:K,s:K}", "shards", b->nshards,
                        "connected", connected, "subscriptions", subscribed, "published",
                        b->published, "unpublished", b->unpublished, "received",

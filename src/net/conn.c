@@ -1,46 +1,77 @@
 /* conn.c: client sockets: reading, queued writes flushed once per loop iteration,
- * timers, lingering close and deferred freeing. */
+ * timers, lingering close, deferred freeing, and the list of live connections. What
+ * the bytes mean is the business of the protocol behind c->ops. */
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include "laurel/asgi/asgi.h"
-#include "laurel/net/conn.h"
 #include "laurel/base/log.h"
+#include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
-#include "laurel/net/server.h"
+#include "laurel/net/wqueue.h"
 
-#define LR_RBUF_MIN 4096
-#define LR_RBUF_MAX (64 * 1024 + 4096)
-#define LR_LINGER_SECONDS 2.0
+#define CONN__RBUF_MIN 4096
+#define CONN__RBUF_MAX (64 * 1024 + 4096)
+#define CONN__LINGER_SECONDS 2.0
 
-static lr_conn *lr__flush_head;
+enum {
+  CONN__READING = 1 << 0,     /* EV_READ wanted */
+  CONN__WRITING = 1 << 1,     /* EV_WRITE wanted (output blocked) */
+  CONN__CLOSE_AFTER = 1 << 2, /* close once the output is written */
+  CONN__CLOSED = 1 << 3,      /* socket closed; struct freed at the next flush */
+  CONN__FLUSH = 1 << 4,       /* on the flush list */
+  CONN__PAUSED = 1 << 5,      /* reading paused for backpressure */
+  CONN__LINGER = 1 << 6,      /* write side shut: draining input before close */
+  CONN__UNIX = 1 << 7,        /* accepted on a UNIX socket */
+};
 
-static void lr__schedule(lr_conn *c) {
-  if (c->flags & LR_C_FLUSH)
+struct lr_conn {
+  ev_io io; /* first: the watcher is the connection */
+  ev_timer timer;
+  double deadline; /* when the timer acts (ev_now clock), 0: never */
+  int fd;
+  unsigned flags;
+  const lr_conn_ops *ops;
+  void *proto;
+  lr_conn *prev, *next; /* every live connection */
+  lr_conn *flush_next;  /* the flush list */
+  char *rbuf;
+  size_t rlen, rpos, rcap;
+  lr_wqueue wq;
+  struct sockaddr_storage peer;
+  char peer_text[64]; /* "ip:port", or "None" on UNIX sockets */
+};
+
+static lr_conn *conn__all;
+static unsigned conn__count;
+static lr_conn *conn__flush_head;
+
+static void conn__schedule(lr_conn *c) {
+  if (c->flags & CONN__FLUSH)
     return;
-  c->flags |= LR_C_FLUSH;
-  c->flush_next = lr__flush_head;
-  lr__flush_head = c;
+  c->flags |= CONN__FLUSH;
+  c->flush_next = conn__flush_head;
+  conn__flush_head = c;
 }
 
-/* Make the io watcher match the flags. */
-static void lr__want(lr_conn *c) {
-  if (c->flags & LR_C_CLOSED)
+/* Makes the io watcher match the flags. */
+static void conn__want(lr_conn *c) {
+  if (c->flags & CONN__CLOSED)
     return;
   int ev = 0;
-  if ((c->flags & (LR_C_READING | LR_C_PAUSED)) == LR_C_READING)
+  if ((c->flags & (CONN__READING | CONN__PAUSED)) == CONN__READING)
     ev |= EV_READ;
-  if (c->flags & LR_C_WRITING)
+  if (c->flags & CONN__WRITING)
     ev |= EV_WRITE;
   if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == ev)
     return;
@@ -51,102 +82,243 @@ static void lr__want(lr_conn *c) {
   }
 }
 
-static void lr__free(lr_conn *c) {
-  lr_ws_free(c);
+static void conn__link(lr_conn *c) {
+  c->prev = NULL;
+  c->next = conn__all;
+  if (conn__all)
+    conn__all->prev = c;
+  conn__all = c;
+  conn__count++;
+}
+
+static void conn__unlink(lr_conn *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (conn__all == c)
+    conn__all = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  assert(conn__count > 0);
+  conn__count--;
+}
+
+static void conn__free(lr_conn *c) {
+  assert(c->flags & CONN__CLOSED);
+  if (c->ops)
+    c->ops->free(c);
   lr_wq_clear(&c->wq);
-  Py_CLEAR(c->client);
-  Py_CLEAR(c->server);
   free(c->rbuf);
-  free(c->req.hdr);
   free(c);
 }
 
 void lr_conn_close(lr_conn *c) {
-  if (c->flags & LR_C_CLOSED)
+  if (c->flags & CONN__CLOSED)
     return;
-  c->flags |= LR_C_CLOSED;
+  c->flags |= CONN__CLOSED;
   ev_io_stop(lr_loop, &c->io);
   ev_timer_stop(lr_loop, &c->timer);
   close(c->fd);
   c->fd = -1;
-  lr_http1_drop_cycle(c);
-  lr_server_unlink(c);
-  lr__schedule(c); /* freed at the next flush: callers up the stack may still look */
+  if (c->ops)
+    c->ops->closed(c);
+  conn__unlink(c);
+  conn__schedule(c); /* freed at the next flush: callers up the stack may still look */
 }
 
-static void lr__linger(lr_conn *c) {
-  if (c->flags & LR_C_LINGER)
+int lr_conn_closed(const lr_conn *c) {
+  return (c->flags & CONN__CLOSED) != 0;
+}
+
+static void conn__linger(lr_conn *c) {
+  if (c->flags & CONN__LINGER)
     return;
   /* Half-close and read until the peer closes, so unread input does not turn our last
    * response into a reset before the peer has read it. */
-  c->flags |= LR_C_LINGER | LR_C_READING;
-  c->flags &= ~LR_C_PAUSED;
+  c->flags |= CONN__LINGER | CONN__READING;
+  c->flags &= ~CONN__PAUSED;
   if (shutdown(c->fd, SHUT_WR) < 0) {
     lr_conn_close(c);
     return;
   }
   c->rpos = c->rlen = 0;
-  lr__want(c);
-  lr_conn_arm_timer(c, LR_LINGER_SECONDS);
+  conn__want(c);
+  lr_conn_arm_timer(c, CONN__LINGER_SECONDS);
 }
 
-static void lr__flush(lr_conn *c) {
-  if (c->wq.bytes) {
-    if (lr_wq_write(&c->wq, c->fd) < 0) {
-      lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
-      return;
-    }
+static void conn__flush(lr_conn *c) {
+  if (c->wq.bytes && lr_wq_write(&c->wq, c->fd) < 0) {
+    lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
+    return;
   }
   if (c->wq.bytes) {
-    if (!(c->flags & LR_C_WRITING)) {
-      c->flags |= LR_C_WRITING;
-      lr__want(c);
+    if (!(c->flags & CONN__WRITING)) {
+      c->flags |= CONN__WRITING;
+      conn__want(c);
     }
     return;
   }
-  if (c->flags & LR_C_WRITING) {
-    c->flags &= ~LR_C_WRITING;
-    lr__want(c);
+  if (c->flags & CONN__WRITING) {
+    c->flags &= ~CONN__WRITING;
+    conn__want(c);
   }
-  if (c->flags & LR_C_CLOSE_AFTER)
-    lr__linger(c);
-  else if (c->cycle)
-    (c->is_ws ? lr_ws_drained : lr_cycle_drained)(c->cycle);
+  if (c->flags & CONN__CLOSE_AFTER)
+    conn__linger(c);
+  else
+    c->ops->drained(c);
 }
 
 void lr_conn_flush_all(void) {
-  while (lr__flush_head) {
-    lr_conn *list = lr__flush_head;
-    lr__flush_head = NULL;
+  while (conn__flush_head) {
+    lr_conn *list = conn__flush_head;
+    conn__flush_head = NULL;
     while (list) {
       lr_conn *c = list;
       list = c->flush_next;
-      c->flags &= ~LR_C_FLUSH;
-      if (c->flags & LR_C_CLOSED)
-        lr__free(c);
+      c->flags &= ~CONN__FLUSH;
+      if (c->flags & CONN__CLOSED)
+        conn__free(c);
       else
-        lr__flush(c);
+        conn__flush(c);
     }
   }
   lr_access_flush();
 }
 
+/* ---- input ---- */
+
+const char *lr_conn_input(const lr_conn *c, size_t *len) {
+  *len = c->rlen - c->rpos;
+  return c->rbuf ? c->rbuf + c->rpos : "";
+}
+
+void lr_conn_consume(lr_conn *c, size_t n) {
+  assert(n <= c->rlen - c->rpos);
+  c->rpos += n;
+}
+
+static void conn__compact(lr_conn *c) {
+  if (c->rpos == 0)
+    return;
+  memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+  c->rlen -= c->rpos;
+  c->rpos = 0;
+}
+
+int lr_conn_input_full(const lr_conn *c) {
+  return c->rlen - c->rpos == c->rcap && c->rcap >= 64 * 1024;
+}
+
+void lr_conn_input_release(lr_conn *c) {
+  if (c->rbuf && c->rpos == c->rlen && !(c->flags & CONN__CLOSED)) {
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rpos = c->rlen = 0;
+  }
+}
+
+int lr_conn_has_unread(const lr_conn *c) {
+  int n = 0;
+  return c->rpos < c->rlen || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
+}
+
+void lr_conn_pause(lr_conn *c) {
+  if (!(c->flags & CONN__PAUSED)) {
+    c->flags |= CONN__PAUSED;
+    conn__want(c);
+  }
+}
+
+void lr_conn_resume(lr_conn *c) {
+  if (c->flags & CONN__PAUSED) {
+    c->flags &= ~CONN__PAUSED;
+    conn__want(c);
+  }
+}
+
+int lr_conn_paused(const lr_conn *c) {
+  return (c->flags & CONN__PAUSED) != 0;
+}
+
+/* Room for one more read: a buffer (again, after a release), compacted or grown.
+ * 0, or -1 when the buffer is full and at its largest (reading pauses). */
+static int conn__room(lr_conn *c) {
+  if (!c->rbuf) {
+    if (!(c->rbuf = malloc(CONN__RBUF_MIN)))
+      return lr_conn_close(c), -1;
+    c->rcap = CONN__RBUF_MIN;
+    c->rpos = c->rlen = 0;
+  }
+  if (c->rpos == c->rlen)
+    c->rpos = c->rlen = 0;
+  else if (c->rlen == c->rcap && c->rpos > 0)
+    conn__compact(c);
+  if (c->rlen < c->rcap)
+    return 0;
+  if (c->rcap >= CONN__RBUF_MAX) {
+    lr_conn_pause(c); /* the protocol resumes once it has consumed some */
+    return -1;
+  }
+  size_t cap = c->rcap * 2 > CONN__RBUF_MAX ? CONN__RBUF_MAX : c->rcap * 2;
+  char *b = realloc(c->rbuf, cap);
+  if (!b)
+    return lr_conn_close(c), -1;
+  c->rbuf = b;
+  c->rcap = cap;
+  return 0;
+}
+
+static void conn__readable(lr_conn *c) {
+  if (conn__room(c) < 0)
+    return;
+  ssize_t r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
+  if (r > 0) {
+    if (c->flags & CONN__LINGER) {
+      c->rpos = c->rlen = 0; /* discarded: we only wait for the peer's close */
+      return;
+    }
+    c->rlen += (size_t)r;
+    c->ops->data(c);
+  } else if (r == 0) {
+    if (c->flags & CONN__LINGER)
+      lr_conn_close(c);
+    else
+      c->ops->eof(c);
+  } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    lr_conn_close(c);
+  }
+}
+
+static void conn__io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop;
+  lr_conn *c = (lr_conn *)w;
+  if (revents & EV_WRITE) {
+    conn__flush(c);
+    if (c->flags & CONN__CLOSED)
+      return;
+  }
+  if (revents & EV_READ)
+    conn__readable(c);
+}
+
+/* ---- output ---- */
+
 int lr_conn_write_copy(lr_conn *c, const void *p, size_t n) {
-  if (c->flags & LR_C_CLOSED)
+  if (c->flags & CONN__CLOSED)
     return 0;
   if (lr_wq_copy(&c->wq, p, n) < 0)
     return -1;
-  lr__schedule(c);
+  conn__schedule(c);
   return 0;
 }
 
 int lr_conn_write_ref(lr_conn *c, PyObject *obj, const char *p, size_t n) {
-  if (c->flags & LR_C_CLOSED)
+  if (c->flags & CONN__CLOSED)
     return 0;
   int r = n < LR_WQ_REF_MIN ? lr_wq_copy(&c->wq, p, n) : lr_wq_ref(&c->wq, obj, p, n);
   if (r < 0)
     return -1;
-  lr__schedule(c);
+  conn__schedule(c);
   return 0;
 }
 
@@ -154,31 +326,19 @@ size_t lr_conn_pending(const lr_conn *c) {
   return c->wq.bytes;
 }
 
-void lr_conn_pause(lr_conn *c) {
-  if (!(c->flags & LR_C_PAUSED)) {
-    c->flags |= LR_C_PAUSED;
-    lr__want(c);
-  }
-}
-
-void lr_conn_resume(lr_conn *c) {
-  if (c->flags & LR_C_PAUSED) {
-    c->flags &= ~LR_C_PAUSED;
-    lr__want(c);
-  }
-}
-
 void lr_conn_close_after_write(lr_conn *c) {
-  if (c->flags & LR_C_CLOSED)
+  if (c->flags & CONN__CLOSED)
     return;
-  c->flags |= LR_C_CLOSE_AFTER;
-  lr__schedule(c);
+  c->flags |= CONN__CLOSE_AFTER;
+  conn__schedule(c);
 }
 
-/* Lazy timer: re-arming per request only moves the deadline; the libev timer, when it
- * fires early, restarts itself for the remaining time. */
+/* ---- the timer ---- */
+
+/* Lazy: re-arming per request only moves the deadline; the libev timer, when it fires
+ * early, restarts itself for the time that is left. */
 void lr_conn_arm_timer(lr_conn *c, double seconds) {
-  if (c->flags & LR_C_CLOSED)
+  if (c->flags & CONN__CLOSED)
     return;
   if (seconds <= 0) {
     c->deadline = 0;
@@ -192,73 +352,7 @@ void lr_conn_arm_timer(lr_conn *c, double seconds) {
   }
 }
 
-static void lr__on_readable(lr_conn *c) {
-  if (!c->rbuf) { /* released while idle (WebSocket): take one again */
-    if (!(c->rbuf = malloc(LR_RBUF_MIN))) {
-      lr_conn_close(c);
-      return;
-    }
-    c->rcap = LR_RBUF_MIN;
-    c->rpos = c->rlen = 0;
-  }
-  if (c->rpos == c->rlen) {
-    c->rpos = c->rlen = 0;
-  } else if (c->rlen == c->rcap && c->rpos > 0) {
-    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-    c->rlen -= c->rpos;
-    c->rpos = 0;
-  }
-  if (c->rlen == c->rcap) {
-    if (c->rcap >= LR_RBUF_MAX) {
-      lr_conn_pause(c); /* full: http1 resumes when it has consumed some */
-      return;
-    }
-    size_t cap = c->rcap * 2 > LR_RBUF_MAX ? LR_RBUF_MAX : c->rcap * 2;
-    char *b = realloc(c->rbuf, cap);
-    if (!b) {
-      lr_conn_close(c);
-      return;
-    }
-    c->rbuf = b;
-    c->rcap = cap;
-  }
-  ssize_t r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-  if (r > 0) {
-    if (c->flags & LR_C_LINGER) {
-      c->rpos = c->rlen = 0; /* discard: we are only waiting for the peer's close */
-      return;
-    }
-    c->rlen += (size_t)r;
-    lr_http1_process(c);
-    if (c->is_ws && !(c->flags & LR_C_CLOSED) && c->rpos == c->rlen) {
-      /* Idle WebSockets are most connections: hold no read buffer between messages. */
-      free(c->rbuf);
-      c->rbuf = NULL;
-      c->rcap = c->rpos = c->rlen = 0;
-    }
-  } else if (r == 0) {
-    if (c->flags & LR_C_LINGER)
-      lr_conn_close(c);
-    else
-      lr_http1_eof(c);
-  } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-    lr_conn_close(c);
-  }
-}
-
-static void lr__io_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop;
-  lr_conn *c = (lr_conn *)w;
-  if (revents & EV_WRITE) {
-    lr__flush(c);
-    if (c->flags & LR_C_CLOSED)
-      return;
-  }
-  if (revents & EV_READ)
-    lr__on_readable(c);
-}
-
-static void lr__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+static void conn__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_conn *c = (lr_conn *)((char *)w - offsetof(lr_conn, timer));
   if (c->deadline == 0)
@@ -270,13 +364,15 @@ static void lr__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     return;
   }
   c->deadline = 0;
-  if (c->flags & LR_C_LINGER)
+  if (c->flags & CONN__LINGER)
     lr_conn_close(c);
   else
-    lr_http1_timeout(c);
+    c->ops->timeout(c);
 }
 
-static void lr__peer_name(lr_conn *c, const struct sockaddr *sa) {
+/* ---- birth, the peer ---- */
+
+static void conn__peer_text(lr_conn *c, const struct sockaddr *sa) {
   char host[INET6_ADDRSTRLEN] = "";
   int port = 0;
   if (sa->sa_family == AF_INET) {
@@ -288,37 +384,92 @@ static void lr__peer_name(lr_conn *c, const struct sockaddr *sa) {
     inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
     port = ntohs(in6->sin6_port);
   } else {
-    snprintf(c->peer, sizeof c->peer, "None");
+    snprintf(c->peer_text, sizeof c->peer_text, "None");
     return;
   }
-  snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+  snprintf(c->peer_text, sizeof c->peer_text, "%s:%d", host, port);
 }
 
-void lr_conn_accept(lr_listener *l, int fd, const struct sockaddr *sa, socklen_t salen) {
-  (void)salen;
+lr_conn *lr_conn_new(int fd, const struct sockaddr *peer, socklen_t len, int is_unix) {
   lr_conn *c = calloc(1, sizeof *c);
-  char *rbuf = malloc(LR_RBUF_MIN);
+  char *rbuf = malloc(CONN__RBUF_MIN);
   if (!c || !rbuf) {
     free(c);
     free(rbuf);
     close(fd);
-    return;
+    return NULL;
   }
   c->fd = fd;
-  c->lst = l;
   c->rbuf = rbuf;
-  c->rcap = LR_RBUF_MIN;
+  c->rcap = CONN__RBUF_MIN;
   lr_wq_init(&c->wq);
-  if (!l->is_unix) {
+  if (is_unix) {
+    c->flags |= CONN__UNIX;
+  } else {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  lr__peer_name(c, sa);
-  lr_http1_init(c);
-  ev_io_init(&c->io, lr__io_cb, fd, EV_READ);
-  c->flags = LR_C_READING;
+  if (len > sizeof c->peer)
+    len = sizeof c->peer;
+  memcpy(&c->peer, peer, len);
+  conn__peer_text(c, peer);
+  ev_io_init(&c->io, conn__io_cb, fd, EV_READ);
+  c->flags |= CONN__READING;
   ev_io_start(lr_loop, &c->io);
-  ev_init(&c->timer, lr__timer_cb);
-  lr_server_link(c);
-  lr_conn_arm_timer(c, lr_cfg->header_timeout);
+  ev_init(&c->timer, conn__timer_cb);
+  conn__link(c);
+  return c;
+}
+
+void lr_conn_set_proto(lr_conn *c, const lr_conn_ops *ops, void *proto) {
+  assert(ops && ops->data && ops->eof && ops->timeout && ops->drained && ops->shutdown &&
+         ops->closed && ops->free);
+  c->ops = ops;
+  c->proto = proto;
+}
+
+void *lr_conn_proto(const lr_conn *c) {
+  return c->proto;
+}
+
+const char *lr_conn_peer_text(const lr_conn *c) {
+  return c->peer_text;
+}
+
+int lr_conn_is_unix(const lr_conn *c) {
+  return (c->flags & CONN__UNIX) != 0;
+}
+
+int lr_conn_peer(const lr_conn *c, struct sockaddr_storage *ss) {
+  if (c->flags & CONN__UNIX)
+    return -1;
+  *ss = c->peer;
+  return 0;
+}
+
+int lr_conn_local(const lr_conn *c, struct sockaddr_storage *ss) {
+  socklen_t len = sizeof *ss;
+  if ((c->flags & CONN__UNIX) || c->fd < 0)
+    return -1;
+  return getsockname(c->fd, (struct sockaddr *)ss, &len) == 0 ? 0 : -1;
+}
+
+/* ---- every live connection ---- */
+
+unsigned lr_conn_count(void) {
+  return conn__count;
+}
+
+void lr_conn_shutdown_all(void) {
+  lr_conn *c = conn__all;
+  while (c) {
+    lr_conn *next = c->next; /* shutdown may close (and unlink) c */
+    c->ops->shutdown(c);
+    c = next;
+  }
+}
+
+void lr_conn_close_all(void) {
+  while (conn__all)
+    lr_conn_close(conn__all);
 }

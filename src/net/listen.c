@@ -15,19 +15,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "laurel/proc/cli.h"
 #include "laurel/base/log.h"
 
 #define LR_BACKLOG 1024
 
-static int lr__nonblock(int fd) {
+static int listen__nonblock(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
     return -1;
   return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-static int lr__tcp(lr_listener *l) {
+static int listen__tcp(lr_listener *l) {
   const lr_endpoint *ep = &l->ep;
   struct addrinfo hints = {0}, *res = NULL;
   hints.ai_family = AF_UNSPEC;
@@ -49,7 +48,8 @@ static int lr__tcp(lr_listener *l) {
   if (res->ai_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
-      listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 || lr__nonblock(fd) < 0)
+      listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 ||
+      listen__nonblock(fd) < 0)
     goto sys_fail;
   freeaddrinfo(res);
   l->fd = fd;
@@ -64,7 +64,7 @@ sys_fail:;
   return -1;
 }
 
-static int lr__unix(lr_listener *l) {
+static int listen__unix(lr_listener *l) {
   const lr_endpoint *ep = &l->ep;
   struct sockaddr_un sa = {0};
   sa.sun_family = AF_UNIX;
@@ -94,7 +94,8 @@ static int lr__unix(lr_listener *l) {
   l->owns_path = 1;
   if (ep->mode >= 0 && chmod(ep->path, (mode_t)ep->mode) < 0)
     goto sys_fail;
-  if (listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 || lr__nonblock(fd) < 0)
+  if (listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 ||
+      listen__nonblock(fd) < 0)
     goto sys_fail;
   l->fd = fd;
   return 0;
@@ -107,7 +108,7 @@ sys_fail:;
   return -1;
 }
 
-static int lr__fd(lr_listener *l) {
+static int listen__fd(lr_listener *l) {
   int fd = l->ep.fd, acc = 0;
   socklen_t len = sizeof acc;
   struct sockaddr_storage ss;
@@ -118,7 +119,7 @@ static int lr__fd(lr_listener *l) {
            "File descriptor %d is not a listening socket", fd);
     return -1;
   }
-  if (lr__nonblock(fd) < 0) {
+  if (listen__nonblock(fd) < 0) {
     lr_log(LR_LOG_CRITICAL, "laurel.server", "File descriptor %d: %s", fd,
            strerror(errno));
     return -1;
@@ -150,14 +151,14 @@ int lr_listen_open(const lr_config *cfg, lr_listener **out) {
     int r;
     switch (l->ep.kind) {
     case LR_EP_TCP:
-      r = lr__tcp(l);
+      r = listen__tcp(l);
       break;
     case LR_EP_UNIX:
       l->is_unix = 1;
-      r = lr__unix(l);
+      r = listen__unix(l);
       break;
     default:
-      r = lr__fd(l);
+      r = listen__fd(l);
       break;
     }
     if (r < 0) {

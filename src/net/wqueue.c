@@ -14,7 +14,7 @@ void lr_wq_init(lr_wqueue *q) {
   memset(q, 0, sizeof *q);
 }
 
-static void lr__seg_release(lr_wseg *s) {
+static void wq__seg_release(lr_wseg *s) {
   Py_CLEAR(s->obj);
   free(s->mem);
   s->mem = NULL;
@@ -22,12 +22,12 @@ static void lr__seg_release(lr_wseg *s) {
 
 void lr_wq_clear(lr_wqueue *q) {
   for (size_t i = q->first; i < q->n; i++)
-    lr__seg_release(&q->seg[i]);
+    wq__seg_release(&q->seg[i]);
   free(q->seg);
   memset(q, 0, sizeof *q);
 }
 
-static lr_wseg *lr__push(lr_wqueue *q) {
+static lr_wseg *wq__push(lr_wqueue *q) {
   if (q->first > 0 && q->first == q->n) {
     q->first = q->n = 0; /* empty: start over at the front */
   }
@@ -64,7 +64,7 @@ int lr_wq_copy(lr_wqueue *q, const void *p, size_t n) {
   char *mem = malloc(cap);
   if (!mem)
     return -1;
-  lr_wseg *s = lr__push(q);
+  lr_wseg *s = wq__push(q);
   if (!s) {
     free(mem);
     return -1;
@@ -80,7 +80,7 @@ int lr_wq_copy(lr_wqueue *q, const void *p, size_t n) {
 int lr_wq_ref(lr_wqueue *q, PyObject *obj, const char *p, size_t n) {
   if (n == 0)
     return 0;
-  lr_wseg *s = lr__push(q);
+  lr_wseg *s = wq__push(q);
   if (!s)
     return -1;
   Py_INCREF(obj);
@@ -120,7 +120,7 @@ ssize_t lr_wq_write(lr_wqueue *q, int fd) {
         break;
       }
       left -= rest;
-      lr__seg_release(s);
+      wq__seg_release(s);
       q->first++;
       q->off = 0;
     }

@@ -8,33 +8,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "laurel/proc/cli.h"
 #include "laurel/base/config.h"
-#include "laurel/net/listen.h"
 #include "laurel/base/log.h"
+#include "laurel/base/signals.h"
+#include "laurel/net/listen.h"
 #include "laurel/net/loop.h"
-#include "laurel/proc/master.h"
 #include "laurel/net/server.h"
-
-PyObject *lr_pymod_init(void);
-
-/* SIGINT/SIGTERM before asyncio owns the signals (while the app is imported): kept
- * here and handed over by _laurel.early_signal(). */
-static volatile sig_atomic_t lr__early_signal;
-
-static void lr__early_handler(int sig) {
-  lr__early_signal = sig;
-}
-
-int lr_main_early_signal(void);
-int lr_main_early_signal(void) {
-  int s = lr__early_signal;
-  lr__early_signal = 0;
-  return s;
-}
+#include "laurel/proc/cli.h"
+#include "laurel/proc/master.h"
+#include "laurel/proc/pymodule.h"
 
 /* Run from the build tree, the Python package comes from the source tree. */
-static void lr__source_pydir(PyObject *path) {
+static void main__source_pydir(PyObject *path) {
 #if defined(LAUREL_BUILD_DIR) && defined(LAUREL_SOURCE_PYDIR)
   char exe[PATH_MAX], build[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -56,8 +41,8 @@ static void lr__source_pydir(PyObject *path) {
 #endif
 }
 
-static int lr__python(const lr_config *cfg, int argc, char **argv) {
-  PyImport_AppendInittab("_laurel", lr_pymod_init);
+static int main__python(const lr_config *cfg, int argc, char **argv) {
+  PyImport_AppendInittab("_laurel", lr_module_init);
   PyConfig pc;
   PyConfig_InitPythonConfig(&pc);
   pc.install_signal_handlers = 0; /* asyncio's add_signal_handler owns SIGINT/SIGTERM */
@@ -80,7 +65,7 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
     goto out;
   }
   Py_DECREF(dot);
-  lr__source_pydir(path);
+  main__source_pydir(path);
   PyObject *mod = PyImport_ImportModule("laurel._server");
   if (!mod) {
     PyErr_Print();
@@ -106,7 +91,7 @@ static int lr__python(const lr_config *cfg, int argc, char **argv) {
     rc = 1;
   }
 out:
-  lr_server_teardown();
+  lr_server_close();
   lr_access_flush();
   lr_access_set_sink(NULL); /* the Python sink must not outlive Py_FinalizeEx() */
   if (Py_FinalizeEx() < 0 && rc == 0)
@@ -114,28 +99,29 @@ out:
   return rc;
 }
 
-static lr_config lr__cfg;
-static int lr__argc;
-static char **lr__argv;
+static lr_config main__cfg;
+static int main__argc;
+static char **main__argv;
+static lr_listener *main__ls;
+static int main__nls;
 
-/* A worker: its own event loop and interpreter, both created after any fork. */
-static int lr__worker(int slot) {
+/* A worker: its own event loop and interpreter, both created after any fork. ready_fd
+ * (or -1) gets a byte once it serves. */
+static int main__worker(int slot, int ready_fd) {
   (void)slot;
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = lr__early_handler;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  lr_signals_early_install();
+  lr_server_setup(main__ls, main__nls, ready_fd);
   if (lr_loop_init() < 0) {
     lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");
     return 1;
   }
-  return lr__python(&lr__cfg, lr__argc, lr__argv);
+  return main__python(&main__cfg, main__argc, main__argv);
 }
 
 int main(int argc, char **argv) {
-  lr_config *cfg = &lr__cfg;
+  lr_config *cfg = &main__cfg;
   lr_config_defaults(cfg);
+  lr_cfg = cfg;
   int r = lr_cli_parse(cfg, argc, argv, stdout, stderr);
   if (r > 0)
     return 0;
@@ -153,26 +139,23 @@ int main(int argc, char **argv) {
     }
   }
   signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = lr__early_handler;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  lr_signals_early_install();
   lr_listener *ls = NULL;
   int n = lr_listen_open(cfg, &ls);
   if (n < 0)
     return 1;
-  lr_server_setup(cfg, ls, n);
-  lr__argc = argc;
-  lr__argv = argv;
+  main__ls = ls;
+  main__nls = n;
+  main__argc = argc;
+  main__argv = argv;
   int rc;
   if (cfg->workers > 1 || cfg->max_requests > 0 || getpid() == 1) {
     /* Several workers, recycling, or PID 1 in a container: a C master supervises (and
      * reaps). One worker otherwise runs in this process, with no master. */
-    rc = lr_master_run(cfg, ls, n, lr__worker);
+    rc = lr_master_run(cfg, ls, n, main__worker);
     lr_listen_close(ls, n);
   } else {
-    rc = lr__worker(0);
+    rc = main__worker(0, -1);
   }
   free(ls);
   return rc;

@@ -6,7 +6,8 @@
  * restarts a worker that dies (with backoff), forwards SIGTERM/SIGINT as one graceful
  * stop, and on SIGHUP replaces the workers one at a time, each replacement taking over
  * only once it is serving. A worker reports it is serving by writing one byte to a
- * pipe (lr_ready_fd, written by server.c when accepting starts). */
+ * pipe, whose write end the worker function gets (net/server.c writes it when
+ * accepting starts). */
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
@@ -21,12 +22,8 @@
 #include <unistd.h>
 
 #include "laurel/base/log.h"
+#include "laurel/base/signals.h"
 #include "laurel/proc/master.h"
-
-/* server.c: the worker writes one byte here once it accepts connections. */
-extern int lr_ready_fd;
-/* main.c: SIGINT/SIGTERM received before the master's own handlers. */
-int lr_main_early_signal(void);
 
 #define LR_MAX_WORKERS 512
 #define LR_BACKOFF_MAX 30.0
@@ -44,37 +41,37 @@ typedef struct lr_worker {
   unsigned crashes; /* consecutive early deaths, for the backoff */
 } lr_worker;
 
-static lr_listener *lr__ls;
-static int lr__nls;
-static lr_worker_main_fn lr__worker_main;
-static lr_worker *lr__w;
-static int lr__n;
-static int lr__stopping;
-static int lr__ever_ready; /* some worker has served: later failures restart */
-static int lr__exit_code;
-static int lr__rolling = -1; /* slot being replaced by SIGHUP, -1 when idle */
-static ev_timer lr__kill_timer;
-static pid_t lr__master_pid;
+static lr_listener *master__ls;
+static int master__nls;
+static lr_worker_main_fn master__worker_main;
+static lr_worker *master__w;
+static int master__n;
+static int master__stopping;
+static int master__ever_ready; /* some worker has served: later failures restart */
+static int master__exit_code;
+static int master__rolling = -1; /* slot being replaced by SIGHUP, -1 when idle */
+static ev_timer master__kill_timer;
+static pid_t master__master_pid;
 
-static void lr__start(lr_worker *w);
+static void master__start(lr_worker *w);
 
-static int lr__alive(void) {
+static int master__alive(void) {
   int n = 0;
-  for (int i = 0; i < lr__n; i++)
-    n += (lr__w[i].pid != 0) + (lr__w[i].retiring != 0);
+  for (int i = 0; i < master__n; i++)
+    n += (master__w[i].pid != 0) + (master__w[i].retiring != 0);
   return n;
 }
 
-static void lr__signal_all(int sig) {
-  for (int i = 0; i < lr__n; i++) {
-    if (lr__w[i].pid)
-      kill(lr__w[i].pid, sig);
-    if (lr__w[i].retiring)
-      kill(lr__w[i].retiring, sig);
+static void master__signal_all(int sig) {
+  for (int i = 0; i < master__n; i++) {
+    if (master__w[i].pid)
+      kill(master__w[i].pid, sig);
+    if (master__w[i].retiring)
+      kill(master__w[i].retiring, sig);
   }
 }
 
-static void lr__ready_close(lr_worker *w) {
+static void master__ready_close(lr_worker *w) {
   if (w->ready_fd >= 0) {
     ev_io_stop(EV_DEFAULT, &w->ready_io);
     close(w->ready_fd);
@@ -82,20 +79,20 @@ static void lr__ready_close(lr_worker *w) {
   }
 }
 
-static void lr__roll_next(void);
+static void master__roll_next(void);
 
-static void lr__ready_cb(struct ev_loop *loop, ev_io *io, int revents) {
+static void master__ready_cb(struct ev_loop *loop, ev_io *io, int revents) {
   (void)loop, (void)revents;
   lr_worker *w = (lr_worker *)((char *)io - offsetof(lr_worker, ready_io));
   char b;
   ssize_t r = read(w->ready_fd, &b, 1);
   if (r < 0 && (errno == EAGAIN || errno == EINTR))
     return;
-  lr__ready_close(w);
+  master__ready_close(w);
   if (r != 1)
     return; /* EOF: the worker died before serving; the child watcher deals with it */
   w->ready = 1;
-  lr__ever_ready = 1;
+  master__ever_ready = 1;
   lr_log(LR_LOG_INFO, "laurel.master", "Worker %d (pid %d) is serving", w->slot,
          (int)w->pid);
   if (w->retiring) { /* rolling restart: the replacement serves, retire the old one */
@@ -103,7 +100,7 @@ static void lr__ready_cb(struct ev_loop *loop, ev_io *io, int revents) {
   }
 }
 
-static void lr__worker_exec(lr_worker *w, int ready_w) {
+static void master__worker_exec(lr_worker *w, int ready_w) {
   /* In the child: a clean signal state, the readiness pipe, then the worker proper. */
   sigset_t none;
   sigemptyset(&none);
@@ -118,21 +115,20 @@ static void lr__worker_exec(lr_worker *w, int ready_w) {
   sigaction(SIGHUP, &dfl, NULL); /* the master decides what SIGHUP means */
   setpgid(0, 0);                 /* a terminal's Ctrl-C reaches the master only */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
-  if (getppid() != lr__master_pid)
+  if (getppid() != master__master_pid)
     _exit(1); /* the master died before prctl took effect: nobody would supervise us */
-  for (int i = 0; i < lr__n; i++)
-    if (lr__w[i].ready_fd >= 0)
-      close(lr__w[i].ready_fd);
-  for (int i = 0; i < lr__nls; i++)
-    lr__ls[i].owns_path = 0; /* the master removes UNIX socket files */
-  lr_ready_fd = ready_w;
+  for (int i = 0; i < master__n; i++)
+    if (master__w[i].ready_fd >= 0)
+      close(master__w[i].ready_fd);
+  for (int i = 0; i < master__nls; i++)
+    master__ls[i].owns_path = 0; /* the master removes UNIX socket files */
   srandom((unsigned)getpid() ^ (unsigned)time(NULL));
-  int rc = lr__worker_main(w->slot);
+  int rc = master__worker_main(w->slot, ready_w);
   lr_access_flush();
   _exit(rc);
 }
 
-static void lr__start(lr_worker *w) {
+static void master__start(lr_worker *w) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) {
     lr_log(LR_LOG_ERROR, "laurel.master", "pipe: %s", strerror(errno));
@@ -149,26 +145,26 @@ static void lr__start(lr_worker *w) {
   if (pid == 0) {
     close(fds[0]);
     w->ready_fd = -1;
-    lr__worker_exec(w, fds[1]);
+    master__worker_exec(w, fds[1]);
   }
   close(fds[1]);
   w->pid = pid;
   w->ready = 0;
   w->started = ev_now(EV_DEFAULT);
   w->ready_fd = fds[0];
-  ev_io_init(&w->ready_io, lr__ready_cb, fds[0], EV_READ);
+  ev_io_init(&w->ready_io, master__ready_cb, fds[0], EV_READ);
   ev_io_start(EV_DEFAULT, &w->ready_io);
   lr_log(LR_LOG_DEBUG, "laurel.master", "Started worker %d (pid %d)", w->slot, (int)pid);
 }
 
-static void lr__restart_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+static void master__restart_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop, (void)revents;
   lr_worker *w = (lr_worker *)((char *)t - offsetof(lr_worker, restart));
-  if (!lr__stopping && !w->pid)
-    lr__start(w);
+  if (!master__stopping && !w->pid)
+    master__start(w);
 }
 
-static void lr__describe(int status, char *buf, size_t cap) {
+static void master__describe(int status, char *buf, size_t cap) {
   if (WIFEXITED(status))
     snprintf(buf, cap, "exited with status %d", WEXITSTATUS(status));
   else if (WIFSIGNALED(status))
@@ -178,69 +174,70 @@ static void lr__describe(int status, char *buf, size_t cap) {
     snprintf(buf, cap, "stopped (status %d)", status);
 }
 
-static void lr__roll_next(void) {
-  while (++lr__rolling < lr__n) {
-    lr_worker *w = &lr__w[lr__rolling];
+static void master__roll_next(void) {
+  while (++master__rolling < master__n) {
+    lr_worker *w = &master__w[master__rolling];
     if (!w->pid)
       continue;
     w->retiring = w->pid;
     w->pid = 0;
-    lr__ready_close(w);
-    lr__start(w);
+    master__ready_close(w);
+    master__start(w);
     return;
   }
-  lr__rolling = -1;
+  master__rolling = -1;
   lr_log(LR_LOG_INFO, "laurel.master", "All workers replaced");
 }
 
-static void lr__child_cb(struct ev_loop *loop, ev_child *c, int revents) {
+static void master__child_cb(struct ev_loop *loop, ev_child *c, int revents) {
   (void)revents;
   pid_t pid = c->rpid;
   int status = c->rstatus;
   lr_worker *w = NULL;
   int was_retiring = 0;
-  for (int i = 0; i < lr__n && !w; i++) {
-    if (lr__w[i].pid == pid)
-      w = &lr__w[i];
-    else if (lr__w[i].retiring == pid)
-      w = &lr__w[i], was_retiring = 1;
+  for (int i = 0; i < master__n && !w; i++) {
+    if (master__w[i].pid == pid)
+      w = &master__w[i];
+    else if (master__w[i].retiring == pid)
+      w = &master__w[i], was_retiring = 1;
   }
   if (!w)
     return; /* an orphan we adopted as PID 1: reaped, nothing else to do */
   char how[96];
-  lr__describe(status, how, sizeof how);
+  master__describe(status, how, sizeof how);
   if (was_retiring) {
     w->retiring = 0;
     lr_log(LR_LOG_INFO, "laurel.master", "Worker %d (pid %d) retired and %s", w->slot,
            (int)pid, how);
-    if (lr__rolling == w->slot && !lr__stopping)
-      lr__roll_next();
+    if (master__rolling == w->slot && !master__stopping)
+      master__roll_next();
   } else {
     int was_ready = w->ready;
     double lived = ev_now(loop) - w->started;
     w->pid = 0;
     w->ready = 0;
-    lr__ready_close(w);
-    if (lr__stopping) {
+    master__ready_close(w);
+    if (master__stopping) {
       lr_log(LR_LOG_INFO, "laurel.master", "Worker %d (pid %d) %s", w->slot, (int)pid,
              how);
-    } else if (!lr__ever_ready && !was_ready) {
+    } else if (!master__ever_ready && !was_ready) {
       /* The first generation cannot start (bad import, bad settings, port in use in
        * the app...): a restart loop would only repeat the error. */
       lr_log(LR_LOG_CRITICAL, "laurel.master",
              "Worker %d (pid %d) %s before serving; "
              "stopping",
              w->slot, (int)pid, how);
-      lr__exit_code = WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
-      lr__stopping = 1;
-      lr__signal_all(SIGTERM);
-      ev_timer_start(loop, &lr__kill_timer);
+      master__exit_code =
+          WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
+      master__stopping = 1;
+      master__signal_all(SIGTERM);
+      ev_timer_start(loop, &master__kill_timer);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       /* --max-requests: the worker recycled itself */
       lr_log(LR_LOG_INFO, "laurel.master",
              "Worker %d (pid %d) recycled; starting another", w->slot, (int)pid);
       w->crashes = 0;
-      lr__start(w);
+      master__start(w);
     } else {
       w->crashes = lived > LR_STABLE_AFTER ? 1 : w->crashes + 1;
       double delay = 0.5;
@@ -255,62 +252,62 @@ static void lr__child_cb(struct ev_loop *loop, ev_child *c, int revents) {
       ev_timer_start(loop, &w->restart);
     }
   }
-  if (lr__stopping && lr__alive() == 0)
+  if (master__stopping && master__alive() == 0)
     ev_break(loop, EVBREAK_ALL);
 }
 
-static void lr__stop_cb(struct ev_loop *loop, ev_signal *s, int revents) {
+static void master__stop_cb(struct ev_loop *loop, ev_signal *s, int revents) {
   (void)revents;
-  if (lr__stopping) {
+  if (master__stopping) {
     lr_log(LR_LOG_WARNING, "laurel.master", "Received %s again: stopping workers now",
            strsignal(s->signum));
-    lr__signal_all(SIGKILL);
+    master__signal_all(SIGKILL);
     return;
   }
   lr_log(LR_LOG_INFO, "laurel.master", "Received %s: stopping %d worker(s) gracefully",
-         strsignal(s->signum), lr__alive());
-  lr__stopping = 1;
-  for (int i = 0; i < lr__n; i++)
-    ev_timer_stop(loop, &lr__w[i].restart);
-  lr__signal_all(SIGTERM);
-  ev_timer_start(loop, &lr__kill_timer);
-  if (lr__alive() == 0)
+         strsignal(s->signum), master__alive());
+  master__stopping = 1;
+  for (int i = 0; i < master__n; i++)
+    ev_timer_stop(loop, &master__w[i].restart);
+  master__signal_all(SIGTERM);
+  ev_timer_start(loop, &master__kill_timer);
+  if (master__alive() == 0)
     ev_break(loop, EVBREAK_ALL);
 }
 
-static void lr__hup_cb(struct ev_loop *loop, ev_signal *s, int revents) {
+static void master__hup_cb(struct ev_loop *loop, ev_signal *s, int revents) {
   (void)loop, (void)s, (void)revents;
-  if (lr__stopping)
+  if (master__stopping)
     return;
-  if (lr__rolling >= 0) {
+  if (master__rolling >= 0) {
     lr_log(LR_LOG_INFO, "laurel.master", "SIGHUP: a rolling restart is already running");
     return;
   }
   lr_log(LR_LOG_INFO, "laurel.master", "SIGHUP: replacing %d worker(s) one by one",
-         lr__n);
-  lr__rolling = -1;
-  lr__roll_next();
+         master__n);
+  master__rolling = -1;
+  master__roll_next();
 }
 
-static void lr__kill_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+static void master__kill_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop, (void)t, (void)revents;
-  if (lr__alive()) {
+  if (master__alive()) {
     lr_log(LR_LOG_WARNING, "laurel.master", "%d worker(s) still running: killing them",
-           lr__alive());
-    lr__signal_all(SIGKILL);
+           master__alive());
+    master__signal_all(SIGKILL);
   }
 }
 
 int lr_master_run(const lr_config *cfg, lr_listener *ls, int nls, lr_worker_main_fn fn) {
-  lr__ls = ls;
-  lr__nls = nls;
-  lr__worker_main = fn;
-  lr__master_pid = getpid();
-  lr__n = cfg->workers > 0 ? cfg->workers : 1;
-  if (lr__n > LR_MAX_WORKERS)
-    lr__n = LR_MAX_WORKERS;
-  lr__w = calloc((size_t)lr__n, sizeof *lr__w);
-  if (!lr__w)
+  master__ls = ls;
+  master__nls = nls;
+  master__worker_main = fn;
+  master__master_pid = getpid();
+  master__n = cfg->workers > 0 ? cfg->workers : 1;
+  if (master__n > LR_MAX_WORKERS)
+    master__n = LR_MAX_WORKERS;
+  master__w = calloc((size_t)master__n, sizeof *master__w);
+  if (!master__w)
     return 1;
   struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
   if (!loop) {
@@ -318,35 +315,35 @@ int lr_master_run(const lr_config *cfg, lr_listener *ls, int nls, lr_worker_main
     return 1;
   }
   ev_signal sterm, sint, shup;
-  ev_signal_init(&sterm, lr__stop_cb, SIGTERM);
-  ev_signal_init(&sint, lr__stop_cb, SIGINT);
-  ev_signal_init(&shup, lr__hup_cb, SIGHUP);
+  ev_signal_init(&sterm, master__stop_cb, SIGTERM);
+  ev_signal_init(&sint, master__stop_cb, SIGINT);
+  ev_signal_init(&shup, master__hup_cb, SIGHUP);
   ev_signal_start(loop, &sterm);
   ev_signal_start(loop, &sint);
   ev_signal_start(loop, &shup);
-  if (lr_main_early_signal()) /* arrived while binding, before these watchers */
+  if (lr_signals_early_take()) /* arrived while binding, before these watchers */
     raise(SIGTERM);
   ev_child child;
-  ev_child_init(&child, lr__child_cb, 0, 0); /* every child, orphans included */
+  ev_child_init(&child, master__child_cb, 0, 0); /* every child, orphans included */
   ev_child_start(loop, &child);
-  ev_timer_init(&lr__kill_timer, lr__kill_cb, cfg->graceful_timeout + 5.0, 0.);
+  ev_timer_init(&master__kill_timer, master__kill_cb, cfg->graceful_timeout + 5.0, 0.);
   lr_log(LR_LOG_INFO, "laurel.master", "Master process %d starting %d worker(s)%s",
-         (int)getpid(), lr__n, getpid() == 1 ? " (as PID 1)" : "");
-  for (int i = 0; i < lr__n; i++) {
-    lr__w[i].slot = i;
-    lr__w[i].ready_fd = -1;
-    ev_timer_init(&lr__w[i].restart, lr__restart_cb, 0., 0.);
-    lr__start(&lr__w[i]);
+         (int)getpid(), master__n, getpid() == 1 ? " (as PID 1)" : "");
+  for (int i = 0; i < master__n; i++) {
+    master__w[i].slot = i;
+    master__w[i].ready_fd = -1;
+    ev_timer_init(&master__w[i].restart, master__restart_cb, 0., 0.);
+    master__start(&master__w[i]);
   }
   ev_run(loop, 0);
-  ev_timer_stop(loop, &lr__kill_timer);
-  for (int i = 0; i < lr__n; i++)
-    lr__ready_close(&lr__w[i]);
+  ev_timer_stop(loop, &master__kill_timer);
+  for (int i = 0; i < master__n; i++)
+    master__ready_close(&master__w[i]);
   /* Adopted orphans still running (PID 1): reap what has exited, leave the rest to the
    * kernel, which reaps them when the namespace's PID 1 exits. */
   while (waitpid(-1, NULL, WNOHANG) > 0) {
   }
-  free(lr__w);
+  free(master__w);
   lr_log(LR_LOG_INFO, "laurel.master", "Master process %d exiting", (int)getpid());
-  return lr__exit_code;
+  return master__exit_code;
 }

@@ -1,12 +1,12 @@
-/* pycoro.c: LrCoro (receive/send awaitables) and LrRunner (the app's driver). */
+/* coro.c: LrCoro (receive/send awaitables) and LrRunner (the app's driver). */
 #include "laurel/py/coro.h"
 
-static PyObject *lr__str_blocking, *lr__str_result, *lr__str_cancel, *lr__str_throw,
-    *lr__str_close;
-static PyObject *lr__CancelledError;
+#include "laurel/py/strings.h"
+
+static PyObject *coro__CancelledError;
 
 /* StopIteration(value) without tuple-unpacking surprises. */
-static void lr__set_stop(PyObject *value) {
+static void coro__set_stop(PyObject *value) {
   if (value == Py_None) {
     PyErr_SetNone(PyExc_StopIteration);
     return;
@@ -19,7 +19,7 @@ static void lr__set_stop(PyObject *value) {
 }
 
 /* Turns a "throw" call's result into the send protocol. */
-static PySendResult lr__from_call(PyObject *r, PyObject **result) {
+static PySendResult coro__from_call(PyObject *r, PyObject **result) {
   if (r) {
     *result = r;
     return PYGEN_NEXT;
@@ -41,7 +41,7 @@ static PySendResult lr__from_call(PyObject *r, PyObject **result) {
 }
 
 /* Raise exc as given to throw(typ[, val[, tb]]). */
-static void lr__raise_thrown(PyObject *args) {
+static void coro__raise_thrown(PyObject *args) {
   PyObject *typ = PyTuple_GET_ITEM(args, 0);
   PyObject *val = PyTuple_GET_SIZE(args) > 1 ? PyTuple_GET_ITEM(args, 1) : Py_None;
   if (PyExceptionInstance_Check(typ))
@@ -53,11 +53,11 @@ static void lr__raise_thrown(PyObject *args) {
 }
 
 /* Converts a send-protocol answer into an iterator/method answer. */
-static PyObject *lr__to_call(PySendResult r, PyObject *result) {
+static PyObject *coro__to_call(PySendResult r, PyObject *result) {
   if (r == PYGEN_NEXT)
     return result;
   if (r == PYGEN_RETURN) {
-    lr__set_stop(result);
+    coro__set_stop(result);
     Py_DECREF(result);
   }
   return NULL;
@@ -77,14 +77,14 @@ typedef struct {
 
 static PyTypeObject LrCoro_Type;
 
-static void lr__coro_finish(LrCoro *self) {
+static void coro__coro_finish(LrCoro *self) {
   self->state = 2;
   Py_CLEAR(self->owner);
   Py_CLEAR(self->arg);
   Py_CLEAR(self->fut);
 }
 
-static PySendResult lr__coro_am_send(PyObject *o, PyObject *value, PyObject **result) {
+static PySendResult coro__coro_am_send(PyObject *o, PyObject *value, PyObject **result) {
   (void)value;
   LrCoro *self = (LrCoro *)o;
   if (self->state == 2) {
@@ -99,49 +99,49 @@ static PySendResult lr__coro_am_send(PyObject *o, PyObject *value, PyObject **re
     PyObject *fut = NULL;
     PyObject *r = self->poll(self->owner, self->arg, &fut);
     if (r) {
-      lr__coro_finish(self);
+      coro__coro_finish(self);
       *result = r;
       return PYGEN_RETURN;
     }
     if (!fut) {
-      lr__coro_finish(self);
+      coro__coro_finish(self);
       return PYGEN_ERROR;
     }
     self->fut = fut; /* owned */
     self->state = 1;
-    if (PyObject_SetAttr(fut, lr__str_blocking, Py_True) < 0) {
-      lr__coro_finish(self);
+    if (PyObject_SetAttr(fut, lr_s.asyncio_future_blocking, Py_True) < 0) {
+      coro__coro_finish(self);
       return PYGEN_ERROR;
     }
     Py_INCREF(fut);
     *result = fut;
     return PYGEN_NEXT;
   }
-  PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr__str_result);
-  lr__coro_finish(self);
+  PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr_s.result);
+  coro__coro_finish(self);
   if (!r)
     return PYGEN_ERROR;
   *result = r;
   return PYGEN_RETURN;
 }
 
-static PyObject *lr__coro_iternext(PyObject *self) {
+static PyObject *coro__coro_iternext(PyObject *self) {
   PyObject *res = NULL;
-  PySendResult r = lr__coro_am_send(self, Py_None, &res);
-  return lr__to_call(r, res);
+  PySendResult r = coro__coro_am_send(self, Py_None, &res);
+  return coro__to_call(r, res);
 }
 
-static PyObject *lr__coro_send(PyObject *self, PyObject *value) {
+static PyObject *coro__coro_send(PyObject *self, PyObject *value) {
   PyObject *res = NULL;
-  PySendResult r = lr__coro_am_send(self, value, &res);
-  return lr__to_call(r, res);
+  PySendResult r = coro__coro_am_send(self, value, &res);
+  return coro__to_call(r, res);
 }
 
 /* The awaiting coroutine is abandoned: cancel its future so the producer keeps the
  * message (producers skip cancelled waiters), and tell the owner. */
-static void lr__coro_abandon(LrCoro *self) {
+static void coro__coro_abandon(LrCoro *self) {
   if (self->fut) {
-    PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr__str_cancel);
+    PyObject *r = PyObject_CallMethodNoArgs(self->fut, lr_s.cancel);
     Py_XDECREF(r);
     if (!r)
       PyErr_Clear();
@@ -154,31 +154,31 @@ static void lr__coro_abandon(LrCoro *self) {
       PyErr_WriteUnraisable(self->owner);
     PyErr_Restore(t, v, tb);
   }
-  lr__coro_finish(self);
+  coro__coro_finish(self);
 }
 
-static PyObject *lr__coro_throw(PyObject *o, PyObject *args) {
+static PyObject *coro__coro_throw(PyObject *o, PyObject *args) {
   LrCoro *self = (LrCoro *)o;
   if (PyTuple_GET_SIZE(args) < 1) {
     PyErr_SetString(PyExc_TypeError, "throw expected at least 1 argument");
     return NULL;
   }
-  lr__coro_abandon(self);
-  lr__raise_thrown(args);
+  coro__coro_abandon(self);
+  coro__raise_thrown(args);
   return NULL;
 }
 
-static PyObject *lr__coro_close(PyObject *o, PyObject *unused) {
+static PyObject *coro__coro_close(PyObject *o, PyObject *unused) {
   (void)unused;
-  lr__coro_abandon((LrCoro *)o);
+  coro__coro_abandon((LrCoro *)o);
   Py_RETURN_NONE;
 }
 
-static PyObject *lr__self_await(PyObject *self) {
+static PyObject *coro__self_await(PyObject *self) {
   return Py_NewRef(self);
 }
 
-static void lr__coro_dealloc(PyObject *o) {
+static void coro__coro_dealloc(PyObject *o) {
   LrCoro *self = (LrCoro *)o;
   Py_XDECREF(self->owner);
   Py_XDECREF(self->arg);
@@ -186,27 +186,27 @@ static void lr__coro_dealloc(PyObject *o) {
   PyObject_Free(o);
 }
 
-static PyMethodDef lr__coro_methods[] = {
-    {"send", lr__coro_send, METH_O, NULL},
-    {"throw", lr__coro_throw, METH_VARARGS, NULL},
-    {"close", lr__coro_close, METH_NOARGS, NULL},
+static PyMethodDef coro__coro_methods[] = {
+    {"send", coro__coro_send, METH_O, NULL},
+    {"throw", coro__coro_throw, METH_VARARGS, NULL},
+    {"close", coro__coro_close, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
-static PyAsyncMethods lr__coro_async = {
-    .am_await = lr__self_await,
-    .am_send = lr__coro_am_send,
+static PyAsyncMethods coro__coro_async = {
+    .am_await = coro__self_await,
+    .am_send = coro__coro_am_send,
 };
 
 static PyTypeObject LrCoro_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "laurel.Awaitable",
     .tp_basicsize = sizeof(LrCoro),
-    .tp_dealloc = lr__coro_dealloc,
-    .tp_as_async = &lr__coro_async,
+    .tp_dealloc = coro__coro_dealloc,
+    .tp_as_async = &coro__coro_async,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_iter = PyObject_SelfIter,
-    .tp_iternext = lr__coro_iternext,
-    .tp_methods = lr__coro_methods,
+    .tp_iternext = coro__coro_iternext,
+    .tp_methods = coro__coro_methods,
 };
 
 PyObject *lr_coro_new(lr_poll_fn poll, PyObject *owner, PyObject *arg) {
@@ -238,7 +238,7 @@ typedef struct {
 
 static PyTypeObject LrRunner_Type;
 
-static PySendResult lr__runner_end(LrRunner *self, PySendResult r, PyObject **result) {
+static PySendResult coro__runner_end(LrRunner *self, PySendResult r, PyObject **result) {
   PyObject *owner = self->owner;
   self->owner = NULL;
   Py_CLEAR(self->inner);
@@ -246,7 +246,7 @@ static PySendResult lr__runner_end(LrRunner *self, PySendResult r, PyObject **re
   if (r == PYGEN_RETURN) {
     Py_CLEAR(*result);
     how = LR_APP_RETURNED;
-  } else if (PyErr_ExceptionMatches(lr__CancelledError)) {
+  } else if (PyErr_ExceptionMatches(coro__CancelledError)) {
     how = LR_APP_CANCELLED;
   } else {
     how = LR_APP_RAISED;
@@ -270,7 +270,8 @@ static PySendResult lr__runner_end(LrRunner *self, PySendResult r, PyObject **re
   return PYGEN_RETURN;
 }
 
-static PySendResult lr__runner_am_send(PyObject *o, PyObject *value, PyObject **result) {
+static PySendResult coro__runner_am_send(PyObject *o, PyObject *value,
+                                         PyObject **result) {
   LrRunner *self = (LrRunner *)o;
   if (!self->inner) {
     PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
@@ -279,51 +280,51 @@ static PySendResult lr__runner_am_send(PyObject *o, PyObject *value, PyObject **
   PySendResult r = PyIter_Send(self->inner, value, result);
   if (r == PYGEN_NEXT)
     return r;
-  return lr__runner_end(self, r, result);
+  return coro__runner_end(self, r, result);
 }
 
-static PyObject *lr__runner_iternext(PyObject *self) {
+static PyObject *coro__runner_iternext(PyObject *self) {
   PyObject *res = NULL;
-  PySendResult r = lr__runner_am_send(self, Py_None, &res);
-  return lr__to_call(r, res);
+  PySendResult r = coro__runner_am_send(self, Py_None, &res);
+  return coro__to_call(r, res);
 }
 
-static PyObject *lr__runner_send(PyObject *self, PyObject *value) {
+static PyObject *coro__runner_send(PyObject *self, PyObject *value) {
   PyObject *res = NULL;
-  PySendResult r = lr__runner_am_send(self, value, &res);
-  return lr__to_call(r, res);
+  PySendResult r = coro__runner_am_send(self, value, &res);
+  return coro__to_call(r, res);
 }
 
-static PyObject *lr__runner_throw(PyObject *o, PyObject *args) {
+static PyObject *coro__runner_throw(PyObject *o, PyObject *args) {
   LrRunner *self = (LrRunner *)o;
   if (PyTuple_GET_SIZE(args) < 1) {
     PyErr_SetString(PyExc_TypeError, "throw expected at least 1 argument");
     return NULL;
   }
   if (!self->inner) {
-    lr__raise_thrown(args);
+    coro__raise_thrown(args);
     return NULL;
   }
-  PyObject *meth = PyObject_GetAttr(self->inner, lr__str_throw);
+  PyObject *meth = PyObject_GetAttr(self->inner, lr_s.throw);
   PyObject *res = NULL;
   if (meth) {
     res = PyObject_Call(meth, args, NULL);
     Py_DECREF(meth);
   } else {
     PyErr_Clear();
-    lr__raise_thrown(args);
+    coro__raise_thrown(args);
   }
-  PySendResult r = lr__from_call(res, &res);
+  PySendResult r = coro__from_call(res, &res);
   if (r != PYGEN_NEXT)
-    r = lr__runner_end(self, r, &res);
-  return lr__to_call(r, res);
+    r = coro__runner_end(self, r, &res);
+  return coro__to_call(r, res);
 }
 
-static PyObject *lr__runner_close(PyObject *o, PyObject *unused) {
+static PyObject *coro__runner_close(PyObject *o, PyObject *unused) {
   (void)unused;
   LrRunner *self = (LrRunner *)o;
   if (self->inner) {
-    PyObject *meth = PyObject_GetAttr(self->inner, lr__str_close);
+    PyObject *meth = PyObject_GetAttr(self->inner, lr_s.close);
     if (meth) {
       PyObject *r = PyObject_CallNoArgs(meth);
       Py_DECREF(meth);
@@ -339,34 +340,34 @@ static PyObject *lr__runner_close(PyObject *o, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
-static void lr__runner_dealloc(PyObject *o) {
+static void coro__runner_dealloc(PyObject *o) {
   LrRunner *self = (LrRunner *)o;
   Py_XDECREF(self->inner);
   Py_XDECREF(self->owner);
   PyObject_Free(o);
 }
 
-static PyMethodDef lr__runner_methods[] = {
-    {"send", lr__runner_send, METH_O, NULL},
-    {"throw", lr__runner_throw, METH_VARARGS, NULL},
-    {"close", lr__runner_close, METH_NOARGS, NULL},
+static PyMethodDef coro__runner_methods[] = {
+    {"send", coro__runner_send, METH_O, NULL},
+    {"throw", coro__runner_throw, METH_VARARGS, NULL},
+    {"close", coro__runner_close, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
-static PyAsyncMethods lr__runner_async = {
-    .am_await = lr__self_await,
-    .am_send = lr__runner_am_send,
+static PyAsyncMethods coro__runner_async = {
+    .am_await = coro__self_await,
+    .am_send = coro__runner_am_send,
 };
 
 static PyTypeObject LrRunner_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "laurel.App",
     .tp_basicsize = sizeof(LrRunner),
-    .tp_dealloc = lr__runner_dealloc,
-    .tp_as_async = &lr__runner_async,
+    .tp_dealloc = coro__runner_dealloc,
+    .tp_as_async = &coro__runner_async,
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_iter = PyObject_SelfIter,
-    .tp_iternext = lr__runner_iternext,
-    .tp_methods = lr__runner_methods,
+    .tp_iternext = coro__runner_iternext,
+    .tp_methods = coro__runner_methods,
 };
 
 PyObject *lr_runner_new(PyObject *inner, PyObject *owner, lr_done_fn done) {
@@ -398,21 +399,16 @@ PyObject *lr_runner_new(PyObject *inner, PyObject *owner, lr_done_fn done) {
   return (PyObject *)self;
 }
 
-int lr_pycoro_init(void) {
-  if (PyType_Ready(&LrCoro_Type) < 0 || PyType_Ready(&LrRunner_Type) < 0)
+int lr_coro_init(void) {
+  if (lr_strings_init() < 0 || PyType_Ready(&LrCoro_Type) < 0 ||
+      PyType_Ready(&LrRunner_Type) < 0)
     return -1;
-  lr__str_blocking = PyUnicode_InternFromString("_asyncio_future_blocking");
-  lr__str_result = PyUnicode_InternFromString("result");
-  lr__str_cancel = PyUnicode_InternFromString("cancel");
-  lr__str_throw = PyUnicode_InternFromString("throw");
-  lr__str_close = PyUnicode_InternFromString("close");
+  if (coro__CancelledError)
+    return 0;
   PyObject *exc = PyImport_ImportModule("asyncio.exceptions");
   if (!exc)
     return -1;
-  lr__CancelledError = PyObject_GetAttrString(exc, "CancelledError");
+  coro__CancelledError = PyObject_GetAttrString(exc, "CancelledError");
   Py_DECREF(exc);
-  if (!lr__CancelledError || !lr__str_blocking || !lr__str_result || !lr__str_cancel ||
-      !lr__str_throw || !lr__str_close)
-    return -1;
-  return 0;
+  return coro__CancelledError ? 0 : -1;
 }

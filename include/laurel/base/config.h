@@ -1,6 +1,6 @@
 /* config.h: the server's configuration, filled by the command line (cli.c). */
-#ifndef LAUREL_CONFIG_H
-#define LAUREL_CONFIG_H
+#ifndef LAUREL_BASE_CONFIG_H
+#define LAUREL_BASE_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -67,5 +67,13 @@ typedef struct lr_config {
 
 /* Fills cfg with the defaults above (no endpoints). */
 void lr_config_defaults(lr_config *cfg);
+
+/* The daphne-style endpoint description of ep ("tcp:port=8000:interface=127.0.0.1",
+ * "unix:/run/x.sock", "fd:fileno=3"), as logged in "Starting server at ...". */
+void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap);
+
+/* The configuration this process serves with (base/config.c): set once by main before
+ * the event loop starts, read by every layer, never written afterwards. */
+extern const lr_config *lr_cfg;
 
 #endif

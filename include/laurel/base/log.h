@@ -1,6 +1,6 @@
 /* log.h: the server log (stderr, Python logging format) and the access log. */
-#ifndef LAUREL_LOG_H
-#define LAUREL_LOG_H
+#ifndef LAUREL_BASE_LOG_H
+#define LAUREL_BASE_LOG_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* http_guard.h: strict checks over request bytes before llhttp parses them.
+/* guard.h: strict checks over request bytes before llhttp parses them.
  *
  * Debian's llhttp 8.1.0 accepts inputs that enable request smuggling (bare CR line
  * ends, obs-fold, empty header names, "\r\n\rX", chunk-size lines ending "\rX"). This

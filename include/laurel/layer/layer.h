@@ -1,6 +1,6 @@
 /* layer.h: the in-process Channels layer core, exposed as _laurel.LayerCore. */
-#ifndef LAUREL_LAYER_H
-#define LAUREL_LAYER_H
+#ifndef LAUREL_LAYER_LAYER_H
+#define LAUREL_LAYER_LAYER_H
 
 #include <Python.h>
 

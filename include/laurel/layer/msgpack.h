@@ -12,8 +12,8 @@
  *
  * Both need the GIL (they create and inspect Python objects); lr_mp_buf itself uses
  * malloc, so a filled buffer may be handed to code that runs without the GIL. */
-#ifndef LAUREL_MSGPACK_H
-#define LAUREL_MSGPACK_H
+#ifndef LAUREL_LAYER_MSGPACK_H
+#define LAUREL_LAYER_MSGPACK_H
 
 #include <Python.h>
 

@@ -7,8 +7,8 @@
  * with the GIL held, from any thread; work for the loop is handed over through an
  * ev_async. The loop side also runs with the GIL held (released only around the poll),
  * so the bridge's Python objects need no other lock. */
-#ifndef LAUREL_REDIS_H
-#define LAUREL_REDIS_H
+#ifndef LAUREL_LAYER_REDIS_H
+#define LAUREL_LAYER_REDIS_H
 
 #include <Python.h>
 
@@ -21,11 +21,14 @@ typedef struct lr_bridge lr_bridge;
  * (the loop's thread). Call once, before any bridge exists. */
 void lr_bridge_set_server_loop(struct ev_loop *loop);
 
+/* How a message from Redis reaches the layer: msg (a new dict) is stolen. */
+typedef void (*lr_bridge_deliver_fn)(PyObject *core, PyObject *name, PyObject *msg);
+
 /* hosts: list of (host_or_path: str, port: int (0 = UNIX socket), username: str|None,
- * password: str|None, label: str). core: borrowed; it receives messages through
- * lr_layer_from_redis() until lr_bridge_close(). NULL with an exception on error. */
-lr_bridge *lr_bridge_new(PyObject *core, PyObject *hosts, PyObject *logger,
-                         double reconnect_max, double connect_timeout);
+ * password: str|None, label: str). core: borrowed; it gets messages through deliver
+ * until lr_bridge_close(). NULL with an exception on error. */
+lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject *hosts,
+                         PyObject *logger, double reconnect_max, double connect_timeout);
 
 /* Stops: queued publishes are written (waiting up to timeout seconds for a connection
  * being made), connections closed, then the bridge is freed. b is unusable after. */
@@ -46,8 +49,5 @@ PyObject *lr_bridge_stats(lr_bridge *b);
  * (4096 / n)) in doubles. */
 int lr_bridge_shard(const char *name, size_t len, int n);
 uint32_t lr_crc32(const unsigned char *p, size_t n);
-
-/* Implemented by layer.c: a message (a new dict, stolen) arrived for name. */
-void lr_layer_from_redis(PyObject *core, PyObject *name, PyObject *msg);
 
 #endif

@@ -1,8 +1,7 @@
 /* listen.h: the listening sockets of cli.md (TCP, UNIX, inherited fds). */
-#ifndef LAUREL_LISTEN_H
-#define LAUREL_LISTEN_H
+#ifndef LAUREL_NET_LISTEN_H
+#define LAUREL_NET_LISTEN_H
 
-#include <Python.h>
 #include <ev.h>
 
 #include "laurel/base/config.h"
@@ -13,7 +12,6 @@ typedef struct lr_listener {
   int is_unix;
   int owns_path; /* we created the UNIX socket file: unlink on exit */
   lr_endpoint ep;
-  PyObject *scope_http; /* template scope dict for this listener (asgi_scope.c) */
 } lr_listener;
 
 /* Binds every endpoint of cfg, logging daphne's startup lines. Returns the number of

@@ -1,13 +1,12 @@
-/* loop.h: the worker's one libev loop, shared by C watchers and asyncio.
+/* loop.h: the worker's one libev loop, shared by the C watchers and asyncio.
  *
- * asyncio runs a stock SelectorEventLoop whose selector (python/laurel/_selector.py)
- * calls lr_loop_poll(): one libev iteration in which HTTP watchers fire in C and
- * Python-registered fds are collected. The GIL is released only while libev blocks in
- * the kernel. */
-#ifndef LAUREL_LOOP_H
-#define LAUREL_LOOP_H
+ * asyncio's selector (py/aioloop.c) runs one libev iteration per select(): HTTP and
+ * WebSocket watchers fire in C during it. The GIL is released only while libev blocks
+ * in the kernel, so executor threads run then and never while C watchers touch
+ * Python objects. */
+#ifndef LAUREL_NET_LOOP_H
+#define LAUREL_NET_LOOP_H
 
-#include <Python.h>
 #include <ev.h>
 
 extern struct ev_loop *lr_loop;
@@ -15,18 +14,10 @@ extern struct ev_loop *lr_loop;
 /* Creates the loop (epoll, no signal handling: Python owns signals). 0 or -1. */
 int lr_loop_init(void);
 
-/* Hook run once per iteration, just before libev may block: flushes output. */
-void lr_loop_set_flush(void (*fn)(void));
-
-/* Python-facing selector primitives (module functions of _laurel). */
-PyObject *lr_loop_py_register(PyObject *self, PyObject *const *args, Py_ssize_t n);
-PyObject *lr_loop_py_modify(PyObject *self, PyObject *const *args, Py_ssize_t n);
-PyObject *lr_loop_py_unregister(PyObject *self, PyObject *arg);
-PyObject *lr_loop_py_poll(PyObject *self, PyObject *arg);
-
-/* C code scheduled Python callbacks (resolved a future, created a Task): the poll in
- * progress must not block, or asyncio would not run them. */
-void lr_loop_kick(void);
+/* What runs once per iteration just before libev may block: flush() writes queued
+ * output; then, when work_ready() says callbacks are waiting to run (flushing can
+ * close connections and wake futures), this iteration does not block. */
+void lr_loop_set_prepare(void (*flush)(void), int (*work_ready)(void));
 
 /* Seconds on libev's cached clock (wall time): for Date headers and logs only. */
 static inline double lr_loop_now(void) {

@@ -3,8 +3,8 @@
  * Small pieces (response heads, chunk framing, short bodies) are copied into owned
  * buffers that coalesce; large bodies are queued by reference to their Python bytes
  * object, never copied. Needs the GIL (it drops references). */
-#ifndef LAUREL_WQUEUE_H
-#define LAUREL_WQUEUE_H
+#ifndef LAUREL_NET_WQUEUE_H
+#define LAUREL_NET_WQUEUE_H
 
 #include <Python.h>
 

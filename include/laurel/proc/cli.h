@@ -1,6 +1,6 @@
 /* cli.h: daphne-compatible command line, environment fallbacks, --help. */
-#ifndef LAUREL_CLI_H
-#define LAUREL_CLI_H
+#ifndef LAUREL_PROC_CLI_H
+#define LAUREL_PROC_CLI_H
 
 #include <stdio.h>
 
@@ -12,10 +12,6 @@
  * Returns 0 to go on serving, 1 when --help or --version was printed to out (exit 0),
  * -1 after printing a one-line "laurel: error: ..." to err (exit 2). */
 int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err);
-
-/* The daphne-style endpoint description of ep ("tcp:port=8000:interface=127.0.0.1",
- * "unix:/run/x.sock", "fd:fileno=3"), as logged in "Starting server at ...". */
-void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap);
 
 /* Parses one daphne/Twisted endpoint string (-e) into ep. Returns 0, or -1 and a
  * message in errbuf. */

@@ -1,12 +1,12 @@
-/* pycoro.h: C coroutines for the app's awaitables and for driving the app.
+/* coro.h: C coroutines for the app's awaitables and for driving the app.
  *
  * LrCoro is what receive() and send() return: a coroutine (it passes
  * asyncio.iscoroutine, so Channels' loop.create_task(receive()) works) that completes
  * without suspending when its poll function has a result, and otherwise awaits one
  * asyncio future. LrRunner wraps the app's coroutine inside the connection's Task and
  * reports how it ended without a done-callback round trip through the loop. */
-#ifndef LAUREL_PYCORO_H
-#define LAUREL_PYCORO_H
+#ifndef LAUREL_PY_CORO_H
+#define LAUREL_PY_CORO_H
 
 #include <Python.h>
 
@@ -24,7 +24,8 @@ typedef void (*lr_done_fn)(PyObject *owner, int how);
 /* Called when an awaiting coroutine is cancelled (thrown into or closed). */
 typedef void (*lr_cancel_fn)(PyObject *owner, PyObject *arg);
 
-int lr_pycoro_init(void);
+/* Readies the types (and the string table). 0, or -1 with an exception. */
+int lr_coro_init(void);
 PyObject *lr_coro_new(lr_poll_fn poll, PyObject *owner, PyObject *arg);
 /* repoll: the future is only a wake-up; on resuming, poll runs again (the result stays
  * with its producer until taken, so a cancelled waiter loses nothing). */
