@@ -1,17 +1,23 @@
 /* test_cli.c: the command line against daphne's rules (listener defaults, endpoint
  * strings, argparse-style errors) and the PORT / LAUREL_* environment fallbacks.
  * Expected endpoint strings were checked against daphne 4.0.0's
- * build_endpoint_description_strings and Twisted's endpoint parser. */
+ * build_endpoint_description_strings and Twisted's endpoint parser.
+ * Then the option rows of src/proc/options.h against --help and the option tables of
+ * docs/cli.md, whose path meson passes as the first argument. */
+#include <ctype.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "laurel/proc/cli.h"
 #include "laurel/base/config.h"
 #include "laurel/base/log.h"
+#include "laurel/proc/cli.h"
 
+#include "../../src/proc/options.h"
 #include "check.h"
 
 extern char **environ;
@@ -824,7 +830,381 @@ static void test_access_log_options(void) {
   clear_env();
 }
 
-int main(void) {
+/* ---- options.h against --help and docs/cli.md ---- */
+
+static const cli__option opts[CLI__N_OPTIONS] = {CLI__OPTIONS(CLI__OPTION_ROW)};
+
+#define SECTION_TITLE(id, title, intro) title,
+static const char *const section_titles[CLI__N_SECTIONS] = {CLI__SECTIONS(SECTION_TITLE)};
+
+/* A check that names what disagrees: "FAIL <where>: <message>". */
+__attribute__((format(printf, 2, 3))) static void expect(bool ok, const char *fmt, ...) {
+  if (ok) {
+    passed++;
+    return;
+  }
+  failed++;
+  va_list ap;
+  va_start(ap, fmt);
+  printf("FAIL ");
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+}
+
+static const char *or_none(const char *s) {
+  return s ? s : "(none)";
+}
+
+static bool same(const char *a, const char *b) {
+  return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The rows themselves: parse order, names, environment variables, defaults. */
+static void test_option_rows(void) {
+  int order_used[CLI__N_OPTIONS] = {0};
+  lr_config c;
+  lr_config_defaults(&c);
+  for (int id = 0; id < CLI__N_OPTIONS; id++) {
+    const cli__option *o = &opts[id];
+    expect(o->order >= 0 && o->order < CLI__N_OPTIONS && ++order_used[o->order] == 1,
+           "options.h: --%s: .order %d is out of 0..%d or taken twice", o->name, o->order,
+           CLI__N_OPTIONS - 1);
+    int clash = 0;
+    while (clash < id && strcmp(o->name, opts[clash].name) != 0 &&
+           !same(o->alias, opts[clash].name) && !same(o->name, opts[clash].alias) &&
+           (!o->shrt || o->shrt != opts[clash].shrt))
+      clash++;
+    expect(clash == id, "options.h: --%s and --%s share a spelling", o->name,
+           opts[clash < id ? clash : 0].name);
+
+    /* Every long option --foo-bar is read from LAUREL_FOO_BAR (--help says so). */
+    if (o->env) {
+      char want[64] = "LAUREL_";
+      for (size_t i = 0; o->name[i] && i + 8 < sizeof want; i++)
+        want[7 + i] = o->name[i] == '-' ? '_' : (char)toupper((unsigned char)o->name[i]);
+      expect(strcmp(o->env, want) == 0, "options.h: --%s: variable %s, want %s", o->name,
+             o->env, want);
+    } else {
+      expect(id == CLI__HELP || id == CLI__VERSION,
+             "options.h: --%s has no environment variable", o->name);
+    }
+
+    /* A simple option's default as shown must be the value lr_config_defaults() sets. */
+    const char *field = (const char *)&c + o->off;
+    char got[128] = "";
+    switch (o->kind) {
+    case CLI__K_INT: {
+      expect(o->size == 4 || o->size == 8, "options.h: --%s: a %zu-byte integer field",
+             o->name, o->size);
+      expect(o->lo <= o->int_dflt && o->int_dflt <= o->hi,
+             "options.h: --%s: default %lld outside %lld..%lld", o->name, o->int_dflt,
+             o->lo, o->hi);
+      long long v = 0;
+      if (o->size == 4) {
+        int32_t x;
+        memcpy(&x, field, sizeof x);
+        v = x;
+      } else {
+        int64_t x;
+        memcpy(&x, field, sizeof x);
+        v = x;
+      }
+      snprintf(got, sizeof got, "%lld", v);
+      break;
+    }
+    case CLI__K_SECONDS:
+      snprintf(got, sizeof got, "%g", *(const double *)field);
+      break;
+    case CLI__K_STR:
+      snprintf(got, sizeof got, "%s", *(const char *const *)field);
+      break;
+    case CLI__K_SWITCH:
+      snprintf(got, sizeof got, "%s", *(const int *)field ? "on" : "off");
+      break;
+    case CLI__K_SPECIAL:
+      continue;
+    }
+    char quoted[132];
+    snprintf(quoted, sizeof quoted, "'%s'", got);
+    bool numeric = o->dflt && (isdigit((unsigned char)o->dflt[0]) || o->dflt[0] == '-');
+    expect(!o->dflt || !numeric || strcmp(o->dflt, got) == 0,
+           "options.h: --%s: shown default '%s', but lr_config_defaults() sets %s",
+           o->name, or_none(o->dflt), got);
+    if (o->kind == CLI__K_STR || o->kind == CLI__K_SWITCH)
+      expect(o->dflt && (strcmp(o->dflt, got) == 0 || strcmp(o->dflt, quoted) == 0),
+             "options.h: --%s: shown default '%s', but lr_config_defaults() sets '%s'",
+             o->name, or_none(o->dflt), got);
+  }
+}
+
+/* "  -b, --bind HOST", as --help starts the option's line. */
+static void help_flags(const cli__option *o, char *buf, size_t cap) {
+  const char *sp = o->metavar ? " " : "", *mv = o->metavar ? o->metavar : "";
+  size_t n = 0;
+  n += (size_t)snprintf(buf + n, cap - n, "  ");
+  if (o->shrt)
+    n += (size_t)snprintf(buf + n, cap - n, "-%c, ", o->shrt);
+  n += (size_t)snprintf(buf + n, cap - n, "--%s%s%s", o->name, sp, mv);
+  if (o->alias)
+    snprintf(buf + n, cap - n, ", --%s%s%s", o->alias, sp, mv);
+}
+
+/* Whether an option's help text (whitespace collapsed) names dflt as its default:
+ * "(default X...", "(default: X...", "(default 'X')", or for a choice "X (... the
+ * default)". A switch is off unless given, so its help need not say so. */
+static bool help_names_default(const char *text, const char *dflt, bool is_switch) {
+  size_t n = strlen(dflt);
+  const char *p = strstr(text, "(default");
+  if (p) {
+    p += strlen("(default");
+    if (*p == ':')
+      p++;
+    if (*p == ' ')
+      p++;
+    if (strncmp(p, dflt, n) == 0 && !isalnum((unsigned char)p[n]))
+      return true;
+    return p[0] == '\'' && strncmp(p + 1, dflt, n) == 0 && p[1 + n] == '\'';
+  }
+  const char *close = strstr(text, "the default)");
+  if (!close)
+    return is_switch;
+  const char *open = close;
+  while (open > text && *open != '(')
+    open--;
+  const char *w = open - 1 - n; /* "X (" */
+  return w >= text && strncmp(w, dflt, n) == 0 && open[-1] == ' ' &&
+         (w == text || !isalnum((unsigned char)w[-1]));
+}
+
+/* Every row has its line in --help, with its default; every option line is a row. */
+static void test_help_agrees(void) {
+  lr_config c;
+  CHECK(parse(&c, "--help", NULL) == 1);
+  int option_lines = 0;
+  for (const char *l = out_text; *l; l = strchr(l, '\n') + 1) {
+    if (strncmp(l, "  -", 3) == 0)
+      option_lines++;
+    if (!strchr(l, '\n'))
+      break;
+  }
+  expect(option_lines == CLI__N_OPTIONS, "--help: %d option lines, options.h has %d rows",
+         option_lines, CLI__N_OPTIONS);
+
+  for (int id = 0; id < CLI__N_OPTIONS; id++) {
+    const cli__option *o = &opts[id];
+    char flags[160];
+    help_flags(o, flags, sizeof flags);
+    size_t fl = strlen(flags);
+    const char *line = NULL;
+    for (const char *l = out_text; l; l = strchr(l, '\n')) {
+      l += *l == '\n';
+      if (strncmp(l, flags, fl) == 0 && (l[fl] == ' ' || l[fl] == '\n')) {
+        line = l;
+        break;
+      }
+    }
+    expect(line != NULL, "--help: no line \"%s\"", flags);
+    if (!line)
+      continue;
+
+    /* The help text: the rest of the line and the lines indented under it. */
+    char text[1024];
+    size_t n = 0;
+    const char *p = line + fl;
+    for (;;) {
+      while (*p && *p != '\n' && n + 2 < sizeof text) {
+        if (*p != ' ' || (n > 0 && text[n - 1] != ' '))
+          text[n++] = *p;
+        p++;
+      }
+      if (*p != '\n' || strncmp(p + 1, "                        ", 24) != 0)
+        break;
+      p += 1;
+      if (n > 0 && text[n - 1] != ' ')
+        text[n++] = ' ';
+    }
+    text[n] = '\0';
+    if (o->dflt)
+      expect(help_names_default(text, o->dflt, o->metavar == NULL),
+             "--help: --%s does not show its default '%s': \"%s\"", o->name, o->dflt,
+             text);
+    else
+      expect(!strstr(text, "(default"),
+             "--help: --%s shows a default, options.h has none: \"%s\"", o->name, text);
+  }
+}
+
+/* The cells of a Markdown table row, split at '|' but not at "\|". */
+static int split_cells(char *line, char **cells, int max) {
+  int n = 0;
+  char *p = line + 1; /* past the leading '|' */
+  while (*p && n < max) {
+    char *end = p;
+    while (*end && !(*end == '|' && end[-1] != '\\'))
+      end++;
+    if (!*end)
+      break;
+    *end = '\0';
+    while (*p == ' ')
+      p++;
+    for (char *t = end - 1; t >= p && *t == ' '; t--)
+      *t = '\0';
+    cells[n++] = p;
+    p = end + 1;
+  }
+  return n;
+}
+
+/* The text of the next `code span` at or after *p, its first word only if word. */
+static bool code_span(const char **p, char *out, size_t cap, bool word) {
+  const char *a = strchr(*p, '`');
+  const char *b = a ? strchr(a + 1, '`') : NULL;
+  if (!b)
+    return false;
+  size_t n = (size_t)(b - a - 1);
+  if (word && memchr(a + 1, ' ', n))
+    n = (size_t)((const char *)memchr(a + 1, ' ', n) - a - 1);
+  snprintf(out, cap, "%.*s", (int)n, a + 1);
+  *p = b + 1;
+  return true;
+}
+
+/* docs/cli.md's default cell: "`8000` when only `-b` is given" shows 8000, "none"
+ * shows none, "–" shows no default. */
+static bool doc_default_matches(const char *cell, const char *dflt) {
+  char span[256];
+  const char *p = cell;
+  if (cell[0] == '`' && code_span(&p, span, sizeof span, false))
+    return dflt && strcmp(span, dflt) == 0;
+  if (strcmp(cell, "–") == 0 || cell[0] == '\0')
+    return !dflt;
+  size_t n = dflt ? strlen(dflt) : 0;
+  return dflt && strncmp(cell, dflt, n) == 0 && (cell[n] == '\0' || cell[n] == ' ');
+}
+
+/* Each row of options.h has one row in the option tables of docs/cli.md, under the
+ * heading of its section, with the same flags, default, daphne flag and variable; each
+ * flag those tables list is a row. */
+static void test_docs_agree(const char *path) {
+  FILE *f = path ? fopen(path, "r") : NULL;
+  expect(f != NULL, "docs/cli.md: cannot open '%s' (meson passes its path)",
+         or_none(path));
+  if (!f)
+    return;
+  int rows_seen[CLI__N_OPTIONS] = {0};
+  int tables = 0, lineno = 0;
+  bool in_options = false;
+  char section[64] = "", line[2048];
+  char *header[8];
+  int ncols = 0, col_flag = -1, col_default = -1, col_daphne = -1, col_env = -1;
+  char header_line[2048];
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    line[strcspn(line, "\n")] = '\0';
+    if (strncmp(line, "## ", 3) == 0) {
+      in_options = strcmp(line, "## Options") == 0;
+      continue;
+    }
+    if (!in_options)
+      continue;
+    if (strncmp(line, "### ", 4) == 0) {
+      snprintf(section, sizeof section, "%.63s", line + 4);
+      continue;
+    }
+    if (line[0] != '|') {
+      ncols = 0;
+      continue;
+    }
+    if (strncmp(line, "| flag |", 8) == 0) { /* a table starts */
+      tables++;
+      snprintf(header_line, sizeof header_line, "%s", line);
+      ncols = split_cells(header_line, header, 8);
+      col_flag = col_default = col_daphne = col_env = -1;
+      for (int i = 0; i < ncols; i++) {
+        if (strcmp(header[i], "flag") == 0)
+          col_flag = i;
+        if (strcmp(header[i], "default") == 0)
+          col_default = i;
+        if (strcmp(header[i], "daphne") == 0)
+          col_daphne = i;
+        if (strcmp(header[i], "environment") == 0)
+          col_env = i;
+      }
+      continue;
+    }
+    if (ncols == 0 || strncmp(line, "|---", 4) == 0)
+      continue;
+
+    char *cells[8];
+    int n = split_cells(line, cells, 8);
+    expect(n == ncols, "docs/cli.md:%d: %d cells, the table has %d columns", lineno, n,
+           ncols);
+    if (n != ncols || col_flag < 0)
+      continue;
+
+    /* "`-b`, `--bind HOST`" or "`--websocket_timeout S` (also `--websocket-timeout`)" */
+    char name[64] = "", alias[64] = "", word[64];
+    char shrt = 0;
+    for (const char *p = cells[col_flag]; code_span(&p, word, sizeof word, true);) {
+      if (strncmp(word, "--", 2) == 0)
+        snprintf(name[0] ? alias : name, sizeof name, "%s", word + 2);
+      else if (word[0] == '-' && word[1] && !word[2])
+        shrt = word[1];
+    }
+    int id = 0;
+    while (id < CLI__N_OPTIONS && strcmp(opts[id].name, name) != 0)
+      id++;
+    expect(id < CLI__N_OPTIONS, "docs/cli.md:%d: --%s is not an option of options.h",
+           lineno, name);
+    if (id == CLI__N_OPTIONS)
+      continue;
+    const cli__option *o = &opts[id];
+    rows_seen[id]++;
+
+    char flags[160];
+    help_flags(o, flags, sizeof flags);
+    expect(shrt == o->shrt && same(alias[0] ? alias : NULL, o->alias),
+           "docs/cli.md:%d: --%s: flags \"%s\", options.h says \"%s\"", lineno, name,
+           cells[col_flag], flags + 2);
+    expect(strcmp(section, section_titles[o->section]) == 0,
+           "docs/cli.md:%d: --%s is under \"%s\", options.h puts it in %s", lineno, name,
+           section, section_titles[o->section]);
+    if (col_default >= 0)
+      expect(doc_default_matches(cells[col_default], o->dflt),
+             "docs/cli.md:%d: --%s: default \"%s\", options.h says '%s'", lineno, name,
+             cells[col_default], or_none(o->dflt));
+    else
+      expect(!o->dflt, "docs/cli.md:%d: --%s: no default column, options.h says '%s'",
+             lineno, name, o->dflt);
+
+    char daphne[64] = "";
+    const char *p = col_daphne >= 0 ? cells[col_daphne] : "";
+    if (strcmp(p, "*laurel only*") != 0)
+      code_span(&p, daphne, sizeof daphne, false);
+    expect(col_daphne >= 0 && same(daphne[0] ? daphne : NULL, o->daphne),
+           "docs/cli.md:%d: --%s: daphne \"%s\", options.h says %s", lineno, name,
+           col_daphne >= 0 ? cells[col_daphne] : "(no column)",
+           o->daphne ? o->daphne : "laurel only");
+
+    char env[64] = "";
+    p = col_env >= 0 ? cells[col_env] : "";
+    if (code_span(&p, env, sizeof env, false))
+      env[strcspn(env, "=")] = '\0'; /* "LAUREL_PROXY_HEADERS=1" */
+    expect(same(env[0] ? env : NULL, o->env),
+           "docs/cli.md:%d: --%s: environment \"%s\", options.h says %s", lineno, name,
+           col_env >= 0 ? cells[col_env] : "(no column)", or_none(o->env));
+  }
+  fclose(f);
+  expect(tables == CLI__N_SECTIONS,
+         "docs/cli.md: %d option tables, options.h has %d sections", tables,
+         CLI__N_SECTIONS);
+  for (int id = 0; id < CLI__N_OPTIONS; id++)
+    expect(rows_seen[id] == 1, "docs/cli.md: %d rows for --%s, want 1", rows_seen[id],
+           opts[id].name);
+}
+
+int main(int argc, char **argv) {
   clear_env();
   test_defaults();
   test_listeners();
@@ -834,6 +1214,9 @@ int main(void) {
   test_help_version();
   test_environment();
   test_access_log_options();
+  test_option_rows();
+  test_help_agrees();
+  test_docs_agree(argc > 1 ? argv[1] : NULL);
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -1,4 +1,5 @@
-/* cli.h: daphne-compatible command line, environment fallbacks, --help. */
+/* cli.h: daphne-compatible command line, environment fallbacks, --help. The options
+ * themselves are the rows of src/proc/options.h. */
 #ifndef LAUREL_PROC_CLI_H
 #define LAUREL_PROC_CLI_H
 
