@@ -31,7 +31,7 @@ typedef struct sbuf {
   bool has_nul; /* false when the caller gave no room at all */
 } sbuf;
 
-static void sb_init(sbuf *b, char *out, size_t cap) {
+static void log__sb_init(sbuf *b, char *out, size_t cap) {
   b->p = out;
   b->cap = cap ? cap - 1 : 0;
   b->len = 0;
@@ -40,7 +40,7 @@ static void sb_init(sbuf *b, char *out, size_t cap) {
     out[0] = '\0';
 }
 
-static void sb_put(sbuf *b, const char *s, size_t n) {
+static void log__sb_put(sbuf *b, const char *s, size_t n) {
   size_t room = b->cap - b->len;
   if (n > room)
     n = room;
@@ -48,16 +48,16 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
   b->len += n;
 }
 
-static void sb_putc(sbuf *b, char c) {
-  sb_put(b, &c, 1);
+static void log__sb_putc(sbuf *b, char c) {
+  log__sb_put(b, &c, 1);
 }
 
-static void sb_pad(sbuf *b, char c, size_t n) {
+static void log__sb_pad(sbuf *b, char c, size_t n) {
   while (n-- > 0 && b->len < b->cap)
     b->p[b->len++] = c;
 }
 
-static size_t sb_done(sbuf *b) {
+static size_t log__sb_done(sbuf *b) {
   if (b->has_nul)
     b->p[b->len] = '\0';
   return b->len;
@@ -72,11 +72,11 @@ typedef struct time_cache {
   size_t len;
 } time_cache;
 
-static const char *const month_abbr[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+static const char *const log__month_abbr[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 /* "2026-11-21 19:15:19" (logging's default_time_format). */
-static const char *asctime_text(time_t sec, size_t *len) {
+static const char *log__asctime_text(time_t sec, size_t *len) {
   static _Thread_local time_cache c;
   if (!c.valid || c.sec != sec) {
     struct tm tm;
@@ -93,14 +93,14 @@ static const char *asctime_text(time_t sec, size_t *len) {
 
 /* "21/Nov/2026:19:15:19" (daphne's strftime("%d/%b/%Y:%H:%M:%S"), English months
  * whatever the locale, as Python's C locale gives). */
-static const char *access_time_text(time_t sec, size_t *len) {
+static const char *log__access_time_text(time_t sec, size_t *len) {
   static _Thread_local time_cache c;
   if (!c.valid || c.sec != sec) {
     struct tm tm;
     localtime_r(&sec, &tm);
     c.len = (size_t)snprintf(c.text, sizeof c.text, "%02d/%s/%04d:%02d:%02d:%02d",
-                             tm.tm_mday, month_abbr[tm.tm_mon % 12], tm.tm_year + 1900,
-                             tm.tm_hour, tm.tm_min, tm.tm_sec);
+                             tm.tm_mday, log__month_abbr[tm.tm_mon % 12],
+                             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     c.sec = sec;
     c.valid = 1;
   }
@@ -110,7 +110,7 @@ static const char *access_time_text(time_t sec, size_t *len) {
 
 /* ---- Python's repr() of a float: the shortest string that round-trips ---- */
 
-static size_t py_float_repr(double x, char *out, size_t cap) {
+static size_t log__py_float_repr(double x, char *out, size_t cap) {
   if (isnan(x))
     return (size_t)snprintf(out, cap, "nan");
   if (isinf(x))
@@ -139,35 +139,35 @@ static size_t py_float_repr(double x, char *out, size_t cap) {
   digits[nd] = '\0';
 
   sbuf b;
-  sb_init(&b, out, cap);
+  log__sb_init(&b, out, cap);
   if (neg)
-    sb_putc(&b, '-');
+    log__sb_putc(&b, '-');
   if (exp10 >= -4 && exp10 < 16) { /* repr() is fixed-point for 1e-4 <= |x| < 1e16 */
     int decpt = exp10 + 1;
     if (decpt <= 0) {
-      sb_put(&b, "0.", 2);
-      sb_pad(&b, '0', (size_t)-decpt);
-      sb_put(&b, digits, nd);
+      log__sb_put(&b, "0.", 2);
+      log__sb_pad(&b, '0', (size_t)-decpt);
+      log__sb_put(&b, digits, nd);
     } else if ((size_t)decpt >= nd) {
-      sb_put(&b, digits, nd);
-      sb_pad(&b, '0', (size_t)decpt - nd);
-      sb_put(&b, ".0", 2);
+      log__sb_put(&b, digits, nd);
+      log__sb_pad(&b, '0', (size_t)decpt - nd);
+      log__sb_put(&b, ".0", 2);
     } else {
-      sb_put(&b, digits, (size_t)decpt);
-      sb_putc(&b, '.');
-      sb_put(&b, digits + decpt, nd - (size_t)decpt);
+      log__sb_put(&b, digits, (size_t)decpt);
+      log__sb_putc(&b, '.');
+      log__sb_put(&b, digits + decpt, nd - (size_t)decpt);
     }
   } else {
     char ex[16];
-    sb_putc(&b, digits[0]);
+    log__sb_putc(&b, digits[0]);
     if (nd > 1) {
-      sb_putc(&b, '.');
-      sb_put(&b, digits + 1, nd - 1);
+      log__sb_putc(&b, '.');
+      log__sb_put(&b, digits + 1, nd - 1);
     }
     int n = snprintf(ex, sizeof ex, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
-    sb_put(&b, ex, (size_t)n);
+    log__sb_put(&b, ex, (size_t)n);
   }
-  return sb_done(&b);
+  return log__sb_done(&b);
 }
 
 /* ---- the LogRecord attributes laurel can fill ---- */
@@ -232,7 +232,7 @@ typedef struct spec {
 
 /* Parses the directive starting at p (which points at "%("). Returns the
  * character after it, or NULL with a reason in err. */
-static const char *parse_spec(const char *p, spec *sp, char *err, size_t errcap) {
+static const char *log__parse_spec(const char *p, spec *sp, char *err, size_t errcap) {
   const char *start = p;
   p += 2;
   const char *key = p;
@@ -366,7 +366,7 @@ int lr_log_check_format(const char *pyfmt, char *err, size_t errcap) {
       return -1;
     }
     spec sp;
-    p = parse_spec(p, &sp, err, errcap);
+    p = log__parse_spec(p, &sp, err, errcap);
     if (!p)
       return -1;
     any_field = true;
@@ -382,7 +382,7 @@ int lr_log_check_format(const char *pyfmt, char *err, size_t errcap) {
 /* ---- formatting one directive ---- */
 
 /* Code points in a UTF-8 string (Python pads and truncates by characters). */
-static size_t utf8_chars(const char *s, size_t n) {
+static size_t log__utf8_chars(const char *s, size_t n) {
   size_t c = 0;
   for (size_t i = 0; i < n; i++)
     if (((unsigned char)s[i] & 0xC0) != 0x80)
@@ -391,7 +391,7 @@ static size_t utf8_chars(const char *s, size_t n) {
 }
 
 /* Byte length of the first `chars` code points of s[0..n). */
-static size_t utf8_prefix(const char *s, size_t n, size_t chars) {
+static size_t log__utf8_prefix(const char *s, size_t n, size_t chars) {
   size_t i = 0;
   while (i < n) {
     if (((unsigned char)s[i] & 0xC0) != 0x80) {
@@ -404,52 +404,52 @@ static size_t utf8_prefix(const char *s, size_t n, size_t chars) {
   return i;
 }
 
-static void put_padded_text(sbuf *b, const spec *sp, const char *s, size_t n) {
+static void log__put_padded_text(sbuf *b, const spec *sp, const char *s, size_t n) {
   if (sp->prec >= 0)
-    n = utf8_prefix(s, n, (size_t)sp->prec);
-  size_t chars = utf8_chars(s, n);
+    n = log__utf8_prefix(s, n, (size_t)sp->prec);
+  size_t chars = log__utf8_chars(s, n);
   size_t pad =
       (sp->width > 0 && (size_t)sp->width > chars) ? (size_t)sp->width - chars : 0;
   if (!sp->left)
-    sb_pad(b, ' ', pad);
-  sb_put(b, s, n);
+    log__sb_pad(b, ' ', pad);
+  log__sb_put(b, s, n);
   if (sp->left)
-    sb_pad(b, ' ', pad);
+    log__sb_pad(b, ' ', pad);
 }
 
 /* Python's repr() of a str: quotes chosen as Python does, control characters and
  * DEL escaped; UTF-8 bytes above 0x7f are kept as the (printable) characters. */
-static size_t py_str_repr(const char *s, char *out, size_t cap) {
+static size_t log__py_str_repr(const char *s, char *out, size_t cap) {
   sbuf b;
-  sb_init(&b, out, cap);
+  log__sb_init(&b, out, cap);
   char q = (strchr(s, '\'') && !strchr(s, '"')) ? '"' : '\'';
-  sb_putc(&b, q);
+  log__sb_putc(&b, q);
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
     char esc[8];
     if (c == (unsigned char)q || c == '\\') {
-      sb_putc(&b, '\\');
-      sb_putc(&b, (char)c);
+      log__sb_putc(&b, '\\');
+      log__sb_putc(&b, (char)c);
     } else if (c == '\n') {
-      sb_put(&b, "\\n", 2);
+      log__sb_put(&b, "\\n", 2);
     } else if (c == '\r') {
-      sb_put(&b, "\\r", 2);
+      log__sb_put(&b, "\\r", 2);
     } else if (c == '\t') {
-      sb_put(&b, "\\t", 2);
+      log__sb_put(&b, "\\t", 2);
     } else if (c < 0x20 || c == 0x7f) {
       snprintf(esc, sizeof esc, "\\x%02x", c);
-      sb_put(&b, esc, 4);
+      log__sb_put(&b, esc, 4);
     } else {
-      sb_putc(&b, (char)c);
+      log__sb_putc(&b, (char)c);
     }
   }
-  sb_putc(&b, q);
-  return sb_done(&b);
+  log__sb_putc(&b, q);
+  return log__sb_done(&b);
 }
 
 /* Python's integer %d/%x/%o: sign, optional 0x/0o prefix, precision zeros, then width
  * (zero padding goes between the prefix and the digits, even with a precision). */
-static void put_int(sbuf *b, const spec *sp, long long v) {
+static void log__put_int(sbuf *b, const spec *sp, long long v) {
   char digits[72];
   size_t nd = 0;
   unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
@@ -476,19 +476,19 @@ static void put_int(sbuf *b, const spec *sp, long long v) {
   size_t pad = (sp->width > 0 && (size_t)sp->width > len) ? (size_t)sp->width - len : 0;
 
   if (!sp->left && !sp->zero)
-    sb_pad(b, ' ', pad);
-  sb_put(b, sign, strlen(sign));
-  sb_put(b, prefix, strlen(prefix));
+    log__sb_pad(b, ' ', pad);
+  log__sb_put(b, sign, strlen(sign));
+  log__sb_put(b, prefix, strlen(prefix));
   if (!sp->left && sp->zero)
-    sb_pad(b, '0', pad);
-  sb_pad(b, '0', zeros);
-  sb_put(b, digits, nd);
+    log__sb_pad(b, '0', pad);
+  log__sb_pad(b, '0', zeros);
+  log__sb_put(b, digits, nd);
   if (sp->left)
-    sb_pad(b, ' ', pad);
+    log__sb_pad(b, ' ', pad);
 }
 
 /* %f/%e/%g: C's printf agrees with Python's here, flags included. */
-static void put_float(sbuf *b, const spec *sp, double v) {
+static void log__put_float(sbuf *b, const spec *sp, double v) {
   char f[32], *p = f;
   *p++ = '%';
   if (sp->left)
@@ -512,7 +512,7 @@ static void put_float(sbuf *b, const spec *sp, double v) {
   if (n < 0)
     return;
   if ((size_t)n < sizeof tmp) {
-    sb_put(b, tmp, (size_t)n);
+    log__sb_put(b, tmp, (size_t)n);
     return;
   }
   char *big = malloc((size_t)n + 1); /* only for absurd widths */
@@ -520,19 +520,19 @@ static void put_float(sbuf *b, const spec *sp, double v) {
     return;
   snprintf(big, (size_t)n + 1, f, sp->width < 0 ? 0 : sp->width,
            sp->prec < 0 ? 6 : sp->prec, v);
-  sb_put(b, big, (size_t)n);
+  log__sb_put(b, big, (size_t)n);
   free(big);
 }
 
-static double g_start_time; /* logging._startTime, for relativeCreated */
+static double log__start_time; /* logging._startTime, for relativeCreated */
 
-static double now_seconds(void) {
+static double log__now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char *level_name(int level, char *buf, size_t cap) {
+static const char *log__level_name(int level, char *buf, size_t cap) {
   switch (level) {
   case LR_LOG_DEBUG:
     return "DEBUG";
@@ -554,15 +554,15 @@ static const char *level_name(int level, char *buf, size_t cap) {
 size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
                      const char *name, const char *msg, double when) {
   sbuf b;
-  sb_init(&b, out, cap);
+  log__sb_init(&b, out, cap);
   if (!pyfmt)
     pyfmt = LR_DEFAULT_LOG_FMT;
   if (!name)
     name = "root";
   if (!msg)
     msg = "";
-  if (g_start_time == 0)
-    g_start_time = now_seconds();
+  if (log__start_time == 0)
+    log__start_time = log__now_seconds();
 
   /* LogRecord.__init__ (3.11): msecs from the float, asctime from floor(created). */
   /* floor() without libm: only negative times (never seen) need the adjustment. */
@@ -571,27 +571,27 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
     whole -= 1;
   double msecs = (double)(long long)((when - (double)(long long)when) * 1000.0);
   char lvlbuf[24];
-  const char *lvl = level_name(level, lvlbuf, sizeof lvlbuf);
+  const char *lvl = log__level_name(level, lvlbuf, sizeof lvlbuf);
 
   for (const char *p = pyfmt; *p;) {
     if (*p != '%') {
       const char *q = strchr(p, '%');
       size_t n = q ? (size_t)(q - p) : strlen(p);
-      sb_put(&b, p, n);
+      log__sb_put(&b, p, n);
       p += n;
       continue;
     }
     if (p[1] == '%') {
-      sb_putc(&b, '%');
+      log__sb_putc(&b, '%');
       p += 2;
       continue;
     }
     spec sp;
     char err[8];
-    const char *next = p[1] == '(' ? parse_spec(p, &sp, err, sizeof err) : NULL;
+    const char *next = p[1] == '(' ? log__parse_spec(p, &sp, err, sizeof err) : NULL;
     if (!next) {
       /* An unchecked bad directive: print it verbatim rather than lose the line. */
-      sb_putc(&b, *p++);
+      log__sb_putc(&b, *p++);
       continue;
     }
     p = next;
@@ -605,7 +605,7 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
     switch (fields[sp.field].id) {
     case FLD_ASCTIME: {
       size_t n;
-      const char *d = asctime_text((time_t)whole, &n);
+      const char *d = log__asctime_text((time_t)whole, &n);
       snprintf(tbuf, sizeof tbuf, "%.*s,%03d", (int)n, d, (int)msecs);
       sval = tbuf;
       break;
@@ -617,7 +617,7 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
       fval = msecs;
       break;
     case FLD_RELCREATED:
-      fval = (when - g_start_time) * 1000.0;
+      fval = (when - log__start_time) * 1000.0;
       break;
     case FLD_LEVELNAME:
       sval = lvl;
@@ -665,8 +665,8 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
         char *rb = need <= sizeof small ? small : malloc(need);
         if (!rb)
           break;
-        slen = py_str_repr(sval, rb, need);
-        put_padded_text(&b, &sp, rb, slen);
+        slen = log__py_str_repr(sval, rb, need);
+        log__put_padded_text(&b, &sp, rb, slen);
         if (rb != small)
           free(rb);
         break;
@@ -675,12 +675,12 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
         slen = (size_t)snprintf(tbuf, sizeof tbuf, "%lld", ival);
         sval = tbuf;
       } else if (t == F_FLT) {
-        slen = py_float_repr(fval, tbuf, sizeof tbuf);
+        slen = log__py_float_repr(fval, tbuf, sizeof tbuf);
         sval = tbuf;
       } else {
         slen = strlen(sval);
       }
-      put_padded_text(&b, &sp, sval, slen);
+      log__put_padded_text(&b, &sp, sval, slen);
       break;
     case 'd':
     case 'i':
@@ -690,45 +690,45 @@ size_t lr_log_format(char *out, size_t cap, const char *pyfmt, int level,
     case 'o':
       if (t == F_FLT) {
         if (!isfinite(fval)) { /* Python raises; keep the line readable */
-          slen = py_float_repr(fval, tbuf, sizeof tbuf);
-          put_padded_text(&b, &sp, tbuf, slen);
+          slen = log__py_float_repr(fval, tbuf, sizeof tbuf);
+          log__put_padded_text(&b, &sp, tbuf, slen);
           break;
         }
         ival = (long long)fval; /* int(float) truncates toward zero */
       }
-      put_int(&b, &sp, ival);
+      log__put_int(&b, &sp, ival);
       break;
     default: /* f F e E g G */
-      put_float(&b, &sp, t == F_INT ? (double)ival : fval);
+      log__put_float(&b, &sp, t == F_INT ? (double)ival : fval);
       break;
     }
   }
-  return sb_done(&b);
+  return log__sb_done(&b);
 }
 
 /* ---- the server log ---- */
 
-static const char *g_log_fmt = LR_DEFAULT_LOG_FMT;
-static int g_log_threshold = LR_LOG_INFO;
+static const char *log__log_fmt = LR_DEFAULT_LOG_FMT;
+static int log__log_threshold = LR_LOG_INFO;
 
 void lr_log_init(const char *pyfmt, int verbosity) {
-  g_log_fmt = pyfmt ? pyfmt : LR_DEFAULT_LOG_FMT;
-  g_log_threshold = verbosity <= 0   ? LR_LOG_WARNING
-                    : verbosity == 1 ? LR_LOG_INFO
-                                     : LR_LOG_DEBUG;
-  if (g_start_time == 0)
-    g_start_time = now_seconds();
+  log__log_fmt = pyfmt ? pyfmt : LR_DEFAULT_LOG_FMT;
+  log__log_threshold = verbosity <= 0   ? LR_LOG_WARNING
+                       : verbosity == 1 ? LR_LOG_INFO
+                                        : LR_LOG_DEBUG;
+  if (log__start_time == 0)
+    log__start_time = log__now_seconds();
   tzset();
 }
 
 int lr_log_enabled(int level) {
-  return level >= g_log_threshold;
+  return level >= log__log_threshold;
 }
 
 /* Writes all of buf, retrying on EINTR and short writes; gives up on other errors
  * (a log must never stop the server). A non-blocking fd that stays full for a
  * second loses the rest. */
-static void write_all(int fd, const char *buf, size_t len) {
+static void log__write_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
     ssize_t n = write(fd, buf, len);
     if (n > 0) {
@@ -780,9 +780,10 @@ void lr_log(int level, const char *name, const char *fmt, ...) {
     line = line_small;
     cap = sizeof line_small;
   }
-  size_t len = lr_log_format(line, cap - 1, g_log_fmt, level, name, msg, now_seconds());
+  size_t len =
+      lr_log_format(line, cap - 1, log__log_fmt, level, name, msg, log__now_seconds());
   line[len++] = '\n';
-  write_all(STDERR_FILENO, line, len);
+  log__write_all(STDERR_FILENO, line, len);
 
   if (line != line_small)
     free(line);
@@ -796,35 +797,35 @@ void lr_log(int level, const char *name, const char *fmt, ...) {
 #define ACCESS_BUF_SIZE 65536
 #define ACCESS_HOST_MAX 64 /* bytes of host used by the JSON format ("ip:port") */
 
-static char g_abuf[ACCESS_BUF_SIZE];
-static size_t g_alen;
-static int g_access_fd = -1;
-static bool g_access_is_file;
-static bool g_atexit_done;
-static int g_access_format = LR_ACCESS_DAPHNE;
-static bool g_sink_wanted;       /* lr_access_open_sink: lines wait for a sink */
-static lr_access_sink_fn g_sink; /* when set, the destination */
-static bool g_flushing;          /* inside the sink: no re-entrant flush */
+static char log__abuf[ACCESS_BUF_SIZE];
+static size_t log__alen;
+static int log__access_fd = -1;
+static bool log__access_is_file;
+static bool log__atexit_done;
+static int log__access_format = LR_ACCESS_DAPHNE;
+static bool log__sink_wanted;       /* lr_access_open_sink: lines wait for a sink */
+static lr_access_sink_fn log__sink; /* when set, the destination */
+static bool log__flushing;          /* inside the sink: no re-entrant flush */
 
-static void access_at_exit(void) {
+static void log__access_at_exit(void) {
   lr_access_flush();
 }
 
-static void access_register_atexit(void) {
-  if (!g_atexit_done) {
+static void log__access_register_atexit(void) {
+  if (!log__atexit_done) {
     /* A forked worker must _exit() or flush before fork, or it re-writes this. */
-    atexit(access_at_exit);
-    g_atexit_done = true;
+    atexit(log__access_at_exit);
+    log__atexit_done = true;
   }
   tzset();
 }
 
 void lr_access_set_format(int format) {
-  g_access_format = format == LR_ACCESS_JSON ? LR_ACCESS_JSON : LR_ACCESS_DAPHNE;
+  log__access_format = format == LR_ACCESS_JSON ? LR_ACCESS_JSON : LR_ACCESS_DAPHNE;
 }
 
 int lr_access_get_format(void) {
-  return g_access_format;
+  return log__access_format;
 }
 
 int lr_access_open(const char *path) {
@@ -837,43 +838,43 @@ int lr_access_open(const char *path) {
     is_file = true;
   }
   lr_access_flush(); /* what was buffered belongs to the old destination */
-  if (g_access_is_file && g_access_fd >= 0)
-    close(g_access_fd);
-  g_access_fd = fd;
-  g_access_is_file = is_file;
-  g_sink_wanted = false;
-  access_register_atexit();
+  if (log__access_is_file && log__access_fd >= 0)
+    close(log__access_fd);
+  log__access_fd = fd;
+  log__access_is_file = is_file;
+  log__sink_wanted = false;
+  log__access_register_atexit();
   return 0;
 }
 
 void lr_access_open_sink(void) {
   lr_access_flush();
-  if (g_access_is_file && g_access_fd >= 0)
-    close(g_access_fd);
-  g_access_fd = -1;
-  g_access_is_file = false;
-  g_sink_wanted = true;
-  access_register_atexit();
+  if (log__access_is_file && log__access_fd >= 0)
+    close(log__access_fd);
+  log__access_fd = -1;
+  log__access_is_file = false;
+  log__sink_wanted = true;
+  log__access_register_atexit();
 }
 
 int lr_access_sink_wanted(void) {
-  return g_sink_wanted;
+  return log__sink_wanted;
 }
 
 void lr_access_set_sink(lr_access_sink_fn fn) {
   /* Lines already bound for a destination go there; lines that were waiting for a
    * sink stay buffered for the new one. */
-  if (g_sink || g_access_fd >= 0)
+  if (log__sink || log__access_fd >= 0)
     lr_access_flush();
-  g_sink = fn;
+  log__sink = fn;
 }
 
 int lr_access_enabled(void) {
-  return g_access_fd >= 0 || g_sink || g_sink_wanted;
+  return log__access_fd >= 0 || log__sink || log__sink_wanted;
 }
 
 /* Characters a request may carry into the log unchanged. */
-static inline bool access_plain(unsigned char c) {
+static inline bool log__access_plain(unsigned char c) {
   return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
 }
 
@@ -884,7 +885,7 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
     return 0;
   char head[320], tail[64];
   size_t dlen;
-  const char *date = access_time_text(when, &dlen);
+  const char *date = log__access_time_text(when, &dlen);
   int hn = snprintf(head, sizeof head, "%.255s - - [%.*s] \"", host ? host : "None",
                     (int)dlen, date);
   char st[16], sz[24];
@@ -899,14 +900,14 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
   int tn = snprintf(tail, sizeof tail, "\" %s %s\n", st, sz);
 
   sbuf b;
-  sb_init(&b, out, cap);
-  sb_put(&b, head, (size_t)hn);
+  log__sb_init(&b, out, cap);
+  log__sb_put(&b, head, (size_t)hn);
   /* Keep room for the tail so a truncated line still ends with '"... status size\n'. */
   size_t limit = b.cap > (size_t)tn ? b.cap - (size_t)tn : 0;
   static const char hex[] = "0123456789abcdef";
   for (size_t i = 0; i < request_len; i++) {
     unsigned char c = (unsigned char)request[i];
-    if (access_plain(c)) {
+    if (log__access_plain(c)) {
       if (b.len + 1 > limit)
         break;
       b.p[b.len++] = (char)c;
@@ -919,14 +920,14 @@ size_t lr_access_format(char *out, size_t cap, const char *host, time_t when,
       b.p[b.len++] = hex[c & 15];
     }
   }
-  sb_put(&b, tail, (size_t)tn);
-  return sb_done(&b);
+  log__sb_put(&b, tail, (size_t)tn);
+  return log__sb_done(&b);
 }
 
 /* ---- the JSON access log ---- */
 
 /* "2026-11-21T19:15:19+01:00": ISO 8601, local time with its UTC offset. */
-static const char *iso_time_text(time_t sec, size_t *len) {
+static const char *log__iso_time_text(time_t sec, size_t *len) {
   static _Thread_local time_cache c;
   if (!c.valid || c.sec != sec) {
     struct tm tm;
@@ -948,28 +949,28 @@ static const char *iso_time_text(time_t sec, size_t *len) {
 
 /* Length of byte c escaped in a JSON string, as json.dumps(ensure_ascii=True) writes
  * it: \" \\ \b \f \n \r \t, other controls, DEL and every byte >= 0x80 as \u00xx. */
-static inline size_t json_esc_len(unsigned char c) {
+static inline size_t log__json_esc_len(unsigned char c) {
   if (c >= 0x20 && c < 0x7f)
     return (c == '"' || c == '\\') ? 2 : 1;
   return (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') ? 2 : 6;
 }
 
-static size_t json_escaped_len(const char *s, size_t n) {
+static size_t log__json_escaped_len(const char *s, size_t n) {
   size_t len = 0;
   for (size_t i = 0; i < n; i++)
-    len += json_esc_len((unsigned char)s[i]);
+    len += log__json_esc_len((unsigned char)s[i]);
   return len;
 }
 
 /* Appends s[0..n) escaped, stopping before the escape that would take the output past
  * limit bytes: an escape is never split. */
-static void json_escape(sbuf *b, const char *s, size_t n, size_t limit) {
+static void log__json_escape(sbuf *b, const char *s, size_t n, size_t limit) {
   static const char hex[] = "0123456789abcdef";
   if (limit > b->cap)
     limit = b->cap;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    size_t e = json_esc_len(c);
+    size_t e = log__json_esc_len(c);
     if (b->len + e > limit)
       return;
     char *p = b->p + b->len;
@@ -995,7 +996,7 @@ static void json_escape(sbuf *b, const char *s, size_t n, size_t limit) {
 }
 
 /* The request's first word when the WebSocket code logged it, lower-cased. */
-static const char *ws_event(const char *word, size_t len) {
+static const char *log__ws_event(const char *word, size_t len) {
   static const char *const events[][2] = {
       {"WSCONNECTING", "wsconnecting"},
       {"WSCONNECT", "wsconnect"},
@@ -1019,7 +1020,7 @@ size_t lr_access_format_json(char *out, size_t cap, const char *host, time_t whe
   const char *path = space ? space + 1 : request + request_len;
   size_t plen = space ? request_len - mlen - 1 : 0;
   const char *method = request;
-  const char *event = status == 0 ? ws_event(request, mlen) : NULL;
+  const char *event = status == 0 ? log__ws_event(request, mlen) : NULL;
   if (event) {
     method = "GET"; /* a WebSocket handshake is a GET */
     mlen = 3;
@@ -1034,23 +1035,23 @@ size_t lr_access_format_json(char *out, size_t cap, const char *host, time_t whe
   char head[128 + 6 * ACCESS_HOST_MAX], mid[64 + 6 * 64], tail[128];
   sbuf hb, mb;
   size_t tlen;
-  const char *t = iso_time_text(when, &tlen);
-  sb_init(&hb, head, sizeof head);
-  sb_put(&hb, "{\"time\": \"", 10);
-  sb_put(&hb, t, tlen);
-  sb_put(&hb, "\", \"client\": ", 13);
+  const char *t = log__iso_time_text(when, &tlen);
+  log__sb_init(&hb, head, sizeof head);
+  log__sb_put(&hb, "{\"time\": \"", 10);
+  log__sb_put(&hb, t, tlen);
+  log__sb_put(&hb, "\", \"client\": ", 13);
   if (host) {
-    sb_putc(&hb, '"');
-    json_escape(&hb, host, strnlen(host, ACCESS_HOST_MAX), hb.cap);
-    sb_putc(&hb, '"');
+    log__sb_putc(&hb, '"');
+    log__json_escape(&hb, host, strnlen(host, ACCESS_HOST_MAX), hb.cap);
+    log__sb_putc(&hb, '"');
   } else {
-    sb_put(&hb, "null", 4);
+    log__sb_put(&hb, "null", 4);
   }
-  sb_put(&hb, ", \"request\": \"", 14);
-  sb_init(&mb, mid, sizeof mid);
-  sb_put(&mb, "\", \"method\": \"", 14);
-  json_escape(&mb, method, mlen, mb.cap);
-  sb_put(&mb, "\", \"path\": \"", 12);
+  log__sb_put(&hb, ", \"request\": \"", 14);
+  log__sb_init(&mb, mid, sizeof mid);
+  log__sb_put(&mb, "\", \"method\": \"", 14);
+  log__json_escape(&mb, method, mlen, mb.cap);
+  log__sb_put(&mb, "\", \"path\": \"", 12);
   char st[16];
   if (status)
     snprintf(st, sizeof st, "%d", status);
@@ -1061,21 +1062,21 @@ size_t lr_access_format_json(char *out, size_t cap, const char *host, time_t whe
                     (unsigned long long)size, event);
 
   sbuf b;
-  sb_init(&b, out, cap);
-  sb_put(&b, head, hb.len);
+  log__sb_init(&b, out, cap);
+  log__sb_put(&b, head, hb.len);
   size_t fixed = b.len + mb.len + (size_t)tn;
   size_t room = b.cap > fixed ? b.cap - fixed : 0;
-  size_t rlen = json_escaped_len(request, request_len);
-  size_t pelen = json_escaped_len(path, plen);
+  size_t rlen = log__json_escaped_len(request, request_len);
+  size_t pelen = log__json_escaped_len(path, plen);
   /* Both fit, or each gets at least half of the room. */
   size_t rroom =
       rlen + pelen <= room ? rlen : room - (pelen < room / 2 ? pelen : room / 2);
-  json_escape(&b, request, request_len, b.len + rroom);
-  sb_put(&b, mid, mb.len);
+  log__json_escape(&b, request, request_len, b.len + rroom);
+  log__sb_put(&b, mid, mb.len);
   size_t limit = b.cap > (size_t)tn ? b.cap - (size_t)tn : 0;
-  json_escape(&b, path, plen, limit);
-  sb_put(&b, tail, (size_t)tn);
-  return sb_done(&b);
+  log__json_escape(&b, path, plen, limit);
+  log__sb_put(&b, tail, (size_t)tn);
+  return log__sb_done(&b);
 }
 
 void lr_access_write(const char *host, const char *request, size_t request_len,
@@ -1085,38 +1086,38 @@ void lr_access_write(const char *host, const char *request, size_t request_len,
   /* daphne: at worst every request byte escaped to 4, plus host, date and numbers.
    * JSON: the escaped request twice (request and path), host, time, keys, numbers. */
   size_t hlen = host ? strlen(host) : 4;
-  size_t need = g_access_format == LR_ACCESS_JSON
-                    ? 2 * json_escaped_len(request, request_len) + hlen * 6 + 512
+  size_t need = log__access_format == LR_ACCESS_JSON
+                    ? 2 * log__json_escaped_len(request, request_len) + hlen * 6 + 512
                     : hlen + request_len * 4 + 128;
-  if (need > sizeof g_abuf - g_alen)
+  if (need > sizeof log__abuf - log__alen)
     lr_access_flush();
-  size_t room = sizeof g_abuf - g_alen; /* includes the NUL the formatters add */
+  size_t room = sizeof log__abuf - log__alen; /* includes the NUL the formatters add */
   if (room < 1024 && need > room)
     return; /* nowhere to flush to (a sink not installed yet, or flushing): drop it */
   time_t now = time(NULL);
-  g_alen += g_access_format == LR_ACCESS_JSON
-                ? lr_access_format_json(g_abuf + g_alen, room, host, now, request,
-                                        request_len, status, size)
-                : lr_access_format(g_abuf + g_alen, room, host, now, request, request_len,
-                                   status, size);
+  log__alen += log__access_format == LR_ACCESS_JSON
+                   ? lr_access_format_json(log__abuf + log__alen, room, host, now,
+                                           request, request_len, status, size)
+                   : lr_access_format(log__abuf + log__alen, room, host, now, request,
+                                      request_len, status, size);
 }
 
 void lr_access_flush(void) {
-  if (g_alen == 0 || g_flushing)
+  if (log__alen == 0 || log__flushing)
     return;
-  if (g_sink) {
+  if (log__sink) {
     /* The sink may run code that logs more: those lines go after this batch. */
-    size_t n = g_alen;
-    g_flushing = true;
-    g_sink(g_abuf, n);
-    g_flushing = false;
-    memmove(g_abuf, g_abuf + n, g_alen - n);
-    g_alen -= n;
+    size_t n = log__alen;
+    log__flushing = true;
+    log__sink(log__abuf, n);
+    log__flushing = false;
+    memmove(log__abuf, log__abuf + n, log__alen - n);
+    log__alen -= n;
     return;
   }
-  if (g_access_fd >= 0)
-    write_all(g_access_fd, g_abuf, g_alen);
-  else if (g_sink_wanted)
+  if (log__access_fd >= 0)
+    log__write_all(log__access_fd, log__abuf, log__alen);
+  else if (log__sink_wanted)
     return; /* kept for the sink */
-  g_alen = 0;
+  log__alen = 0;
 }

@@ -32,7 +32,7 @@ void lr_mp_buf_reset(lr_mp_buf *b) {
 }
 
 /* Makes room for extra more bytes. 0, or -1 with MemoryError set. */
-static int buf_reserve(lr_mp_buf *b, size_t extra) {
+static int mp__buf_reserve(lr_mp_buf *b, size_t extra) {
   if (b->cap - b->len >= extra)
     return 0;
   if (extra > SIZE_MAX / 2 - b->len) {
@@ -53,7 +53,7 @@ static int buf_reserve(lr_mp_buf *b, size_t extra) {
   return 0;
 }
 
-static inline void put_be(char *p, uint64_t v, int n) {
+static inline void mp__put_be(char *p, uint64_t v, int n) {
   for (int i = n - 1; i >= 0; i--) {
     p[i] = (char)(v & 0xff);
     v >>= 8;
@@ -61,19 +61,19 @@ static inline void put_be(char *p, uint64_t v, int n) {
 }
 
 /* Appends a type byte followed by an n-byte big-endian value (n = 0, 1, 2, 4, 8). */
-static int put_head(lr_mp_buf *b, unsigned char type, uint64_t v, int n) {
-  if (buf_reserve(b, (size_t)n + 1) < 0)
+static int mp__put_head(lr_mp_buf *b, unsigned char type, uint64_t v, int n) {
+  if (mp__buf_reserve(b, (size_t)n + 1) < 0)
     return -1;
   b->data[b->len] = (char)type;
-  put_be(b->data + b->len + 1, v, n);
+  mp__put_be(b->data + b->len + 1, v, n);
   b->len += (size_t)n + 1;
   return 0;
 }
 
-static int put_raw(lr_mp_buf *b, const char *p, size_t n) {
+static int mp__put_raw(lr_mp_buf *b, const char *p, size_t n) {
   if (n == 0)
     return 0;
-  if (buf_reserve(b, n) < 0)
+  if (mp__buf_reserve(b, n) < 0)
     return -1;
   memcpy(b->data + b->len, p, n);
   b->len += n;
@@ -82,37 +82,37 @@ static int put_raw(lr_mp_buf *b, const char *p, size_t n) {
 
 /* ---------------------------------------------------------------- encoder */
 
-static int pack_uint(lr_mp_buf *b, unsigned long long v) {
+static int mp__pack_uint(lr_mp_buf *b, unsigned long long v) {
   if (v < 0x80)
-    return put_head(b, (unsigned char)v, 0, 0);
+    return mp__put_head(b, (unsigned char)v, 0, 0);
   if (v <= 0xff)
-    return put_head(b, 0xcc, v, 1);
+    return mp__put_head(b, 0xcc, v, 1);
   if (v <= 0xffff)
-    return put_head(b, 0xcd, v, 2);
+    return mp__put_head(b, 0xcd, v, 2);
   if (v <= 0xffffffffULL)
-    return put_head(b, 0xce, v, 4);
-  return put_head(b, 0xcf, v, 8);
+    return mp__put_head(b, 0xce, v, 4);
+  return mp__put_head(b, 0xcf, v, 8);
 }
 
-static int pack_int(lr_mp_buf *b, long long v) {
+static int mp__pack_int(lr_mp_buf *b, long long v) {
   if (v >= 0)
-    return pack_uint(b, (unsigned long long)v);
+    return mp__pack_uint(b, (unsigned long long)v);
   uint64_t u = (uint64_t)v; /* two's complement bits */
   if (v >= -32)
-    return put_head(b, (unsigned char)(u & 0xff), 0, 0);
+    return mp__put_head(b, (unsigned char)(u & 0xff), 0, 0);
   if (v >= INT8_MIN)
-    return put_head(b, 0xd0, u & 0xff, 1);
+    return mp__put_head(b, 0xd0, u & 0xff, 1);
   if (v >= INT16_MIN)
-    return put_head(b, 0xd1, u & 0xffff, 2);
+    return mp__put_head(b, 0xd1, u & 0xffff, 2);
   if (v >= INT32_MIN)
-    return put_head(b, 0xd2, u & 0xffffffffULL, 4);
-  return put_head(b, 0xd3, u, 8);
+    return mp__put_head(b, 0xd2, u & 0xffffffffULL, 4);
+  return mp__put_head(b, 0xd3, u, 8);
 }
 
 /* A length header: fix form (if fixmax > 0 and n < fixmax: fixbase | n), else 8-bit (if
  * t8 != 0), 16-bit or 32-bit. */
-static int pack_len(lr_mp_buf *b, const char *what, size_t n, unsigned char fixbase,
-                    size_t fixmax, unsigned char t8, unsigned char t16) {
+static int mp__pack_len(lr_mp_buf *b, const char *what, size_t n, unsigned char fixbase,
+                        size_t fixmax, unsigned char t8, unsigned char t16) {
   if ((unsigned long long)n > LR_MP_ITEM_LIMIT) {
     PyErr_Format(PyExc_ValueError,
                  "laurel: cannot serialize %s of length %zu in a channel layer message: "
@@ -121,26 +121,26 @@ static int pack_len(lr_mp_buf *b, const char *what, size_t n, unsigned char fixb
     return -1;
   }
   if (n < fixmax)
-    return put_head(b, (unsigned char)(fixbase | n), 0, 0);
+    return mp__put_head(b, (unsigned char)(fixbase | n), 0, 0);
   if (t8 && n <= 0xff)
-    return put_head(b, t8, n, 1);
+    return mp__put_head(b, t8, n, 1);
   if (n <= 0xffff)
-    return put_head(b, t16, n, 2);
-  return put_head(b, (unsigned char)(t16 + 1), n, 4);
+    return mp__put_head(b, t16, n, 2);
+  return mp__put_head(b, (unsigned char)(t16 + 1), n, 4);
 }
 
-static int pack_bin(lr_mp_buf *b, const char *p, size_t n) {
-  if (pack_len(b, "a bytes object", n, 0, 0, 0xc4, 0xc5) < 0)
+static int mp__pack_bin(lr_mp_buf *b, const char *p, size_t n) {
+  if (mp__pack_len(b, "a bytes object", n, 0, 0, 0xc4, 0xc5) < 0)
     return -1;
-  return put_raw(b, p, n);
+  return mp__put_raw(b, p, n);
 }
 
-static int pack_obj(PyObject *o, lr_mp_buf *b, int depth);
+static int mp__pack_obj(PyObject *o, lr_mp_buf *b, int depth);
 
-static int pack_items(PyObject *pairs, lr_mp_buf *b, int depth) {
+static int mp__pack_items(PyObject *pairs, lr_mp_buf *b, int depth) {
   /* pairs: a list of (key, value) from a dict subclass's items(). */
   Py_ssize_t n = PyList_GET_SIZE(pairs);
-  if (pack_len(b, "a dict", (size_t)n, 0x80, 16, 0, 0xde) < 0)
+  if (mp__pack_len(b, "a dict", (size_t)n, 0x80, 16, 0, 0xde) < 0)
     return -1;
   for (Py_ssize_t i = 0; i < n; i++) {
     PyObject *kv = PyList_GET_ITEM(pairs, i);
@@ -149,26 +149,26 @@ static int pack_items(PyObject *pairs, lr_mp_buf *b, int depth) {
                       "laurel: cannot serialize a dict whose items() are not pairs");
       return -1;
     }
-    if (pack_obj(PyTuple_GET_ITEM(kv, 0), b, depth + 1) < 0 ||
-        pack_obj(PyTuple_GET_ITEM(kv, 1), b, depth + 1) < 0)
+    if (mp__pack_obj(PyTuple_GET_ITEM(kv, 0), b, depth + 1) < 0 ||
+        mp__pack_obj(PyTuple_GET_ITEM(kv, 1), b, depth + 1) < 0)
       return -1;
   }
   return 0;
 }
 
-static int pack_dict(PyObject *o, lr_mp_buf *b, int depth) {
+static int mp__pack_dict(PyObject *o, lr_mp_buf *b, int depth) {
   if (!PyDict_CheckExact(o)) {
     /* A subclass (OrderedDict, ...) may order its items differently from the
      * underlying dict: go through items(), as msgpack-python does. */
     PyObject *items = PyMapping_Items(o);
     if (!items)
       return -1;
-    int r = pack_items(items, b, depth);
+    int r = mp__pack_items(items, b, depth);
     Py_DECREF(items);
     return r;
   }
   Py_ssize_t n = PyDict_GET_SIZE(o);
-  if (pack_len(b, "a dict", (size_t)n, 0x80, 16, 0, 0xde) < 0)
+  if (mp__pack_len(b, "a dict", (size_t)n, 0x80, 16, 0, 0xde) < 0)
     return -1;
   Py_ssize_t pos = 0, seen = 0;
   PyObject *k, *v;
@@ -177,9 +177,9 @@ static int pack_dict(PyObject *o, lr_mp_buf *b, int depth) {
      * key and value in case it mutates this dict. */
     Py_INCREF(k);
     Py_INCREF(v);
-    int r = pack_obj(k, b, depth + 1);
+    int r = mp__pack_obj(k, b, depth + 1);
     if (r == 0)
-      r = pack_obj(v, b, depth + 1);
+      r = mp__pack_obj(v, b, depth + 1);
     Py_DECREF(k);
     Py_DECREF(v);
     if (r < 0)
@@ -195,7 +195,7 @@ changed:
   return -1;
 }
 
-static int refuse(PyObject *o) {
+static int mp__refuse(PyObject *o) {
   PyErr_Format(PyExc_TypeError,
                "laurel: cannot serialize %.200s in a channel layer message: only dict, "
                "list, tuple, str, bytes, int, float, bool, None",
@@ -203,9 +203,9 @@ static int refuse(PyObject *o) {
   return -1;
 }
 
-/* msgpack.ExtType is a namedtuple, which msgpack-python packs as an ext type: refuse it
- * rather than silently sending an array the other side would not expect. */
-static int is_msgpack_ext(PyObject *o) {
+/* msgpack.ExtType is a namedtuple, which msgpack-python packs as an ext type: mp__refuse
+ * it rather than silently sending an array the other side would not expect. */
+static int mp__is_msgpack_ext(PyObject *o) {
   if (PyTuple_CheckExact(o) || strcmp(Py_TYPE(o)->tp_name, "ExtType") != 0)
     return 0;
   PyObject *mod = PyObject_GetAttrString((PyObject *)Py_TYPE(o), "__module__");
@@ -219,12 +219,12 @@ static int is_msgpack_ext(PyObject *o) {
   return r;
 }
 
-static int pack_list(PyObject *o, lr_mp_buf *b, int depth) {
+static int mp__pack_list(PyObject *o, lr_mp_buf *b, int depth) {
   int is_list = PyList_Check(o);
-  if (!is_list && is_msgpack_ext(o))
-    return refuse(o);
+  if (!is_list && mp__is_msgpack_ext(o))
+    return mp__refuse(o);
   Py_ssize_t n = is_list ? PyList_GET_SIZE(o) : PyTuple_GET_SIZE(o);
-  if (pack_len(b, "a list", (size_t)n, 0x90, 16, 0, 0xdc) < 0)
+  if (mp__pack_len(b, "a list", (size_t)n, 0x90, 16, 0, 0xdc) < 0)
     return -1;
   for (Py_ssize_t i = 0; i < n; i++) {
     if (is_list && PyList_GET_SIZE(o) != n) {
@@ -234,7 +234,7 @@ static int pack_list(PyObject *o, lr_mp_buf *b, int depth) {
     }
     PyObject *item = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
     Py_INCREF(item);
-    int r = pack_obj(item, b, depth + 1);
+    int r = mp__pack_obj(item, b, depth + 1);
     Py_DECREF(item);
     if (r < 0)
       return -1;
@@ -242,7 +242,7 @@ static int pack_list(PyObject *o, lr_mp_buf *b, int depth) {
   return 0;
 }
 
-static int pack_obj(PyObject *o, lr_mp_buf *b, int depth) {
+static int mp__pack_obj(PyObject *o, lr_mp_buf *b, int depth) {
   if (depth >= LR_MP_PACK_MAX_DEPTH) {
     PyErr_Format(PyExc_ValueError,
                  "laurel: cannot serialize a channel layer message nested deeper than %d "
@@ -251,23 +251,23 @@ static int pack_obj(PyObject *o, lr_mp_buf *b, int depth) {
     return -1;
   }
   if (o == Py_None)
-    return put_head(b, 0xc0, 0, 0);
+    return mp__put_head(b, 0xc0, 0, 0);
   if (o == Py_True)
-    return put_head(b, 0xc3, 0, 0);
+    return mp__put_head(b, 0xc3, 0, 0);
   if (o == Py_False)
-    return put_head(b, 0xc2, 0, 0);
+    return mp__put_head(b, 0xc2, 0, 0);
   if (PyLong_Check(o)) {
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
     if (overflow == 0) {
       if (v == -1 && PyErr_Occurred())
         return -1;
-      return pack_int(b, v);
+      return mp__pack_int(b, v);
     }
     if (overflow > 0) {
       unsigned long long u = PyLong_AsUnsignedLongLong(o);
       if (!(u == (unsigned long long)-1 && PyErr_Occurred()))
-        return pack_uint(b, u);
+        return mp__pack_uint(b, u);
       if (!PyErr_ExceptionMatches(PyExc_OverflowError))
         return -1;
       PyErr_Clear();
@@ -281,39 +281,39 @@ static int pack_obj(PyObject *o, lr_mp_buf *b, int depth) {
     double d = PyFloat_AS_DOUBLE(o);
     uint64_t bits;
     memcpy(&bits, &d, sizeof bits);
-    return put_head(b, 0xcb, bits, 8);
+    return mp__put_head(b, 0xcb, bits, 8);
   }
   if (PyBytes_Check(o))
-    return pack_bin(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
+    return mp__pack_bin(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
   if (PyByteArray_Check(o))
-    return pack_bin(b, PyByteArray_AS_STRING(o), (size_t)PyByteArray_GET_SIZE(o));
+    return mp__pack_bin(b, PyByteArray_AS_STRING(o), (size_t)PyByteArray_GET_SIZE(o));
   if (PyUnicode_Check(o)) {
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(o, &n);
     if (!s)
       return -1;
-    if (pack_len(b, "a str", (size_t)n, 0xa0, 32, 0xd9, 0xda) < 0)
+    if (mp__pack_len(b, "a str", (size_t)n, 0xa0, 32, 0xd9, 0xda) < 0)
       return -1;
-    return put_raw(b, s, (size_t)n);
+    return mp__put_raw(b, s, (size_t)n);
   }
   if (PyDict_Check(o))
-    return pack_dict(o, b, depth);
+    return mp__pack_dict(o, b, depth);
   if (PyList_Check(o) || PyTuple_Check(o))
-    return pack_list(o, b, depth);
+    return mp__pack_list(o, b, depth);
   if (PyMemoryView_Check(o)) {
     Py_buffer view;
     if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) < 0)
       return -1;
-    int r = pack_bin(b, view.buf, (size_t)view.len);
+    int r = mp__pack_bin(b, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     return r;
   }
-  return refuse(o);
+  return mp__refuse(o);
 }
 
 int lr_mp_pack(PyObject *obj, lr_mp_buf *out) {
   size_t start = out->len;
-  if (pack_obj(obj, out, 0) < 0) {
+  if (mp__pack_obj(obj, out, 0) < 0) {
     out->len = start;
     return -1;
   }
@@ -328,18 +328,18 @@ typedef struct lr_mp_rd {
   size_t pos;
 } lr_mp_rd;
 
-static int truncated(const lr_mp_rd *r, const char *what, unsigned long long need) {
+static int mp__truncated(const lr_mp_rd *r, const char *what, unsigned long long need) {
   PyErr_Format(PyExc_ValueError,
-               "laurel: msgpack: truncated input: %s needs %llu bytes at offset %zu, "
+               "laurel: msgpack: mp__truncated input: %s needs %llu bytes at offset %zu, "
                "only %zu left",
                what, need, r->pos, r->n - r->pos);
   return -1;
 }
 
 /* Reads an n-byte big-endian unsigned value (n = 1, 2, 4, 8). */
-static int get_be(lr_mp_rd *r, int n, const char *what, uint64_t *v) {
+static int mp__get_be(lr_mp_rd *r, int n, const char *what, uint64_t *v) {
   if (r->n - r->pos < (size_t)n)
-    return truncated(r, what, (unsigned long long)n);
+    return mp__truncated(r, what, (unsigned long long)n);
   uint64_t x = 0;
   for (int i = 0; i < n; i++)
     x = (x << 8) | r->p[r->pos + (size_t)i];
@@ -348,11 +348,11 @@ static int get_be(lr_mp_rd *r, int n, const char *what, uint64_t *v) {
   return 0;
 }
 
-static PyObject *unpack_obj(lr_mp_rd *r, int depth);
+static PyObject *mp__unpack_obj(lr_mp_rd *r, int depth);
 
-static PyObject *unpack_str(lr_mp_rd *r, size_t len, const char *what) {
+static PyObject *mp__unpack_str(lr_mp_rd *r, size_t len, const char *what) {
   if (r->n - r->pos < len) {
-    truncated(r, what, len);
+    mp__truncated(r, what, len);
     return NULL;
   }
   PyObject *s = PyUnicode_DecodeUTF8((const char *)r->p + r->pos, (Py_ssize_t)len, NULL);
@@ -361,9 +361,9 @@ static PyObject *unpack_str(lr_mp_rd *r, size_t len, const char *what) {
   return s;
 }
 
-static PyObject *unpack_bin(lr_mp_rd *r, size_t len, const char *what) {
+static PyObject *mp__unpack_bin(lr_mp_rd *r, size_t len, const char *what) {
   if (r->n - r->pos < len) {
-    truncated(r, what, len);
+    mp__truncated(r, what, len);
     return NULL;
   }
   PyObject *s = PyBytes_FromStringAndSize((const char *)r->p + r->pos, (Py_ssize_t)len);
@@ -372,7 +372,7 @@ static PyObject *unpack_bin(lr_mp_rd *r, size_t len, const char *what) {
   return s;
 }
 
-static int check_depth(int depth) {
+static int mp__check_depth(int depth) {
   if (depth < LR_MP_UNPACK_MAX_DEPTH)
     return 0;
   PyErr_Format(PyExc_ValueError,
@@ -381,10 +381,10 @@ static int check_depth(int depth) {
   return -1;
 }
 
-static PyObject *unpack_array(lr_mp_rd *r, size_t n, int depth) {
-  if (check_depth(depth) < 0)
+static PyObject *mp__unpack_array(lr_mp_rd *r, size_t n, int depth) {
+  if (mp__check_depth(depth) < 0)
     return NULL;
-  /* Every item takes at least one byte: refuse a count the input cannot hold before
+  /* Every item takes at least one byte: mp__refuse a count the input cannot hold before
    * allocating for it. */
   if (n > r->n - r->pos) {
     PyErr_Format(PyExc_ValueError,
@@ -397,7 +397,7 @@ static PyObject *unpack_array(lr_mp_rd *r, size_t n, int depth) {
   if (!list)
     return NULL;
   for (size_t i = 0; i < n; i++) {
-    PyObject *item = unpack_obj(r, depth + 1);
+    PyObject *item = mp__unpack_obj(r, depth + 1);
     if (!item) {
       Py_DECREF(list);
       return NULL;
@@ -407,8 +407,8 @@ static PyObject *unpack_array(lr_mp_rd *r, size_t n, int depth) {
   return list;
 }
 
-static PyObject *unpack_map(lr_mp_rd *r, size_t n, int depth) {
-  if (check_depth(depth) < 0)
+static PyObject *mp__unpack_map(lr_mp_rd *r, size_t n, int depth) {
+  if (mp__check_depth(depth) < 0)
     return NULL;
   /* Every entry takes at least two bytes. */
   if (n > (r->n - r->pos) / 2) {
@@ -422,12 +422,12 @@ static PyObject *unpack_map(lr_mp_rd *r, size_t n, int depth) {
   if (!dict)
     return NULL;
   for (size_t i = 0; i < n; i++) {
-    PyObject *k = unpack_obj(r, depth + 1);
+    PyObject *k = mp__unpack_obj(r, depth + 1);
     if (!k)
       goto fail;
     if (PyUnicode_CheckExact(k))
       PyUnicode_InternInPlace(&k);
-    PyObject *v = unpack_obj(r, depth + 1);
+    PyObject *v = mp__unpack_obj(r, depth + 1);
     if (!v) {
       Py_DECREF(k);
       goto fail;
@@ -444,9 +444,9 @@ fail:
   return NULL;
 }
 
-static PyObject *unpack_obj(lr_mp_rd *r, int depth) {
+static PyObject *mp__unpack_obj(lr_mp_rd *r, int depth) {
   if (r->pos >= r->n) {
-    truncated(r, "an object", 1);
+    mp__truncated(r, "an object", 1);
     return NULL;
   }
   size_t at = r->pos;
@@ -458,11 +458,11 @@ static PyObject *unpack_obj(lr_mp_rd *r, int depth) {
   if (t >= 0xe0)
     return PyLong_FromLong((long)t - 0x100);
   if ((t & 0xe0) == 0xa0)
-    return unpack_str(r, t & 0x1f, "fixstr");
+    return mp__unpack_str(r, t & 0x1f, "fixstr");
   if ((t & 0xf0) == 0x90)
-    return unpack_array(r, t & 0x0f, depth);
+    return mp__unpack_array(r, t & 0x0f, depth);
   if ((t & 0xf0) == 0x80)
-    return unpack_map(r, t & 0x0f, depth);
+    return mp__unpack_map(r, t & 0x0f, depth);
 
   switch (t) {
   case 0xc0:
@@ -472,23 +472,25 @@ static PyObject *unpack_obj(lr_mp_rd *r, int depth) {
   case 0xc3:
     Py_RETURN_TRUE;
   case 0xcc:
-    return get_be(r, 1, "uint8", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
+    return mp__get_be(r, 1, "uint8", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
   case 0xcd:
-    return get_be(r, 2, "uint16", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
+    return mp__get_be(r, 2, "uint16", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
   case 0xce:
-    return get_be(r, 4, "uint32", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
+    return mp__get_be(r, 4, "uint32", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
   case 0xcf:
-    return get_be(r, 8, "uint64", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
+    return mp__get_be(r, 8, "uint64", &v) < 0 ? NULL : PyLong_FromUnsignedLongLong(v);
   case 0xd0:
-    return get_be(r, 1, "int8", &v) < 0 ? NULL : PyLong_FromLong((int8_t)(uint8_t)v);
+    return mp__get_be(r, 1, "int8", &v) < 0 ? NULL : PyLong_FromLong((int8_t)(uint8_t)v);
   case 0xd1:
-    return get_be(r, 2, "int16", &v) < 0 ? NULL : PyLong_FromLong((int16_t)(uint16_t)v);
+    return mp__get_be(r, 2, "int16", &v) < 0 ? NULL
+                                             : PyLong_FromLong((int16_t)(uint16_t)v);
   case 0xd2:
-    return get_be(r, 4, "int32", &v) < 0 ? NULL : PyLong_FromLong((int32_t)(uint32_t)v);
+    return mp__get_be(r, 4, "int32", &v) < 0 ? NULL
+                                             : PyLong_FromLong((int32_t)(uint32_t)v);
   case 0xd3:
-    return get_be(r, 8, "int64", &v) < 0 ? NULL : PyLong_FromLongLong((int64_t)v);
+    return mp__get_be(r, 8, "int64", &v) < 0 ? NULL : PyLong_FromLongLong((int64_t)v);
   case 0xca: {
-    if (get_be(r, 4, "float32", &v) < 0)
+    if (mp__get_be(r, 4, "float32", &v) < 0)
       return NULL;
     uint32_t bits = (uint32_t)v;
     float f;
@@ -496,32 +498,38 @@ static PyObject *unpack_obj(lr_mp_rd *r, int depth) {
     return PyFloat_FromDouble((double)f);
   }
   case 0xcb: {
-    if (get_be(r, 8, "float64", &v) < 0)
+    if (mp__get_be(r, 8, "float64", &v) < 0)
       return NULL;
     double d;
     memcpy(&d, &v, sizeof d);
     return PyFloat_FromDouble(d);
   }
   case 0xd9:
-    return get_be(r, 1, "str8", &v) < 0 ? NULL : unpack_str(r, (size_t)v, "str8");
+    return mp__get_be(r, 1, "str8", &v) < 0 ? NULL : mp__unpack_str(r, (size_t)v, "str8");
   case 0xda:
-    return get_be(r, 2, "str16", &v) < 0 ? NULL : unpack_str(r, (size_t)v, "str16");
+    return mp__get_be(r, 2, "str16", &v) < 0 ? NULL
+                                             : mp__unpack_str(r, (size_t)v, "str16");
   case 0xdb:
-    return get_be(r, 4, "str32", &v) < 0 ? NULL : unpack_str(r, (size_t)v, "str32");
+    return mp__get_be(r, 4, "str32", &v) < 0 ? NULL
+                                             : mp__unpack_str(r, (size_t)v, "str32");
   case 0xc4:
-    return get_be(r, 1, "bin8", &v) < 0 ? NULL : unpack_bin(r, (size_t)v, "bin8");
+    return mp__get_be(r, 1, "bin8", &v) < 0 ? NULL : mp__unpack_bin(r, (size_t)v, "bin8");
   case 0xc5:
-    return get_be(r, 2, "bin16", &v) < 0 ? NULL : unpack_bin(r, (size_t)v, "bin16");
+    return mp__get_be(r, 2, "bin16", &v) < 0 ? NULL
+                                             : mp__unpack_bin(r, (size_t)v, "bin16");
   case 0xc6:
-    return get_be(r, 4, "bin32", &v) < 0 ? NULL : unpack_bin(r, (size_t)v, "bin32");
+    return mp__get_be(r, 4, "bin32", &v) < 0 ? NULL
+                                             : mp__unpack_bin(r, (size_t)v, "bin32");
   case 0xdc:
-    return get_be(r, 2, "array16", &v) < 0 ? NULL : unpack_array(r, (size_t)v, depth);
+    return mp__get_be(r, 2, "array16", &v) < 0 ? NULL
+                                               : mp__unpack_array(r, (size_t)v, depth);
   case 0xdd:
-    return get_be(r, 4, "array32", &v) < 0 ? NULL : unpack_array(r, (size_t)v, depth);
+    return mp__get_be(r, 4, "array32", &v) < 0 ? NULL
+                                               : mp__unpack_array(r, (size_t)v, depth);
   case 0xde:
-    return get_be(r, 2, "map16", &v) < 0 ? NULL : unpack_map(r, (size_t)v, depth);
+    return mp__get_be(r, 2, "map16", &v) < 0 ? NULL : mp__unpack_map(r, (size_t)v, depth);
   case 0xdf:
-    return get_be(r, 4, "map32", &v) < 0 ? NULL : unpack_map(r, (size_t)v, depth);
+    return mp__get_be(r, 4, "map32", &v) < 0 ? NULL : mp__unpack_map(r, (size_t)v, depth);
   case 0xc7: /* ext8 */
   case 0xc8: /* ext16 */
   case 0xc9: /* ext32 */
@@ -544,7 +552,7 @@ static PyObject *unpack_obj(lr_mp_rd *r, int depth) {
 
 PyObject *lr_mp_unpack(const char *p, size_t n, size_t *used) {
   lr_mp_rd r = {(const unsigned char *)p, n, 0};
-  PyObject *o = unpack_obj(&r, 0);
+  PyObject *o = mp__unpack_obj(&r, 0);
   if (o && used)
     *used = r.pos;
   return o;

@@ -8,7 +8,7 @@
 
 #include "laurel/layer/msgpack.h"
 
-static PyObject *lr_t_packb(PyObject *self, PyObject *obj) {
+static PyObject *mptest__packb(PyObject *self, PyObject *obj) {
   (void)self;
   lr_mp_buf b;
   lr_mp_buf_init(&b);
@@ -22,7 +22,7 @@ static PyObject *lr_t_packb(PyObject *self, PyObject *obj) {
 /* pack_each(iterable) -> bytes: packs every item into one buffer, skipping (and
  * forgetting the error of) those that fail: shows that a failed lr_mp_pack leaves the
  * buffer as it was. */
-static PyObject *lr_t_pack_each(PyObject *self, PyObject *arg) {
+static PyObject *mptest__pack_each(PyObject *self, PyObject *arg) {
   (void)self;
   PyObject *it = PyObject_GetIter(arg);
   if (!it)
@@ -50,7 +50,7 @@ done:
 
 /* Decodes into a buffer exactly as long as the data (a fresh malloc'd copy), so that a
  * read past the end shows up under ASan even when the caller's object has slack. */
-static PyObject *decode(PyObject *arg, size_t *used, size_t *total) {
+static PyObject *mptest__decode(PyObject *arg, size_t *used, size_t *total) {
   Py_buffer view;
   if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
     return NULL;
@@ -69,10 +69,10 @@ static PyObject *decode(PyObject *arg, size_t *used, size_t *total) {
   return o;
 }
 
-static PyObject *lr_t_unpackb(PyObject *self, PyObject *arg) {
+static PyObject *mptest__unpackb(PyObject *self, PyObject *arg) {
   (void)self;
   size_t used = 0, n = 0;
-  PyObject *o = decode(arg, &used, &n);
+  PyObject *o = mptest__decode(arg, &used, &n);
   if (o && used != n) {
     PyErr_Format(PyExc_ValueError,
                  "laurel: msgpack: %zu bytes of extra data after the object", n - used);
@@ -81,33 +81,33 @@ static PyObject *lr_t_unpackb(PyObject *self, PyObject *arg) {
   return o;
 }
 
-static PyObject *lr_t_unpackb_partial(PyObject *self, PyObject *arg) {
+static PyObject *mptest__unpackb_partial(PyObject *self, PyObject *arg) {
   (void)self;
   size_t used = 0, n = 0;
-  PyObject *o = decode(arg, &used, &n);
+  PyObject *o = mptest__decode(arg, &used, &n);
   if (!o)
     return NULL;
   PyObject *r = Py_BuildValue("(Nn)", o, (Py_ssize_t)used);
   return r;
 }
 
-static PyMethodDef lr_t_methods[] = {
-    {"packb", lr_t_packb, METH_O, "packb(obj) -> bytes, like msgpack.packb(obj)"},
-    {"pack_each", lr_t_pack_each, METH_O,
+static PyMethodDef mptest__methods[] = {
+    {"packb", mptest__packb, METH_O, "packb(obj) -> bytes, like msgpack.packb(obj)"},
+    {"pack_each", mptest__pack_each, METH_O,
      "pack_each(iterable) -> bytes: the items that pack, concatenated"},
-    {"unpackb", lr_t_unpackb, METH_O,
+    {"unpackb", mptest__unpackb, METH_O,
      "unpackb(data) -> object, like msgpack.unpackb(data); extra data is an error"},
-    {"unpackb_partial", lr_t_unpackb_partial, METH_O,
+    {"unpackb_partial", mptest__unpackb_partial, METH_O,
      "unpackb_partial(data) -> (object, bytes used); trailing data allowed"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef lr_t_module = {
+static struct PyModuleDef mptest__module = {
     PyModuleDef_HEAD_INIT,
     "_laurel_msgpack",
     "laurel's msgpack codec, for tests",
     0,
-    lr_t_methods,
+    mptest__methods,
     NULL,
     NULL,
     NULL,
@@ -116,5 +116,5 @@ static struct PyModuleDef lr_t_module = {
 
 PyMODINIT_FUNC PyInit__laurel_msgpack(void);
 PyMODINIT_FUNC PyInit__laurel_msgpack(void) {
-  return PyModule_Create(&lr_t_module);
+  return PyModule_Create(&mptest__module);
 }
