@@ -22,6 +22,10 @@
 
 /* Request body buffered for the app above which reading pauses (asgi.md: ~64 KiB). */
 #define H1__BODY_HIGH (64 * 1024)
+/* At a graceful shutdown, how long a connection that has sent nothing yet may take to
+ * send its first request: it was made before the stop request (the backlog is accepted
+ * first), and its request is most likely on its way. */
+#define H1__SHUTDOWN_FIRST_REQUEST 1.0
 
 enum {
   H1__HEAD,    /* waiting for (the rest of) a request head */
@@ -492,8 +496,16 @@ static void h1__drained(lr_conn *c) {
 
 static void h1__shutdown(lr_conn *c) {
   lr_h1 *h = lr_conn_proto(c);
-  if (h->state == H1__HEAD && !h->cycle && !lr_conn_has_unread(c))
-    lr_conn_close(c); /* idle; one with a request on its way is served first */
+  if (h->state != H1__HEAD || h->cycle || lr_conn_has_unread(c))
+    return; /* busy: its response goes out first, with Connection: close */
+  if (h->requests > 0) {
+    lr_conn_close(c); /* idle keep-alive */
+    return;
+  }
+  double wait = H1__SHUTDOWN_FIRST_REQUEST;
+  if (lr_cfg->header_timeout > 0 && lr_cfg->header_timeout < wait)
+    wait = lr_cfg->header_timeout;
+  lr_conn_arm_timer(c, wait);
 }
 
 static void h1__closed(lr_conn *c) {

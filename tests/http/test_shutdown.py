@@ -199,3 +199,45 @@ def test_shutdown_with_no_traffic_is_fast(serve):
     t0 = time.monotonic()
     assert srv.stop() == 0
     assert time.monotonic() - t0 < 2
+
+
+@pytest.mark.laurel_only
+def test_sigterm_serves_a_connection_whose_request_is_on_its_way(serve):
+    """A client that connected before the stop request and sends its request a moment
+    later (during a rolling restart the old worker accepts its backlog, then drains) is
+    served, with Connection: close, instead of being closed as idle. uvicorn closes it
+    without a response."""
+    srv = serve()
+    s = srv.connect()
+    try:
+        time.sleep(0.3)  # accepted by now, not one byte sent yet
+        srv.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        s.sendall(req("/text?body=late"))
+        rd = Reader(s)
+        r = rd.read_response(timeout=3)
+        assert r.status == 200 and r.body == b"late"
+        assert r.header("connection") == "close"
+        assert rd.closed(2)
+    finally:
+        s.close()
+    assert srv.wait_stopped() == 0
+
+
+@pytest.mark.laurel_only
+def test_sigterm_waits_about_a_second_for_a_silent_new_connection(serve):
+    """...but a connection that never sends anything does not hold the shutdown up to
+    --graceful-timeout: it gets a second."""
+    srv = serve("tests.apps.basic:app", "--graceful-timeout", "10")
+    s = srv.connect()
+    try:
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        rc = srv.wait_stopped(8)
+        took = time.monotonic() - t0
+        assert rc == 0
+        assert 0.8 <= took < 3, took
+        assert Reader(s).closed(1)
+    finally:
+        s.close()
