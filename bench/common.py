@@ -183,3 +183,42 @@ def versions(python, servers):
         return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
+
+
+# ---------------------------------------------------------------- laurel binaries
+
+def add_laurel_options(ap):
+    """--laurel (the binary under test) and --laurel-also NAME=PATH (more laurel
+    binaries run beside it in the same run, as contenders laurel@NAME: the build of an
+    earlier commit, say, for a before/after comparison)."""
+    ap.add_argument("--laurel", default=os.path.join(ROOT, "build", "laurel"),
+                    help="laurel binary (default: build/laurel)")
+    ap.add_argument("--laurel-also", action="append", default=[], metavar="NAME=PATH",
+                    help="another laurel binary, run as contender laurel@NAME right after "
+                         "laurel (e.g. before=/tmp/laurel-old/build/laurel); repeatable")
+
+
+def laurel_contenders(ap, args):
+    """Checks --laurel-also; returns the contender names it adds ("laurel@NAME")."""
+    args.laurel = os.path.abspath(args.laurel)
+    args.laurel_at = {}
+    for spec in args.laurel_also:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or not name.replace("-", "").isalnum():
+            ap.error(f"--laurel-also takes NAME=PATH, not {spec!r}")
+        args.laurel_at[name] = os.path.abspath(path)
+    return [f"laurel@{n}" for n in args.laurel_at]
+
+
+def laurel_binary(name, args):
+    """The binary of a laurel contender ("laurel", "laurel-inmemory", "laurel@NAME")."""
+    if name.startswith("laurel@"):
+        return args.laurel_at[name[len("laurel@"):]]
+    return args.laurel
+
+
+def with_contenders(servers, extra):
+    """servers with the laurel@NAME contenders right after "laurel" (or first)."""
+    out = [s for s in servers if s not in extra]
+    at = out.index("laurel") + 1 if "laurel" in out else 0
+    return out[:at] + [e for e in extra if e not in out] + out[at:]

@@ -31,8 +31,10 @@ import tempfile
 import time
 import urllib.request
 
-from common import (CLK_TCK, HERE, ROOT, StartError, check_cpus, cpu_ticks, fmt, free_port,
-                    md_cell, rss_kib, start_server, stop, tail, versions, wait_http)
+from common import (CLK_TCK, HERE, ROOT, StartError, add_laurel_options, check_cpus,
+                    cpu_ticks, fmt, free_port, laurel_binary, laurel_contenders, md_cell,
+                    rss_kib, start_server, stop, tail, versions, wait_http,
+                    with_contenders)
 
 APP = "fanout_app.asgi:application"
 WSLOAD = os.path.join(HERE, "wsload")
@@ -43,8 +45,9 @@ LABELS = {"laurel-inmemory": "laurel + InMemory"}
 
 def server_command(name, args, port):
     """The argv that serves APP on 127.0.0.1:port, without the taskset prefix."""
-    if name == "laurel":
-        return [args.laurel, "-v", "0", "-b", "127.0.0.1", "-p", str(port), APP]
+    if name == "laurel" or name.startswith("laurel@"):
+        return [laurel_binary(name, args), "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+                APP]
     if name == "laurel-inmemory":  # keep Channels' InMemoryChannelLayer from settings
         return [args.laurel, "-v", "0", "--channel-layer", "settings",
                 "-b", "127.0.0.1", "-p", str(port), APP]
@@ -365,8 +368,7 @@ def report(args, servers, fanout, echo):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--laurel", default=os.path.join(ROOT, "build", "laurel"),
-                    help="laurel binary (default: build/laurel)")
+    add_laurel_options(ap)
     ap.add_argument("--python", default="/usr/bin/python3",
                     help="interpreter for uvicorn and daphne (default: /usr/bin/python3)")
     ap.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
@@ -394,10 +396,12 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="show wsload commands")
     args = ap.parse_args(argv)
 
+    extra = laurel_contenders(ap, args)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in servers if s not in ALL_SERVERS]
+    unknown = [s for s in servers if s not in ALL_SERVERS + tuple(extra)]
     if unknown or not servers:
         ap.error(f"unknown server(s) {unknown}; choose from {','.join(ALL_SERVERS)}")
+    servers = with_contenders(servers, extra)
     benches = [b.strip() for b in args.bench.split(",") if b.strip()]
     if not benches or any(b not in ("fanout", "echo") for b in benches):
         ap.error("--bench takes fanout, echo or fanout,echo")
@@ -407,7 +411,6 @@ def main(argv=None):
         ap.error("keep it bounded: --clients <= 60000, --broadcasts <= 100000, "
                  "--duration <= 3600")
     check_cpus("fanout.py", args.server_cpu, args.load_cpu, "load")
-    args.laurel = os.path.abspath(args.laurel)
     build_wsload()
 
     logdir = tempfile.mkdtemp(prefix="laurel-fanout-")
@@ -418,9 +421,10 @@ def main(argv=None):
         for bench, results in (("fanout", fanout), ("echo", echo)):
             if bench not in benches:
                 continue
-            if name.startswith("laurel") and not os.access(args.laurel, os.X_OK):
+            binary = laurel_binary(name, args) if name.startswith("laurel") else None
+            if binary and not os.access(binary, os.X_OK):
                 r = {"server": name, "error": f"not built "
-                     f"({os.path.relpath(args.laurel, ROOT)} missing; run make build)"}
+                     f"({os.path.relpath(binary, ROOT)} missing; run make build)"}
             else:
                 r = (bench_fanout if bench == "fanout" else bench_echo)(name, args, logdir)
             if r["error"]:

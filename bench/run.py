@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 
-from common import (CLK_TCK, ROOT, StartError, cpu_ticks, free_port, fmt,
-                    rss_kib, start_server, stop, tail, wait_http)
+from common import (CLK_TCK, ROOT, StartError, add_laurel_options, cpu_ticks,
+                    free_port, fmt, laurel_binary, laurel_contenders, rss_kib,
+                    start_server, stop, tail, wait_http, with_contenders)
 from common import check_cpus, versions as _versions
 
 APP = "hello:app"
@@ -29,8 +30,9 @@ ALL_SERVERS = ("laurel", "uvicorn", "daphne")
 
 def server_command(name, args, port):
     """The argv that serves APP on 127.0.0.1:port, without the taskset prefix."""
-    if name == "laurel":
-        return [args.laurel, "-v", "0", "-b", "127.0.0.1", "-p", str(port), APP]
+    if name == "laurel" or name.startswith("laurel@"):
+        return [laurel_binary(name, args), "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+                APP]
     if name == "uvicorn":
         return [args.python, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
                 "--no-access-log", "--log-level", "warning",
@@ -89,8 +91,9 @@ def wait_ready(proc, port, timeout):
 def bench_one(name, args, logdir):
     """Return a result dict for one server; never raises for a server's failure."""
     result = {"server": name, "error": None}
-    if name == "laurel" and not os.access(args.laurel, os.X_OK):
-        result["error"] = f"not built ({os.path.relpath(args.laurel, ROOT)} missing; run make build)"
+    if name.startswith("laurel") and not os.access(laurel_binary(name, args), os.X_OK):
+        path = os.path.relpath(laurel_binary(name, args), ROOT)
+        result["error"] = f"not built ({path} missing; run make build)"
         return result
     port = free_port()
     log_path = os.path.join(logdir, f"{name}.log")
@@ -179,8 +182,7 @@ def header(args, servers):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--laurel", default=os.path.join(ROOT, "build", "laurel"),
-                    help="laurel binary (default: build/laurel)")
+    add_laurel_options(ap)
     ap.add_argument("--python", default="/usr/bin/python3",
                     help="interpreter for uvicorn and daphne (default: /usr/bin/python3)")
     ap.add_argument("--servers", default=",".join(ALL_SERVERS),
@@ -196,15 +198,16 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="show wrk's output")
     args = ap.parse_args(argv)
 
+    extra = laurel_contenders(ap, args)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in servers if s not in ALL_SERVERS]
+    unknown = [s for s in servers if s not in ALL_SERVERS + tuple(extra)]
     if unknown or not servers:
         ap.error(f"unknown server(s) {unknown}; choose from {','.join(ALL_SERVERS)}")
+    servers = with_contenders(servers, extra)
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"run.py: {tool} not found (make deps installs it)")
     check_cpus("run.py", args.server_cpu, args.wrk_cpu, "wrk")
-    args.laurel = os.path.abspath(args.laurel)
 
     logdir = tempfile.mkdtemp(prefix="laurel-bench-")
     print(f"run.py: server logs in {logdir}", file=sys.stderr)
