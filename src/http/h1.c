@@ -316,6 +316,7 @@ static void h1__free(lr_h1 *h) {
 /* A complete head at p[0..len): parse it and start its request. 0 to go on reading,
  * -1 when h is gone (another protocol has the connection) or the connection closes. */
 static int h1__head(lr_h1 *h, const char *p, size_t len, const lr_head_info *info) {
+  assert(h->state == H1__HEAD && !h->cycle); /* one request at a time */
   if (!h->fields) {
     h->fields_cap = lr_cfg->limit_request_fields + 1;
     if (!(h->fields = malloc(h->fields_cap * sizeof *h->fields))) {
@@ -444,6 +445,7 @@ void lr_h1_body_drained(lr_h1 *h) {
 }
 
 void lr_h1_response_done(lr_h1 *h, int keep_alive) {
+  assert(h->cycle); /* only the request's own cycle answers */
   h1__detach(h, 0);
   if (lr_conn_closed(h->c))
     return;

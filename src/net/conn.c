@@ -147,6 +147,7 @@ static void conn__linger(lr_conn *c) {
 }
 
 static void conn__flush(lr_conn *c) {
+  assert(!(c->flags & CONN__CLOSED) && c->ops);
   if (c->wq.bytes && lr_wq_write(&c->wq, c->fd) < 0) {
     lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
     return;

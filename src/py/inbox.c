@@ -53,6 +53,7 @@ int lr_inbox_put(lr_inbox *ib, PyObject *msg, double expires) {
 PyObject *lr_inbox_take(lr_inbox *ib) {
   if (ib->mlen == 0)
     return NULL;
+  assert(ib->mlen <= ib->mcap && ib->m[ib->mhead].msg);
   lr_inmsg *slot = &ib->m[ib->mhead];
   PyObject *msg = slot->msg;
   slot->msg = NULL;

@@ -389,6 +389,7 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
 }
 
 void lr_ws_reject(lr_ws *ws, const char *response, size_t n) {
+  assert(ws->state == WS__CONNECTING); /* an HTTP answer is only possible before 101 */
   ws->state = WS__CLOSED;
   ws__timers_stop(ws);
   ws__let_go(ws);
