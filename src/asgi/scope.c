@@ -3,7 +3,6 @@
  * connection. */
 #include <Python.h>
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
@@ -95,17 +94,8 @@ static PyObject *scope__path(const char *p, size_t n) {
 static PyObject *scope__addr(const struct sockaddr_storage *ss) {
   char host[INET6_ADDRSTRLEN];
   int port;
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-  } else if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  } else {
+  if (lr_addr_text((const struct sockaddr *)ss, host, sizeof host, &port) < 0)
     Py_RETURN_NONE;
-  }
   return Py_BuildValue("(si)", host, port);
 }
 
@@ -249,27 +239,15 @@ static PyObject *scope__subprotocols(lr_h1 *h) {
   PyObject *subs = PyList_New(0);
   unsigned nf = lr_h1_nfields(h);
   for (unsigned i = 0; subs && i < nf; i++) {
-    const char *name, *v;
-    size_t nn, n, j = 0;
+    const char *name, *v, *item;
+    size_t nn, n, pos = 0, len;
     if (lr_h1_field(h, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_PROTOCOL)
       continue;
-    while (j < n) {
-      while (j < n && (v[j] == ' ' || v[j] == '\t' || v[j] == ','))
-        j++;
-      size_t s = j;
-      while (j < n && v[j] != ',')
-        j++;
-      size_t e = j;
-      while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-        e--;
-      if (e > s) {
-        PyObject *one = PyUnicode_DecodeLatin1(v + s, (Py_ssize_t)(e - s), NULL);
-        if (!one || PyList_Append(subs, one) < 0)
-          Py_CLEAR(subs);
-        Py_XDECREF(one);
-        if (!subs)
-          break;
-      }
+    while (subs && (item = lr_wire_list_next(v, n, &pos, &len))) {
+      PyObject *one = PyUnicode_DecodeLatin1(item, (Py_ssize_t)len, NULL);
+      if (!one || PyList_Append(subs, one) < 0)
+        Py_CLEAR(subs);
+      Py_XDECREF(one);
     }
   }
   return subs;

@@ -134,19 +134,11 @@ static int h1__on_header_value_complete(llhttp_t *p) {
 
 /* 1 if the comma-separated list v[0..n) holds token (case-insensitive). */
 static int h1__has_token(const char *v, size_t n, const char *token) {
-  size_t tl = strlen(token), i = 0;
-  while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-      i++;
-    size_t s = i;
-    while (i < n && v[i] != ',')
-      i++;
-    size_t e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-      e--;
-    if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
+  size_t tl = strlen(token), pos = 0, len;
+  const char *item;
+  while ((item = lr_wire_list_next(v, n, &pos, &len)))
+    if (len == tl && strncasecmp(item, token, tl) == 0)
       return 1;
-  }
   return 0;
 }
 

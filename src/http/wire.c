@@ -116,6 +116,29 @@ const char *lr_wire_reason(int status) {
   return "";
 }
 
+const char *lr_wire_list_next(const char *v, size_t n, size_t *pos, size_t *len) {
+  size_t i = *pos;
+  for (;;) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
+    if (i >= n) {
+      *pos = n;
+      return NULL;
+    }
+    size_t s = i;
+    while (i < n && v[i] != ',')
+      i++;
+    size_t e = i;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e > s) {
+      *pos = i;
+      *len = e - s;
+      return v + s;
+    }
+  }
+}
+
 char *lr_wire_utoa(char *end, uint64_t v, unsigned base) {
   static const char digits[] = "0123456789abcdef";
   assert(base == 10 || base == 16);

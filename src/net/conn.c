@@ -373,22 +373,29 @@ static void conn__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 /* ---- birth, the peer ---- */
 
-static void conn__peer_text(lr_conn *c, const struct sockaddr *sa) {
-  char host[INET6_ADDRSTRLEN] = "";
-  int port = 0;
+int lr_addr_text(const struct sockaddr *sa, char *host, size_t cap, int *port) {
   if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-    port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-    port = ntohs(in6->sin6_port);
-  } else {
-    snprintf(c->peer_text, sizeof c->peer_text, "None");
-    return;
+    inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)cap);
+    *port = ntohs(in->sin_port);
+    return 0;
   }
-  snprintf(c->peer_text, sizeof c->peer_text, "%s:%d", host, port);
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)cap);
+    *port = ntohs(in6->sin6_port);
+    return 0;
+  }
+  return -1;
+}
+
+static void conn__peer_text(lr_conn *c, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN];
+  int port;
+  if (lr_addr_text(sa, host, sizeof host, &port) < 0)
+    snprintf(c->peer_text, sizeof c->peer_text, "None");
+  else
+    snprintf(c->peer_text, sizeof c->peer_text, "%s:%d", host, port);
 }
 
 lr_conn *lr_conn_new(int fd, const struct sockaddr *peer, socklen_t len, int is_unix) {

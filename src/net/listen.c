@@ -26,6 +26,24 @@ static int listen__nonblock(int fd) {
   return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+/* listen() with the endpoint's backlog, non-blocking: the listener takes fd. 0, or -1
+ * with errno set. */
+static int listen__activate(lr_listener *l, int fd) {
+  if (listen(fd, l->ep.backlog > 0 ? l->ep.backlog : LR_BACKLOG) < 0 ||
+      listen__nonblock(fd) < 0)
+    return -1;
+  l->fd = fd;
+  return 0;
+}
+
+/* Closes fd (if open) after a failed step; the text of that step's errno. */
+static const char *listen__abandon(int fd) {
+  int err = errno;
+  if (fd >= 0)
+    close(fd);
+  return strerror(err);
+}
+
 static int listen__tcp(lr_listener *l) {
   const lr_endpoint *ep = &l->ep;
   struct addrinfo hints = {0}, *res = NULL;
@@ -47,20 +65,15 @@ static int listen__tcp(lr_listener *l) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (res->ai_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
-      listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 ||
-      listen__nonblock(fd) < 0)
+  if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen__activate(l, fd) < 0)
     goto sys_fail;
   freeaddrinfo(res);
-  l->fd = fd;
   return 0;
 sys_fail:;
-  int err = errno;
-  if (fd >= 0)
-    close(fd);
+  const char *why = listen__abandon(fd);
   freeaddrinfo(res);
   lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot listen on TCP address %s:%d: %s",
-         ep->host, ep->port, strerror(err));
+         ep->host, ep->port, why);
   return -1;
 }
 
@@ -94,17 +107,12 @@ static int listen__unix(lr_listener *l) {
   l->owns_path = 1;
   if (ep->mode >= 0 && chmod(ep->path, (mode_t)ep->mode) < 0)
     goto sys_fail;
-  if (listen(fd, ep->backlog > 0 ? ep->backlog : LR_BACKLOG) < 0 ||
-      listen__nonblock(fd) < 0)
+  if (listen__activate(l, fd) < 0)
     goto sys_fail;
-  l->fd = fd;
   return 0;
-sys_fail:;
-  int err = errno;
-  if (fd >= 0)
-    close(fd);
+sys_fail:
   lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot listen on UNIX socket %s: %s",
-         ep->path, strerror(err));
+         ep->path, listen__abandon(fd));
   return -1;
 }
 

@@ -19,6 +19,10 @@ int lr_wire_hexval(int c);
  * uvicorn send), or "" for a status without one. */
 const char *lr_wire_reason(int status);
 
+/* The next item of a comma-separated field value v[0..n), from *pos on: its first byte
+ * and length (blanks around it dropped, empty items skipped); NULL when none is left. */
+const char *lr_wire_list_next(const char *v, size_t n, size_t *pos, size_t *len);
+
 /* Writes the digits of v in base 10 or 16 just before end; returns the first digit. */
 char *lr_wire_utoa(char *end, uint64_t v, unsigned base);
 

@@ -77,6 +77,9 @@ void lr_conn_close(lr_conn *c);
 int lr_conn_closed(const lr_conn *c);
 
 /* ---- the peer ---- */
+/* The numeric host (at least INET6_ADDRSTRLEN bytes) and port of an IPv4 or IPv6
+ * address. 0, or -1 for any other family. */
+int lr_addr_text(const struct sockaddr *sa, char *host, size_t cap, int *port);
 /* "ip:port" of the peer, or "None" on a UNIX socket (daphne's access log). */
 const char *lr_conn_peer_text(const lr_conn *c);
 int lr_conn_is_unix(const lr_conn *c);
