@@ -1,4 +1,4 @@
-/* test_http_guard.c: unit tests for src/http_guard.c.
+/* test_http_guard.c: unit tests for src/http/guard.c.
  *
  * Every head vector is checked whole, at every prefix (a valid head answers 0 until
  * complete; an invalid one answers 0 or its final error) and with bytes appended
