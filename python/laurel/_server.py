@@ -12,16 +12,14 @@ import traceback
 
 import _laurel
 
-from ._selector import LibevSelector
+import laurel.loop
+
+from .loop import LaurelLoop
 
 logger = logging.getLogger("laurel.server")
 access_logger = logging.getLogger("laurel.access")
 
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
-
-
-class LaurelLoop(_laurel.FastLoop, asyncio.SelectorEventLoop):
-    """asyncio's SelectorEventLoop with call_soon and its Handle in C."""
 
 
 class AppLoadError(Exception):
@@ -211,7 +209,7 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
 
     lifespan = Lifespan(app, loop, lifespan_mode)
     if not await lifespan.startup():
-        return 3
+        return 3, loop.time() + graceful_timeout
     _laurel.serve(app, loop, lifespan.scope_state, app_error, asyncio.Task)
     await stop.wait()
 
@@ -245,7 +243,7 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
         if pending:
             await asyncio.wait(pending, timeout=2)
     await lifespan.shutdown(max(1.0, deadline - loop.time()))
-    return 0
+    return 0, deadline
 
 
 NATIVE_LAYER = "laurel.layers.ChannelLayer"
@@ -337,10 +335,7 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
     if _laurel.access_log_to_logging():
         _laurel.set_access_sink(access_to_logging)
-    loop = LaurelLoop(LibevSelector())
-    # Callbacks the C side schedules while flushing output must run before the next
-    # blocking poll: the poll looks at this queue first.
-    _laurel.set_ready_queue(loop._ready)
+    loop = LaurelLoop(server=True)
     asyncio.set_event_loop(loop)
     if verbosity >= 3:
         loop.set_debug(True)
@@ -386,8 +381,9 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
         logger.critical("Cannot set up the channel layer: %s: %s", type(exc).__name__, exc)
         return 1
     try:
-        rc = loop.run_until_complete(serve(app, loop, lifespan_mode, graceful_timeout))
-        loop.run_until_complete(_shutdown_executor(loop))
+        rc, deadline = loop.run_until_complete(
+            serve(app, loop, lifespan_mode, graceful_timeout))
+        _finish_sync_work(loop, deadline)
     finally:
         _laurel.close_listeners()
         try:
@@ -403,8 +399,16 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
     return rc
 
 
-async def _shutdown_executor(loop):
+def _finish_sync_work(loop, deadline):
+    """Sync work still running in executor threads (a sync view whose client left, say)
+    gets until the graceful deadline to finish; then the process exits without it."""
     try:
-        await asyncio.wait_for(loop.shutdown_default_executor(), 5)
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(),
+                                                 max(0.5, deadline - loop.time())))
     except asyncio.TimeoutError:
-        logger.warning("Executor threads still busy at exit")
+        pass
+    busy = _laurel.executor_shutdown(None, True, max(0.0, deadline - loop.time()))
+    if busy:
+        logger.warning("Graceful timeout: %d executor thread(s) still running sync work "
+                       "are abandoned", busy)
+    laurel.loop.exit_wait = 0

@@ -164,7 +164,114 @@ async def sleep(q):
     return {"slept": time.monotonic() - t0, "task_id": id(asyncio.current_task())}
 
 
+# ---- the sync/async boundary (tests/http/test_boundary.py) ----
+
+SEEN_IN_SYNC = contextvars.ContextVar("seen_in_sync", default=None)
+SET_IN_SYNC = contextvars.ContextVar("set_in_sync", default=None)
+
+
+async def boundary_context(q):
+    SEEN_IN_SYNC.set(q["id"])
+
+    def sync():
+        SET_IN_SYNC.set("from-sync-" + q["id"])
+        return SEEN_IN_SYNC.get()
+
+    saw = await sync_to_async(sync, thread_sensitive=True)()
+    return {"sync_saw": saw, "async_saw_after": SET_IN_SYNC.get()}
+
+
+async def boundary_raise(q):
+    def sync_that_fails():
+        raise ValueError("boom from sync")
+
+    try:
+        await sync_to_async(sync_that_fails, thread_sensitive=True)()
+    except ValueError as e:
+        import traceback
+        frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+        return {"type": type(e).__name__, "msg": str(e), "frames": frames}
+    return {"type": None}
+
+
+async def boundary_cancel(q):
+    key = q["id"]
+
+    def slow():
+        t0 = time.monotonic()
+        time.sleep(float(q.get("t", "0.3")))
+        RESULTS[key] = {"finished": True, "thread": _thread()["ident"],
+                        "slept": time.monotonic() - t0}
+        return "result nobody takes"
+
+    task = asyncio.get_running_loop().create_task(
+        sync_to_async(slow, thread_sensitive=True)())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        await task
+        cancelled = False
+    except asyncio.CancelledError:
+        cancelled = True
+    # the thread finishes slow() first; the next thread-sensitive call runs after it
+    after = await sync_to_async(_thread, thread_sensitive=True)()
+    return {"cancelled": cancelled, "next_thread": after["ident"],
+            "finished_before_next": key in RESULTS}
+
+
+async def boundary_block(q):
+    await sync_to_async(time.sleep, thread_sensitive=True)(float(q.get("t", "1")))
+    return {"blocked": True}
+
+
+async def boundary_default_executor(q):
+    loop = asyncio.get_running_loop()
+    n = int(q.get("n", "6"))
+    t0 = time.monotonic()
+
+    def job():
+        time.sleep(float(q.get("t", "0.2")))
+        return _thread()
+
+    threads = await asyncio.gather(*[loop.run_in_executor(None, job) for _ in range(n)])
+    return {"threads": threads, "elapsed": time.monotonic() - t0,
+            "max_workers": loop._default_executor._max_workers}
+
+
+async def boundary_custom_executor(q):
+    import concurrent.futures
+
+    class OwnThreadExecutor(concurrent.futures.Executor):
+        """Not a ThreadPoolExecutor: asyncio's own run_in_executor path serves it."""
+
+        def submit(self, fn, *args):
+            f = concurrent.futures.Future()
+
+            def run():
+                f.set_result(fn(*args))
+
+            threading.Thread(target=run, name="own-executor-thread").start()
+            return f
+
+    res = await asyncio.get_running_loop().run_in_executor(OwnThreadExecutor(), _thread)
+    return {"thread": res}
+
+
+async def boundary_sync_sleep(q):
+    t = float(q.get("t", "1"))
+    await sync_to_async(time.sleep, thread_sensitive=True)(t)
+    RESULTS[q.get("id", "sync-sleep")] = {"done": True}
+    return {"slept": t}
+
+
 ROUTES = {
+    "/boundary/context": boundary_context,
+    "/boundary/raise": boundary_raise,
+    "/boundary/cancel": boundary_cancel,
+    "/boundary/block": boundary_block,
+    "/boundary/default-executor": boundary_default_executor,
+    "/boundary/custom-executor": boundary_custom_executor,
+    "/boundary/sync-sleep": boundary_sync_sleep,
     "/current-task": current_task,
     "/taskgroup": taskgroup,
     "/timeout": timeout,

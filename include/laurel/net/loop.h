@@ -9,10 +9,16 @@
 
 #include <ev.h>
 
+/* The server's loop (NULL in processes that are not the server). */
 extern struct ev_loop *lr_loop;
 
-/* Creates the loop (epoll, no signal handling: Python owns signals). 0 or -1. */
+/* Creates the server's loop (epoll, no signal handling: Python owns signals). 0 or -1. */
 int lr_loop_init(void);
+
+/* A libev loop of its own (for asyncio loops that are not the server's), with the same
+ * GIL hand-off around its poll; NULL when it cannot be made. */
+struct ev_loop *lr_loop_new(void);
+void lr_loop_free(struct ev_loop *l);
 
 /* What runs once per iteration just before libev may block: flush() writes queued
  * output; then, when work_ready() says callbacks are waiting to run (flushing can

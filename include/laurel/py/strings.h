@@ -77,6 +77,25 @@
   X(message, "message")                                                                  \
   X(exception, "exception")                                                              \
   X(handle, "handle")                                                                    \
+  X(timer_handle_cancelled, "_timer_handle_cancelled")                                   \
+  X(process_events, "_process_events")                                                   \
+  X(fd_to_key, "_fd_to_key")                                                             \
+  X(fileobj, "fileobj")                                                                  \
+  X(events, "events")                                                                    \
+  X(data, "data")                                                                        \
+  X(selector, "_selector")                                                               \
+  X(check_callback, "_check_callback")                                                   \
+  X(check_thread, "_check_thread")                                                       \
+  X(slow_callback_duration, "slow_callback_duration")                                    \
+  X(cancelled_attr, "_cancelled")                                                        \
+  X(run_attr, "_run")                                                                    \
+  X(submit, "submit")                                                                    \
+  X(max_workers, "_max_workers")                                                         \
+  X(shutdown_attr, "_shutdown")                                                          \
+  X(thread_name_prefix, "_thread_name_prefix")                                           \
+  X(default_executor, "_default_executor")                                               \
+  X(set_exception, "set_exception")                                                      \
+  X(name, "name")                                                                        \
   /* laurel's own */                                                                     \
   X(laurel, "laurel")                                                                    \
   X(layer_wake, "_wake")
