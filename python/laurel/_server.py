@@ -14,6 +14,7 @@ import _laurel
 
 import laurel.loop
 
+from . import django_fast
 from .loop import LaurelLoop
 
 logger = logging.getLogger("laurel.server")
@@ -331,7 +332,8 @@ def process_local_layers():
 
 
 def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
-         application_close_timeout, channel_layer="native", workers=1):
+         application_close_timeout, channel_layer="native", workers=1,
+         django_fast_path="auto"):
     logging.basicConfig(level=LEVELS.get(verbosity, logging.DEBUG), format=log_fmt)
     if _laurel.access_log_to_logging():
         _laurel.set_access_sink(access_to_logging)
@@ -359,6 +361,13 @@ def main(app_path, log_fmt, verbosity, lifespan_mode, graceful_timeout,
         logger.critical(
             "Cannot load the application %r: %s: %s", app_path, type(exc).__name__, exc
         )
+        return 1
+    try:
+        app = django_fast.adapt(app, django_fast_path)
+    except Exception as exc:  # the project's settings or middleware fail to load
+        traceback.print_exc()
+        logger.critical("Cannot load the application %r: %s: %s", app_path,
+                        type(exc).__name__, exc)
         return 1
     if channel_layer == "native":
         use_native_layer()

@@ -159,6 +159,7 @@ void lr_config_defaults(lr_config *cfg) {
   cfg->websocket_connect_timeout = 5;
   cfg->lifespan = LR_LIFESPAN_AUTO;
   cfg->channel_layer = "native";
+  cfg->django_fast_path = "auto";
 }
 
 /* ---- strict value parsing ---- */
@@ -725,6 +726,14 @@ static int cli__apply_special(cli__state *st, int id, const char *v,
     if (i < 0)
       return -1;
     cfg->channel_layer = layers[i];
+    return 0;
+  }
+  case CLI__DJANGO_FAST_PATH: {
+    static const char *const modes[] = {"auto", "off"};
+    int i = cli__choose(err, o, v, modes, 2);
+    if (i < 0)
+      return -1;
+    cfg->django_fast_path = modes[i];
     return 0;
   }
   }

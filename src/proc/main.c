@@ -76,9 +76,10 @@ static int main__python(const lr_config *cfg, int argc, char **argv) {
                          : cfg->lifespan == LR_LIFESPAN_OFF ? "off"
                                                             : "auto";
   PyObject *r = PyObject_CallMethod(
-      mod, "main", "ssisddsi", cfg->app, cfg->log_fmt, cfg->verbosity, lifespan,
+      mod, "main", "ssisddsis", cfg->app, cfg->log_fmt, cfg->verbosity, lifespan,
       cfg->graceful_timeout, cfg->application_close_timeout,
-      cfg->channel_layer ? cfg->channel_layer : "native", cfg->workers);
+      cfg->channel_layer ? cfg->channel_layer : "native", cfg->workers,
+      cfg->django_fast_path ? cfg->django_fast_path : "auto");
   Py_DECREF(mod);
   if (!r) {
     PyErr_Print();

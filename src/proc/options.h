@@ -235,6 +235,10 @@ typedef struct cli__option {
     .help = "native (laurel's layer replaces Channels' in-memory one, and "              \
             "channels_redis pub/sub bridged to its Redis hosts) or settings "            \
             "(CHANNEL_LAYERS as is) (default native)")                                   \
+  X(DJANGO_FAST_PATH, LIFECYCLE, .order = 39, .name = "django-fast-path",                \
+    .metavar = "MODE", .dflt = "auto", .env = "LAUREL_DJANGO_FAST_PATH",                 \
+    .help = "auto (a Django request for a sync view runs its middleware and view in "    \
+            "one thread-sensitive call, when that applies) or off (default auto)")       \
                                                                                          \
   /* Limits */                                                                           \
   X(LIMIT_LINE, LIMITS, .order = 28, .name = "limit-request-line", .metavar = "N",       \

@@ -59,10 +59,11 @@ typedef struct lr_config {
   int64_t limit_request_body;    /* -1: none -> 413 */
   int limit_concurrency;         /* 0: none -> 503 */
 
-  int workers;               /* 1 (issue 5) */
-  long max_requests;         /* 0: none (issue 5) */
-  long max_requests_jitter;  /* 0 (issue 5) */
-  const char *channel_layer; /* "native" or "settings" (issue 3) */
+  int workers;                  /* 1 (issue 5) */
+  long max_requests;            /* 0: none (issue 5) */
+  long max_requests_jitter;     /* 0 (issue 5) */
+  const char *channel_layer;    /* "native" or "settings" (issue 3) */
+  const char *django_fast_path; /* "auto" or "off" */
 } lr_config;
 
 /* Fills cfg with the defaults above (no endpoints). */
