@@ -686,6 +686,8 @@ int lr_aioloop_work_ready(void) {
 
 /* ---- run_in_executor ---- */
 
+/* An executor worker settled a future of this loop (called without the GIL: the
+ * libev loop lives as long as the core, which the job keeps alive). */
 static void aio__wake(PyObject *loop) {
   LrLoopCore *L = (LrLoopCore *)loop;
   if (L->ev)
@@ -788,8 +790,9 @@ static int aio__init(PyObject *o, PyObject *args, PyObject *kw) {
   return 0;
 }
 
-/* Stops the watchers and frees the libev loop if it is its own. */
-static void aio__release_ev(LrLoopCore *L) {
+/* Stops the watchers; frees the libev loop if it is its own and free_ev (at dealloc
+ * only: an executor worker may still wake it until the last job lets go of the core). */
+static void aio__release_ev(LrLoopCore *L, int free_ev) {
   if (!L->ev)
     return;
   for (int fd = 0; fd < L->pyio_cap; fd++) {
@@ -802,10 +805,12 @@ static void aio__release_ev(LrLoopCore *L) {
   L->pyio_cap = 0;
   ev_async_stop(L->ev, &L->wake);
   ev_timer_stop(L->ev, &L->poll_timer);
-  if (L->own_ev)
-    lr_loop_free(L->ev);
   if (aio__server_core == L)
     aio__server_core = NULL;
+  if (!free_ev)
+    return;
+  if (L->own_ev)
+    lr_loop_free(L->ev);
   L->ev = NULL;
 }
 
@@ -815,7 +820,8 @@ static PyObject *aio__core_close(PyObject *o, PyObject *unused) {
   LrLoopCore *L = (LrLoopCore *)o;
   aio__clear_ready(L);
   aio__clear_heap(L);
-  aio__release_ev(L);
+  aio__release_ev(L, 0);
+  L->closed = 1;
   Py_RETURN_NONE;
 }
 
@@ -841,7 +847,7 @@ static void aio__dealloc(PyObject *o) {
   if (L->weakrefs)
     PyObject_ClearWeakRefs(o);
   aio__clear(o);
-  aio__release_ev(L);
+  aio__release_ev(L, 1);
   PyMem_Free(L->ready);
   PyMem_Free(L->heap);
   free(L->fired);

@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 #include "laurel/py/inbox.h"
@@ -202,23 +203,6 @@ static exec__job *exec__pop(exec__pool *p) {
   return j;
 }
 
-/* The next job (GIL held; released while waiting), or NULL once the pool stops. */
-static exec__job *exec__take(exec__pool *p) {
-  pthread_mutex_lock(&p->mu);
-  exec__job *j = exec__pop(p);
-  pthread_mutex_unlock(&p->mu);
-  if (j || p->stopping)
-    return j;
-  Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&p->mu);
-  p->idle++;
-  while (!p->head && !p->stopping)
-    pthread_cond_wait(&p->cv, &p->mu);
-  p->idle--;
-  j = exec__pop(p);
-  pthread_mutex_unlock(&p->mu);
-  Py_END_ALLOW_THREADS return j;
-}
-
 /* fut gets the outcome now (ok: value is the result, else the exception), unless it is
  * done already (cancelled while the call ran: the result is dropped). */
 static void exec__settle(PyObject *fut, int ok, PyObject *value) {
@@ -239,11 +223,11 @@ static PyObject *exec__settle_py(PyObject *self, PyObject *const *args, Py_ssize
   Py_RETURN_NONE;
 }
 
-static void exec__run(exec__job *j) {
-  if (lr_fut_done(j->fut)) { /* cancelled before it started: never runs */
-    exec__job_free(j);
-    return;
-  }
+/* Runs j and settles its future (GIL held). 1 when its loop still has to be woken
+ * (exec__worker does that after letting go of the GIL), 0 when done with it. */
+static int exec__run(exec__job *j) {
+  if (lr_fut_done(j->fut)) /* cancelled before it started: never runs */
+    return 0;
   PyObject *r = PyObject_Call(j->func, j->args, NULL);
   PyObject *value = r;
   int ok = r != NULL;
@@ -275,6 +259,7 @@ static void exec__run(exec__job *j) {
     PyErr_Clear();
     value = Py_NewRef(PyExc_MemoryError);
   }
+  int wake = 0;
   if (j->waker.debug(j->waker.arg)) { /* asyncio's thread checks want the loop's thread */
     PyObject *res =
         PyObject_CallMethod(j->waker.arg, "call_soon_threadsafe", "OOOO", exec__settle_fn,
@@ -284,21 +269,54 @@ static void exec__run(exec__job *j) {
     Py_XDECREF(res);
   } else {
     exec__settle(j->fut, ok, value);
-    j->waker.wake(j->waker.arg);
+    wake = 1;
   }
   Py_DECREF(value);
-  exec__job_free(j);
+  return wake;
 }
 
-/* _executor_worker(pool): the body of each worker thread. */
+/* _executor_worker(pool): the body of each worker thread.
+ *
+ * A job's loop is woken only after this thread has let go of the GIL (or has its next
+ * job already): woken earlier, the loop thread would only wait for the GIL again. The
+ * thread runs as SCHED_BATCH, so that being signalled a job does not preempt the loop
+ * thread, which holds the GIL until it polls anyway. Both save a pair of context
+ * switches per call when the loop and its workers share a CPU. */
 static PyObject *exec__worker(PyObject *self, PyObject *cap) {
   (void)self;
   exec__pool *p = PyCapsule_GetPointer(cap, "laurel.executor_pool");
   if (!p)
     return NULL;
-  exec__job *j;
-  while ((j = exec__take(p)))
-    exec__run(j);
+  struct sched_param batch = {0};
+  pthread_setschedparam(pthread_self(), SCHED_BATCH, &batch);
+  exec__job *done = NULL; /* settled; its loop not woken yet */
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    exec__job *j = exec__pop(p);
+    pthread_mutex_unlock(&p->mu);
+    if (!j && !p->stopping) {
+      Py_BEGIN_ALLOW_THREADS if (done) done->waker.wake(done->waker.arg);
+      pthread_mutex_lock(&p->mu);
+      p->idle++;
+      while (!p->head && !p->stopping)
+        pthread_cond_wait(&p->cv, &p->mu);
+      p->idle--;
+      j = exec__pop(p);
+      pthread_mutex_unlock(&p->mu);
+      Py_END_ALLOW_THREADS
+    } else if (done) {
+      done->waker.wake(done->waker.arg);
+    }
+    if (done)
+      exec__job_free(done); /* drops the loop's reference: with the GIL */
+    done = NULL;
+    if (!j)
+      break;
+    if (exec__run(j))
+      done = j;
+    else
+      exec__job_free(j);
+  }
   /* Ended: the pool forgets this thread (a later join does not need it). */
   PyObject *me = PyObject_CallMethod(exec__threading, "current_thread", NULL);
   Py_ssize_t at = me ? PySequence_Index(p->threads, me) : -1;

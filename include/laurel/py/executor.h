@@ -20,7 +20,7 @@
  * call_soon_threadsafe, whose thread checks want the loop's own thread). The loop is
  * kept alive while a job is out. */
 typedef struct lr_exec_waker {
-  void (*wake)(PyObject *loop);
+  void (*wake)(PyObject *loop); /* called without the GIL; the loop is alive */
   int (*debug)(PyObject *loop);
   PyObject *arg; /* the loop */
 } lr_exec_waker;
