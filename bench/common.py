@@ -3,6 +3,7 @@ ports, /proc sampling (CPU ticks, RSS), starting, polling and stopping servers,
 table formatting."""
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -158,6 +159,48 @@ def check_cpus(prog, server_cpu, load_cpu, load_name):
                      f"use --server-cpu/--{load_name}-cpu")
     if server_cpu == load_cpu:
         print(f"{prog}: warning: server and {load_name} share a CPU", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- wrk
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def _to_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(m.group(1)) * _UNITS_MS[m.group(2)] if m else None
+
+
+def parse_wrk(out):
+    res = {"rps": None, "p99_ms": None, "requests": None, "errors": 0, "non2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"^\s*99%\s+(\S+)", out, re.M)
+    if m:
+        res["p99_ms"] = _to_ms(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["non2xx"] = int(m.group(1))
+    return res
+
+
+def run_wrk(cpu, connections, port, duration, path="/", headers=()):
+    """wrk -t1 pinned to cpu against http://127.0.0.1:port/path; (status, output)."""
+    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}",
+           f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=duration + 60)
+    return proc.returncode, proc.stdout
 
 
 # ---------------------------------------------------------------- report

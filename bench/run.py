@@ -12,15 +12,15 @@ Run with Debian's interpreter:  /usr/bin/python3 bench/run.py [--help]
 import argparse
 import datetime
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 
 from common import (CLK_TCK, ROOT, StartError, add_laurel_options, cpu_ticks,
-                    free_port, fmt, laurel_binary, laurel_contenders, rss_kib,
-                    start_server, stop, tail, wait_http, with_contenders)
+                    free_port, fmt, laurel_binary, laurel_contenders, parse_wrk,
+                    rss_kib, run_wrk, start_server, stop, tail, wait_http,
+                    with_contenders)
 from common import check_cpus, versions as _versions
 
 APP = "hello:app"
@@ -41,44 +41,6 @@ def server_command(name, args, port):
         return [args.python, "-m", "daphne", "-v", "0",
                 "-b", "127.0.0.1", "-p", str(port), APP]
     raise ValueError(name)
-
-
-# ---------------------------------------------------------------- wrk
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
-
-
-def _to_ms(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    return float(m.group(1)) * _UNITS_MS[m.group(2)] if m else None
-
-
-def parse_wrk(out):
-    res = {"rps": None, "p99_ms": None, "requests": None, "errors": 0, "non2xx": 0}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m:
-        res["rps"] = float(m.group(1))
-    m = re.search(r"^\s*99%\s+(\S+)", out, re.M)
-    if m:
-        res["p99_ms"] = _to_ms(m.group(1))
-    m = re.search(r"(\d+) requests in", out)
-    if m:
-        res["requests"] = int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        res["errors"] = sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        res["non2xx"] = int(m.group(1))
-    return res
-
-
-def run_wrk(args, port, duration):
-    cmd = ["taskset", "-c", str(args.wrk_cpu), "wrk", "-t1", f"-c{args.connections}",
-           f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=duration + 60)
-    return proc.returncode, proc.stdout
 
 
 # ---------------------------------------------------------------- one server
@@ -112,11 +74,11 @@ def bench_one(name, args, logdir):
             return result
         if args.warmup > 0:
             print(f"[{name}] warm-up {args.warmup}s", file=sys.stderr)
-            run_wrk(args, port, args.warmup)
+            run_wrk(args.wrk_cpu, args.connections, port, args.warmup)
         print(f"[{name}] measuring {args.duration}s, {args.connections} connections",
               file=sys.stderr)
         before = cpu_ticks(proc.pid)
-        rc, out = run_wrk(args, port, args.duration)
+        rc, out = run_wrk(args.wrk_cpu, args.connections, port, args.duration)
         after = cpu_ticks(proc.pid)
         result["rss_mib"] = rss_kib(proc.pid) / 1024.0
         alive = proc.poll() is None
