@@ -238,7 +238,8 @@ typedef struct cli__option {
   X(DJANGO_FAST_PATH, LIFECYCLE, .order = 39, .name = "django-fast-path",                \
     .metavar = "MODE", .dflt = "auto", .env = "LAUREL_DJANGO_FAST_PATH",                 \
     .help = "auto (a Django request for a sync view runs its middleware and view in "    \
-            "one thread-sensitive call, when that applies) or off (default auto)")       \
+            "one thread-sensitive call, one for an async view its middleware in two, "   \
+            "when that applies) or off (default auto)")                                  \
                                                                                          \
   /* Limits */                                                                           \
   X(LIMIT_LINE, LIMITS, .order = 28, .name = "limit-request-line", .metavar = "N",       \
