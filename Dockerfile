@@ -42,7 +42,7 @@ FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 libpython3.11 libev4 libwslay1 libssl3 libhiredis0.14 \
+      python3 libev4 libwslay1 libssl3 libhiredis0.14 \
       python3-django python3-django-channels python3-channels-redis \
  && rm -rf /var/lib/apt/lists/*
 

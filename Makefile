@@ -40,7 +40,7 @@ help:
 	@echo "make unit        C unit tests (meson test)"
 	@echo "make test        both builds, meson test in both, pytest against both binaries"
 	@echo "make demo        set up and serve examples/notifications on http://127.0.0.1:8000/"
-	@echo "make bench       laurel vs uvicorn vs daphne (bench/run.py)"
+	@echo "make bench       laurel vs uvicorn vs daphne (+ gunicorn): bench/run.py, fanout.py, django_bench.py"
 	@echo "make clean       remove build directories and caches"
 
 # apt only runs when a package is missing, so repeated runs take a second.
@@ -82,7 +82,7 @@ build:
 	$(NINJA) -C $(BUILD)
 
 build-asan:
-	$(call meson_setup,$(BUILD_ASAN),--buildtype=debug -Db_sanitize=address$(,)undefined -Db_lundef=false)
+	$(call meson_setup,$(BUILD_ASAN),--buildtype=debug -Db_sanitize=address$(,)undefined -Db_lundef=false -Dpython_link=shared)
 	$(NINJA) -C $(BUILD_ASAN)
 
 unit: build
@@ -106,6 +106,8 @@ demo: build
 
 bench: build
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(PYTHON) bench/fanout.py $(BENCH_ARGS)
+	$(PYTHON) bench/django_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache examples/notifications/db.sqlite3
