@@ -623,6 +623,9 @@ def main(argv=None):
     ap.add_argument("--plots", help="write SVG plots into this folder")
     args = ap.parse_args(argv)
 
+    for path in (args.json, args.out):  # fail now, not after twenty minutes
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            ap.error(f"no folder for {path}")
     extra = laurel_contenders(ap, args)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in ALL_SERVERS + tuple(extra)]
@@ -661,14 +664,14 @@ def main(argv=None):
                 if "fanout" in sub:
                     r["sweep"].append(sub["fanout"])
             args.users = keep
+    if args.json:  # the raw figures first: a report or plot that fails loses nothing
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
     text = report(args, servers, results)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
     if args.plots:
         for p in plots(results, args.plots):
             say(f"plot: {p}")
