@@ -37,16 +37,16 @@ through ``async_to_sync``; routed the other way, a sync view runs in the thread)
 
 import asyncio
 import logging
+import sys
 
 logger = logging.getLogger("laurel.server")
 
 
-def _django_handler_class():
-    try:
-        from django.core.handlers.asgi import ASGIHandler
-    except ImportError:  # not a Django project
-        return None
-    return ASGIHandler
+def _loaded(module, name):
+    """module.name if the app has imported module, else None: an app that has not
+    cannot be built from it, and importing Django here would cost a non-Django app
+    some 17 MB."""
+    return getattr(sys.modules.get(module), name, None)
 
 
 def _why_not(handler):
@@ -339,17 +339,14 @@ def adapt(app, mode="auto"):
     "auto"); app itself otherwise (or with mode "off")."""
     if mode == "off":
         return app
-    handler_class = _django_handler_class()
+    handler_class = _loaded("django.core.handlers.asgi", "ASGIHandler")
     if handler_class is None:
         return app
     handler, wrap = None, None
     if type(app) is handler_class:
         handler, wrap = app, lambda fast: fast
     else:
-        try:
-            from channels.routing import ProtocolTypeRouter
-        except ImportError:
-            ProtocolTypeRouter = None
+        ProtocolTypeRouter = _loaded("channels.routing", "ProtocolTypeRouter")
         mapping = getattr(app, "application_mapping", None)
         if ProtocolTypeRouter and type(app) is ProtocolTypeRouter and \
                 isinstance(mapping, dict) and type(mapping.get("http")) is handler_class:

@@ -3,6 +3,7 @@ Unknown paths fall through to tests.apps.basic (so /result, /seen work here too)
 
 import asyncio
 import contextvars
+import sys
 import threading
 import time
 
@@ -264,7 +265,12 @@ async def boundary_sync_sleep(q):
     return {"slept": t}
 
 
+async def modules(q):
+    return {"django": sorted(m for m in sys.modules if m.split(".")[0] == "django")}
+
+
 ROUTES = {
+    "/modules": modules,
     "/boundary/context": boundary_context,
     "/boundary/raise": boundary_raise,
     "/boundary/cancel": boundary_cancel,

@@ -138,6 +138,13 @@ def test_not_found_and_streaming(serve):
     assert r.status == 200 and r.body == b"part0\npart1\npart2\n"
 
 
+def test_an_app_that_is_not_django_does_not_get_django_imported(serve):
+    srv = serve("tests.apps.aio:app", "-v", "1")
+    r = srv.request("GET", "/modules")
+    assert r.status == 200 and json.loads(r.body) == {"django": []}
+    assert "Django fast path" not in srv.stderr()
+
+
 def test_off_switch(serve):
     srv = serve(APP, "-v", "1", "--django-fast-path", "off")
     r = srv.request("GET", "/sync/")
