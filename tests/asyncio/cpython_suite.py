@@ -13,6 +13,7 @@ the two runs.
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import unittest
 from pathlib import Path
@@ -73,6 +74,10 @@ def main():
     ap.add_argument("--details", action="store_true", help="print tracebacks to stderr")
     ap.add_argument("module", help="a module of test.test_asyncio, e.g. test_tasks")
     args = ap.parse_args()
+    # A shell starts background jobs with SIGINT ignored, and an ignored SIGINT is
+    # inherited: asyncio.Runner then installs no handler and test_runners'
+    # test_interrupt_* spin for ever, growing. Run the suite as a terminal would.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.loop == "laurel":
         use_laurel_loop()
     name = f"test.test_asyncio.{args.module}"
