@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "laurel/layer/layer.h"
+#include "laurel/layer/link.h"
 #include "laurel/layer/msgpack.h"
 #include "laurel/layer/redis.h"
 #include "laurel/py/coro.h"
@@ -396,6 +397,53 @@ static PyObject *layer__send(PyObject *o, PyObject *const *args, Py_ssize_t n) {
   Py_RETURN_NONE;
 }
 
+/* send_many(names, message) -> (delivered, full, invalid): a copy of message queued on
+ * each channel of the list (created when new, as send does); full channels are skipped
+ * and counted in stats()["dropped_full"], names the validator refuses are counted and
+ * skipped. The C loop behind RedisChannelLayer's group_send and its pop. */
+static PyObject *layer__send_many(PyObject *o, PyObject *const *args, Py_ssize_t n) {
+  LrLayer *L = (LrLayer *)o;
+  if (n != 2 || !PyList_Check(args[0])) {
+    PyErr_SetString(PyExc_TypeError, "send_many(names: list, message)");
+    return NULL;
+  }
+  if (!layer__require_dict(args[1]))
+    return NULL;
+  PyObject *names = Py_NewRef(args[0]); /* held: delivering may run other code */
+  PyObject *loop = layer__running_loop();
+  double now = layer__now();
+  Py_ssize_t delivered = 0, full = 0, invalid = 0;
+  int failed = 0;
+  for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names) && !failed; i++) {
+    PyObject *name = PyList_GET_ITEM(names, i);
+    LrChan *ch = PyUnicode_Check(name) ? layer__chan(L, name, 1, 1) : NULL;
+    if (!ch) {
+      if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError) &&
+          !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        failed = 1;
+        break;
+      }
+      PyErr_Clear();
+      invalid++;
+      continue;
+    }
+    Py_INCREF(ch);
+    layer__expire(L, ch, now);
+    PyObject *copy = layer__copy(args[1], 0);
+    int r = copy ? layer__deliver(L, ch, copy, loop, now) : -1;
+    Py_DECREF(ch);
+    if (r < 0)
+      failed = 1;
+    else if (r == 0)
+      full++, L->dropped++;
+    else
+      delivered++;
+  }
+  Py_XDECREF(loop);
+  Py_DECREF(names);
+  return failed ? NULL : Py_BuildValue("(nnn)", delivered, full, invalid);
+}
+
 /* A copy of msg to every local member of group; full members are skipped and counted.
  * The number delivered, or -1. */
 static long layer__group_deliver(LrLayer *L, PyObject *group, PyObject *msg) {
@@ -771,6 +819,8 @@ static PyMethodDef layer__layer_methods[] = {
      "send(channel, message): queue or hand over a copy; raises ChannelFull"},
     {"group_send", (PyCFunction)(void (*)(void))layer__group_send, METH_FASTCALL,
      "group_send(group, message) -> delivered count"},
+    {"send_many", (PyCFunction)(void (*)(void))layer__send_many, METH_FASTCALL,
+     "send_many(names, message) -> (delivered, full, invalid)"},
     {"receive", layer__receive, METH_O,
      "receive(channel) -> coroutine of the next message"},
     {"_wake", layer__wake, METH_O, NULL},
@@ -821,7 +871,7 @@ static PyMethodDef layer__module_fns[] = {
 };
 
 int lr_layer_init(PyObject *module) {
-  if (PyModule_AddFunctions(module, layer__module_fns) < 0)
+  if (PyModule_AddFunctions(module, layer__module_fns) < 0 || lr_link_init(module) < 0)
     return -1;
   if (PyType_Ready(&LrChan_Type) < 0 || PyType_Ready(&LrLayer_Type) < 0)
     return -1;

@@ -10,7 +10,16 @@
  * publish comes back from Redis undistinguished. Each publish to a name we are
  * subscribed to is remembered (payload, deadline) in order; Redis delivers our echoes
  * in our publish order, so an arriving message equal to the oldest remembered payload
- * of its name is our echo and is dropped. */
+ * of its name is our echo and is dropped.
+ *
+ * Core mode (lr_bridge_new_core, channels_redis.core's protocol, driven from
+ * laurel/layers.py): per shard a command connection running whatever the Python side
+ * asks (lr_bridge_call: the reply, converted, goes to a callback on the loop), and on the
+ * shard of this process's own channel key one more connection that pops it (BZPOPMIN,
+ * then ZPOPMIN in batches while there is more) and hands what it pops to a callback.
+ * Calls made while a command connection is being made are held; while it is down they
+ * fail at once with ConnectionError. When a command connection comes up, on_up(shard) is
+ * called so that the layer can restore what an empty Redis lost. */
 #include <Python.h>
 
 #include <errno.h>
@@ -47,7 +56,9 @@ typedef struct lr_rconn {
   struct lr_shard *s;
   int is_sub;
   int state;
-  int closing; /* redisAsyncDisconnect requested */
+  int closing;                  /* redisAsyncDisconnect requested */
+  int hello_left, hello_failed; /* AUTH / SELECT / PING replies still due */
+  int pop_batch;                /* core mode's pop: a ZPOPMIN batch is in flight */
   redisAsyncContext *ac;
   double backoff;
   ev_timer timer; /* DOWN: retry; CONNECTING: connect timeout */
@@ -55,14 +66,15 @@ typedef struct lr_rconn {
 
 typedef struct lr_shard {
   char *host; /* or the UNIX socket path when port == 0 */
-  int port;
+  int port, db;
   char *user, *password, *label;
   lr_rconn pub, sub;
   int outage;  /* an outage was logged and is not over */
   int ever_up; /* both connections were up once */
   unsigned long long dropped_outage;
   double down_since;
-  PyObject *buffered; /* list of (name, payload) held while pub is CONNECTING */
+  PyObject *buffered; /* list of (name, payload), in core mode of (args, callback),
+                        held while pub is CONNECTING */
 } lr_shard;
 
 struct lr_bridge {
@@ -86,6 +98,11 @@ struct lr_bridge {
   PyObject *queue;        /* list of (name, payload or None) from other threads */
   PyObject *echo;         /* name -> list of (payload, deadline) */
   unsigned long long published, unpublished, received, echoes, reconnects, undecodable;
+  /* core mode */
+  int core_mode, pop_shard;
+  PyObject *pop_key; /* bytes: the key popped, or NULL */
+  PyObject *on_pop, *on_up, *error_type;
+  unsigned long long calls, failed_calls, popped, pop_errors;
   struct lr_bridge *next; /* the server's list */
 };
 
@@ -337,6 +354,8 @@ static void redis__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
                                                 : REDIS__ECHO_UNCONFIRMED);
 }
 
+static void redis__do_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb);
+
 static void redis__flush_buffered(lr_bridge *b, lr_shard *s) {
   PyObject *held = s->buffered;
   s->buffered = PyList_New(0);
@@ -347,14 +366,32 @@ static void redis__flush_buffered(lr_bridge *b, lr_shard *s) {
   }
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
     PyObject *t = PyList_GET_ITEM(held, i);
-    redis__do_publish(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+    if (b->core_mode)
+      redis__do_call(b, (int)(s - b->shards), PyTuple_GET_ITEM(t, 0),
+                     PyTuple_GET_ITEM(t, 1));
+    else
+      redis__do_publish(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
   }
   Py_DECREF(held);
 }
 
+static void redis__fail_call(lr_bridge *b, lr_shard *s, PyObject *cb, const char *why);
+
 static void redis__drop_buffered(lr_bridge *b, lr_shard *s) {
   Py_ssize_t n = PyList_GET_SIZE(s->buffered);
-  if (n > 0) {
+  if (n > 0 && b->core_mode) {
+    PyObject *held = s->buffered;
+    s->buffered = PyList_New(0);
+    if (!s->buffered) {
+      PyErr_Clear();
+      s->buffered = held;
+      return;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+      redis__fail_call(b, s, PyTuple_GET_ITEM(PyList_GET_ITEM(held, i), 1),
+                       "could not be reached");
+    Py_DECREF(held);
+  } else if (n > 0) {
     redis__count_drop(b, s, (unsigned long long)n);
     PyList_SetSlice(s->buffered, 0, n, NULL);
   }
@@ -556,6 +593,213 @@ static void redis__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   PyErr_Clear();
 }
 
+/* ---- core mode: calls and the pop loop ---- */
+
+#define REDIS__POP_BATCH 100
+#define REDIS__POP_BATCH_S "100"
+#define REDIS__POP_TIMEOUT "5"
+
+/* callback(result): on the loop, with the GIL; errors are reported, never raised. */
+static void redis__callback(PyObject *cb, PyObject *result) {
+  if (!result) {
+    PyErr_WriteUnraisable(cb);
+    return;
+  }
+  PyObject *r = PyObject_CallOneArg(cb, result);
+  if (!r)
+    PyErr_WriteUnraisable(cb);
+  Py_XDECREF(r);
+}
+
+static void redis__fail_call(lr_bridge *b, lr_shard *s, PyObject *cb, const char *why) {
+  b->failed_calls++;
+  PyObject *text = PyUnicode_FromFormat("Redis %s %s", s->label, why);
+  PyObject *exc = text ? PyObject_CallOneArg(PyExc_ConnectionError, text) : NULL;
+  Py_XDECREF(text);
+  redis__callback(cb, exc);
+  Py_XDECREF(exc);
+}
+
+/* A command from a tuple of bytes, str, int or float arguments. */
+static int redis__command_v(redisAsyncContext *ac, redisCallbackFn *fn, void *priv,
+                            PyObject *args) {
+  Py_ssize_t n = PyTuple_GET_SIZE(args);
+  const char **argv = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *argv);
+  size_t *lens = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *lens);
+  PyObject *keep = PyList_New(0); /* str() of numbers, alive until sent */
+  int rc = -1;
+  if (!argv || !lens || !keep)
+    goto done;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *a = PyTuple_GET_ITEM(args, i);
+    if (PyLong_Check(a) || PyFloat_Check(a)) {
+      PyObject *t = PyObject_Str(a);
+      if (!t || PyList_Append(keep, t) < 0) {
+        Py_XDECREF(t);
+        goto done;
+      }
+      Py_DECREF(t);
+      a = t; /* kept alive by the list */
+    }
+    if (PyBytes_Check(a)) {
+      argv[i] = PyBytes_AS_STRING(a);
+      lens[i] = (size_t)PyBytes_GET_SIZE(a);
+    } else if (PyUnicode_Check(a)) {
+      Py_ssize_t len;
+      if (!(argv[i] = PyUnicode_AsUTF8AndSize(a, &len)))
+        goto done;
+      lens[i] = (size_t)len;
+    } else {
+      PyErr_Format(PyExc_TypeError,
+                   "a Redis argument must be bytes, str, int or float, "
+                   "not %.100s",
+                   Py_TYPE(a)->tp_name);
+      goto done;
+    }
+  }
+  rc = redisAsyncCommandArgv(ac, fn, priv, (int)n, argv, lens) == REDIS_OK ? 0 : -1;
+done:
+  PyMem_Free(argv);
+  PyMem_Free(lens);
+  Py_XDECREF(keep);
+  return rc;
+}
+
+/* A reply as Python: bytes, str (status), int, None, list, or an error_type instance. */
+static PyObject *redis__reply_to_py(lr_bridge *b, redisReply *r) {
+  switch (r->type) {
+  case REDIS_REPLY_STRING:
+    return PyBytes_FromStringAndSize(r->str, (Py_ssize_t)r->len);
+  case REDIS_REPLY_STATUS:
+    return PyUnicode_DecodeUTF8(r->str, (Py_ssize_t)r->len, "replace");
+  case REDIS_REPLY_INTEGER:
+    return PyLong_FromLongLong(r->integer);
+  case REDIS_REPLY_ERROR:
+    return PyObject_CallFunction(b->error_type, "s#", r->str, (Py_ssize_t)r->len);
+  case REDIS_REPLY_ARRAY: {
+    PyObject *list = PyList_New((Py_ssize_t)r->elements);
+    for (size_t i = 0; list && i < r->elements; i++) {
+      PyObject *item = redis__reply_to_py(b, r->element[i]);
+      if (!item)
+        Py_CLEAR(list);
+      else
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+  }
+  default:
+    Py_RETURN_NONE;
+  }
+}
+
+static void redis__on_call_reply(redisAsyncContext *ac, void *r, void *priv) {
+  PyObject *cb = priv; /* the reference taken when the command was sent */
+  lr_rconn *c = ac->data;
+  if (!r) {
+    redis__fail_call(c->b, c->s, cb, "connection lost before the reply");
+  } else {
+    PyObject *result = redis__reply_to_py(c->b, r);
+    redis__callback(cb, result);
+    Py_XDECREF(result);
+  }
+  Py_DECREF(cb);
+}
+
+/* On the loop: send a call now, hold it while the connection is being made, or fail. */
+static void redis__do_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb) {
+  lr_shard *s = &b->shards[shard];
+  lr_rconn *c = &s->pub;
+  b->calls++;
+  if (c->state == REDIS__CONNECTING && !c->closing) {
+    if (PyList_GET_SIZE(s->buffered) < REDIS__BUFFER_MAX) {
+      PyObject *t = PyTuple_Pack(2, args, cb);
+      if (t && PyList_Append(s->buffered, t) == 0) {
+        Py_DECREF(t);
+        return;
+      }
+      Py_XDECREF(t);
+      PyErr_Clear();
+    }
+    redis__fail_call(b, s, cb, "is not connected yet and too many calls are waiting");
+    return;
+  }
+  if (c->state != REDIS__UP || c->closing) {
+    redis__fail_call(b, s, cb, b->stopping ? "connection is closing" : "is down");
+    return;
+  }
+  if (redis__command_v(c->ac, redis__on_call_reply, cb, args) < 0) {
+    if (PyErr_Occurred()) { /* a bad argument: the caller's error, reported to it */
+      PyObject *t, *v, *tb;
+      PyErr_Fetch(&t, &v, &tb);
+      PyErr_NormalizeException(&t, &v, &tb);
+      b->failed_calls++;
+      redis__callback(cb, v);
+      Py_XDECREF(t);
+      Py_XDECREF(v);
+      Py_XDECREF(tb);
+    } else {
+      redis__fail_call(b, s, cb, "cannot take the command");
+    }
+    return;
+  }
+  Py_INCREF(cb); /* released by redis__on_call_reply */
+}
+
+static void redis__on_pop_reply(redisAsyncContext *ac, void *r, void *priv);
+
+/* The pop connection: wait for this process's key (BZPOPMIN), or take what is there. */
+static void redis__pop(lr_rconn *c, int batch) {
+  lr_bridge *b = c->b;
+  if (c->state != REDIS__UP || c->closing || !c->ac || b->stopping)
+    return;
+  const char *argv[3] = {batch ? "ZPOPMIN" : "BZPOPMIN", PyBytes_AS_STRING(b->pop_key),
+                         batch ? REDIS__POP_BATCH_S : REDIS__POP_TIMEOUT};
+  size_t lens[3] = {strlen(argv[0]), (size_t)PyBytes_GET_SIZE(b->pop_key),
+                    strlen(argv[2])};
+  c->pop_batch = batch;
+  redisAsyncCommandArgv(c->ac, redis__on_pop_reply, c, 3, argv, lens);
+}
+
+static void redis__on_pop_reply(redisAsyncContext *ac, void *r, void *priv) {
+  lr_rconn *c = priv;
+  redisReply *reply = r;
+  lr_bridge *b = c->b;
+  if (!reply || c->ac != ac)
+    return; /* gone: a new connection pops again */
+  if (reply->type == REDIS_REPLY_ERROR) {
+    if (b->pop_errors++ < 10 || (b->pop_errors & (b->pop_errors - 1)) == 0)
+      redis__log(b, 40, "Redis %s refused to pop this process's channels: %s (retrying)",
+                 c->s->label, reply->str);
+    ev_timer_stop(b->loop, &c->timer);
+    ev_timer_set(&c->timer, 1., 0.);
+    ev_timer_start(b->loop, &c->timer);
+    return;
+  }
+  /* BZPOPMIN: [key, member, score] or nil; ZPOPMIN: [member, score, ...] */
+  size_t first = c->pop_batch ? 0 : 1, n = 0;
+  PyObject *members = PyList_New(0);
+  if (members && reply->type == REDIS_REPLY_ARRAY)
+    for (size_t i = first; i + 1 < reply->elements; i += 2) {
+      redisReply *m = reply->element[i];
+      if (m->type != REDIS_REPLY_STRING)
+        continue;
+      PyObject *v = PyBytes_FromStringAndSize(m->str, (Py_ssize_t)m->len);
+      if (!v || PyList_Append(members, v) < 0)
+        PyErr_Clear();
+      Py_XDECREF(v);
+      n++;
+    }
+  if (!members)
+    PyErr_Clear();
+  if (members && n > 0) {
+    b->popped += n;
+    redis__callback(b->on_pop, members);
+  }
+  Py_XDECREF(members);
+  /* more may be waiting: take it in batches, then block again */
+  redis__pop(c, n > 0 && (!c->pop_batch || n == REDIS__POP_BATCH));
+}
+
 /* ---- connections ---- */
 
 static int redis__count_wanted(lr_bridge *b, lr_shard *s) {
@@ -567,9 +811,29 @@ static int redis__count_wanted(lr_bridge *b, lr_shard *s) {
   return n;
 }
 
+/* Whether the shard's second connection is in use: SUBSCRIBE, or core mode's pop. */
+static int redis__uses_sub(lr_bridge *b, lr_shard *s) {
+  return !b->core_mode || (b->pop_key && s - b->shards == b->pop_shard);
+}
+
 static void redis__shard_check_up(lr_bridge *b, lr_shard *s) {
-  if (s->pub.state != REDIS__UP || s->sub.state != REDIS__UP)
+  if (s->pub.state != REDIS__UP || (redis__uses_sub(b, s) && s->sub.state != REDIS__UP))
     return;
+  if (b->core_mode) {
+    if (s->outage)
+      redis__log(b, 20,
+                 "Redis %s connected again after %.1f s; %llu call(s) failed "
+                 "while it was down",
+                 s->label, redis__now(b) - s->down_since, b->failed_calls);
+    else if (!s->ever_up)
+      redis__log(b, 20,
+                 "Redis %s connected (channel layer on channels_redis.core's "
+                 "protocol)",
+                 s->label);
+    s->outage = 0;
+    s->ever_up = 1;
+    return;
+  }
   int restored = redis__count_wanted(b, s);
   if (s->outage) {
     redis__log(b, 20,
@@ -620,10 +884,10 @@ static void redis__conn_down(lr_rconn *c, const char *what, const char *reason,
   c->closing = 0;
   if (was_up)
     b->reconnects++;
-  if (c->is_sub)
-    redis__subs_lost(b, s);
-  else
+  if (!c->is_sub)
     redis__drop_buffered(b, s);
+  else if (!b->core_mode)
+    redis__subs_lost(b, s);
   if (!b->stopping)
     redis__outage(b, s, level, what, reason, c->backoff);
   redis__schedule_retry(c);
@@ -632,11 +896,14 @@ static void redis__conn_down(lr_rconn *c, const char *what, const char *reason,
 static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
   lr_rconn *c = priv;
   redisReply *reply = r;
-  if (!reply || c->ac != ac)
-    return; /* torn down meanwhile */
+  if (!reply || c->ac != ac || c->hello_failed)
+    return; /* torn down meanwhile, or refused already */
   lr_bridge *b = c->b;
   if (reply->type == REDIS_REPLY_ERROR) {
-    int auth = c->s->password != NULL || strncmp(reply->str, "NOAUTH", 6) == 0;
+    int auth = strncmp(reply->str, "NOAUTH", 6) == 0 ||
+               strncmp(reply->str, "WRONGPASS", 9) == 0 ||
+               (c->s->password != NULL && strstr(reply->str, "AUTH") != NULL);
+    c->hello_failed = 1;
     char reason[256];
     snprintf(reason, sizeof reason, "%s", reply->str);
     c->closing = 1;
@@ -645,16 +912,25 @@ static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
                   reason, c->backoff);
     return;
   }
+  if (--c->hello_left > 0)
+    return;
   ev_timer_stop(b->loop, &c->timer);
   c->state = REDIS__UP;
   c->backoff = REDIS__BACKOFF_MIN;
   if (c->closing)
     return; /* stopping: it goes once its replies are in */
-  if (c->is_sub)
+  if (c->is_sub && b->core_mode)
+    redis__pop(c, 1); /* what waited while we were away first */
+  else if (c->is_sub)
     redis__resubscribe(b, c->s);
   else
     redis__flush_buffered(b, c->s);
   redis__shard_check_up(b, c->s);
+  if (!c->is_sub && b->core_mode && !b->stopping) {
+    PyObject *i = PyLong_FromLong((long)(c->s - b->shards));
+    redis__callback(b->on_up, i);
+    Py_XDECREF(i);
+  }
   if (b->stopping)
     redis__drain(b);
 }
@@ -665,6 +941,17 @@ static void redis__on_connect(const redisAsyncContext *ac, int status) {
     return;
   ev_timer_stop(c->b->loop, &c->timer);
   redis__conn_down(c, "unreachable", ac->errstr, 40); /* hiredis frees ac after this */
+}
+
+/* Core mode's pop connection while stopping: a blocked BZPOPMIN would answer only at
+ * its timeout, so the connection is freed at once (from a timer, outside hiredis). */
+static void redis__free_later(lr_rconn *c) {
+  redisAsyncContext *ac = c->ac;
+  c->ac = NULL; /* its callbacks now see a stale context */
+  c->closing = 0;
+  c->state = REDIS__DOWN;
+  redisAsyncFree(ac);
+  redis__drain(c->b);
 }
 
 static void redis__on_disconnect(const redisAsyncContext *ac, int status) {
@@ -695,6 +982,13 @@ static void redis__on_disconnect(const redisAsyncContext *ac, int status) {
 static void redis__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop, (void)revents;
   lr_rconn *c = w->data;
+  if (c->is_sub && c->b->core_mode && c->ac && c->state == REDIS__UP) {
+    if (c->closing) /* a blocked pop answers only at its timeout: cut it */
+      redis__free_later(c);
+    else
+      redis__pop(c, 0); /* again after a refused pop */
+    return;
+  }
   if (c->state == REDIS__DOWN) {
     redis__conn_start(c);
     return;
@@ -737,21 +1031,40 @@ static void redis__conn_start(lr_rconn *c) {
   redisAsyncSetDisconnectCallback(ac, redis__on_disconnect);
   if (s->port)
     redisEnableKeepAlive(&ac->c);
-  /* AUTH when there is a password, else PING: either answer means UP. */
+  /* AUTH when there is a password, SELECT when a database is named, else PING: the
+   * connection is UP when every one of them is answered without an error. */
   const char *argv[3];
   size_t lens[3];
-  int argc = 0;
+  c->hello_left = 0;
+  c->hello_failed = 0;
+  c->pop_batch = 0;
   if (s->password) {
+    int argc = 0;
     argv[argc++] = "AUTH";
     if (s->user)
       argv[argc++] = s->user;
     argv[argc++] = s->password;
-  } else {
-    argv[argc++] = "PING";
+    for (int i = 0; i < argc; i++)
+      lens[i] = strlen(argv[i]);
+    redisAsyncCommandArgv(ac, redis__on_hello, c, argc, argv, lens);
+    c->hello_left++;
   }
-  for (int i = 0; i < argc; i++)
-    lens[i] = strlen(argv[i]);
-  redisAsyncCommandArgv(ac, redis__on_hello, c, argc, argv, lens);
+  if (s->db) {
+    char db[16];
+    snprintf(db, sizeof db, "%d", s->db);
+    argv[0] = "SELECT";
+    argv[1] = db;
+    lens[0] = 6;
+    lens[1] = strlen(db);
+    redisAsyncCommandArgv(ac, redis__on_hello, c, 2, argv, lens);
+    c->hello_left++;
+  }
+  if (!c->hello_left) {
+    argv[0] = "PING";
+    lens[0] = 4;
+    redisAsyncCommandArgv(ac, redis__on_hello, c, 1, argv, lens);
+    c->hello_left++;
+  }
   ev_timer_stop(b->loop, &c->timer);
   ev_timer_set(&c->timer, b->connect_timeout, 0.);
   ev_timer_start(b->loop, &c->timer);
@@ -770,7 +1083,8 @@ static void redis__start(lr_bridge *b) {
   }
   for (int i = 0; i < b->nshards; i++) {
     redis__conn_start(&b->shards[i].pub);
-    redis__conn_start(&b->shards[i].sub);
+    if (redis__uses_sub(b, &b->shards[i]))
+      redis__conn_start(&b->shards[i].sub);
   }
 }
 
@@ -813,7 +1127,12 @@ static void redis__drain(lr_bridge *b) {
       } else if (!waiting && c->ac && !c->closing) {
         c->closing = 1;
         ev_timer_stop(b->loop, &c->timer);
-        redisAsyncDisconnect(c->ac); /* after the replies still due */
+        if (c->is_sub && b->core_mode && c->state == REDIS__UP) {
+          ev_timer_set(&c->timer, 0., 0.); /* freed from the timer, outside hiredis */
+          ev_timer_start(b->loop, &c->timer);
+        } else {
+          redisAsyncDisconnect(c->ac); /* after the replies still due */
+        }
       }
       if (c->ac)
         open++;
@@ -857,6 +1176,10 @@ static void redis__free(lr_bridge *b) {
   Py_XDECREF(b->unwanted_old);
   Py_XDECREF(b->queue);
   Py_XDECREF(b->echo);
+  Py_XDECREF(b->pop_key);
+  Py_XDECREF(b->on_pop);
+  Py_XDECREF(b->on_up);
+  Py_XDECREF(b->error_type);
   PyMem_Free(b);
 }
 
@@ -885,7 +1208,11 @@ static void redis__service(lr_bridge *b) {
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(q); i++) {
       PyObject *t = PyList_GET_ITEM(q, i);
-      redis__run(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
+      if (PyTuple_GET_SIZE(t) == 3)
+        redis__do_call(b, (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0)),
+                       PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 2));
+      else
+        redis__run(b, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1));
     }
     Py_DECREF(q);
   }
@@ -990,8 +1317,8 @@ static void redis__conn_init(lr_bridge *b, lr_shard *s, lr_rconn *c, int is_sub)
   c->timer.data = c;
 }
 
-lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject *hosts,
-                         PyObject *logger, double reconnect_max, double connect_timeout) {
+static lr_bridge *redis__new(PyObject *hosts, PyObject *logger, double reconnect_max,
+                             double connect_timeout, int core_mode) {
   if (!PyList_Check(hosts) || PyList_GET_SIZE(hosts) == 0) {
     PyErr_SetString(PyExc_ValueError, "hosts must be a non-empty list");
     return NULL;
@@ -999,8 +1326,7 @@ lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject 
   lr_bridge *b = PyMem_Calloc(1, sizeof *b);
   if (!b)
     return (lr_bridge *)PyErr_NoMemory();
-  b->core = core;
-  b->deliver = deliver;
+  b->core_mode = core_mode;
   b->logger = Py_NewRef(logger);
   b->reconnect_max =
       reconnect_max > REDIS__BACKOFF_MIN ? reconnect_max : REDIS__BACKOFF_MIN;
@@ -1024,7 +1350,7 @@ lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject 
     lr_shard *s = &b->shards[i];
     PyObject *h = PyList_GET_ITEM(hosts, i);
     PyObject *host, *port, *user, *password, *label;
-    if (!PyArg_ParseTuple(h, "UOOOU", &host, &port, &user, &password, &label) ||
+    if (!PyArg_ParseTuple(h, "UOOOU|i", &host, &port, &user, &password, &label, &s->db) ||
         (s->port = (int)PyLong_AsLong(port), PyErr_Occurred()) ||
         !(s->host = redis__strdup(host)) ||
         (user != Py_None && !(s->user = redis__strdup(user))) ||
@@ -1036,6 +1362,11 @@ lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject 
     redis__conn_init(b, s, &s->pub, 0);
     redis__conn_init(b, s, &s->sub, 1);
   }
+  return b;
+}
+
+/* Starts b on the server's loop, or on a thread of its own. */
+static lr_bridge *redis__launch(lr_bridge *b) {
   if (redis__server_loop) {
     b->loop = redis__server_loop;
     b->loop_thread = redis__server_thread;
@@ -1066,6 +1397,64 @@ lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject 
   }
   b->loop_thread = b->thread;
   return b;
+}
+
+lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject *hosts,
+                         PyObject *logger, double reconnect_max, double connect_timeout) {
+  lr_bridge *b = redis__new(hosts, logger, reconnect_max, connect_timeout, 0);
+  if (!b)
+    return NULL;
+  b->core = core;
+  b->deliver = deliver;
+  return redis__launch(b);
+}
+
+lr_bridge *lr_bridge_new_core(PyObject *hosts, PyObject *logger, double reconnect_max,
+                              double connect_timeout, int pop_shard, PyObject *pop_key,
+                              PyObject *on_pop, PyObject *on_up, PyObject *error_type) {
+  if (pop_key != Py_None && !PyBytes_Check(pop_key)) {
+    PyErr_SetString(PyExc_TypeError, "pop_key must be bytes or None");
+    return NULL;
+  }
+  lr_bridge *b = redis__new(hosts, logger, reconnect_max, connect_timeout, 1);
+  if (!b)
+    return NULL;
+  if (pop_shard < 0 || pop_shard >= b->nshards) {
+    redis__free(b);
+    PyErr_SetString(PyExc_ValueError, "pop_shard is not a shard");
+    return NULL;
+  }
+  b->pop_shard = pop_shard;
+  b->pop_key = pop_key == Py_None ? NULL : Py_NewRef(pop_key);
+  b->on_pop = Py_NewRef(on_pop);
+  b->on_up = Py_NewRef(on_up);
+  b->error_type = Py_NewRef(error_type);
+  return redis__launch(b);
+}
+
+int lr_bridge_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb) {
+  if (b->stopping) {
+    PyErr_SetString(PyExc_RuntimeError, "the channel layer is closed");
+    return -1;
+  }
+  if (!b->core_mode || shard < 0 || shard >= b->nshards || !PyTuple_Check(args) ||
+      PyTuple_GET_SIZE(args) == 0) {
+    PyErr_SetString(PyExc_ValueError, "call(shard, args, callback): no such shard, or "
+                                      "args is not a non-empty tuple");
+    return -1;
+  }
+  if (redis__on_loop(b) && b->started) {
+    redis__do_call(b, shard, args, cb);
+    return 0;
+  }
+  PyObject *t = Py_BuildValue("(iOO)", shard, args, cb);
+  if (!t || PyList_Append(b->queue, t) < 0) {
+    Py_XDECREF(t);
+    return -1;
+  }
+  Py_DECREF(t);
+  redis__kick(b);
+  return 0;
 }
 
 void lr_bridge_close(lr_bridge *b, double timeout) {
@@ -1135,7 +1524,13 @@ PyObject *lr_bridge_stats(lr_bridge *b) {
   int connected = 0;
   for (int i = 0; i < b->nshards; i++)
     connected +=
-        b->shards[i].pub.state == REDIS__UP && b->shards[i].sub.state == REDIS__UP;
+        b->shards[i].pub.state == REDIS__UP &&
+        (!redis__uses_sub(b, &b->shards[i]) || b->shards[i].sub.state == REDIS__UP);
+  if (b->core_mode)
+    return Py_BuildValue("{s:i,s:i,s:K,s:K,s:K,s:K,s:K}", "shards", b->nshards,
+                         "connected", connected, "calls", b->calls, "failed_calls",
+                         b->failed_calls, "popped", b->popped, "reconnects",
+                         b->reconnects, "pop_errors", b->pop_errors);
   Py_ssize_t subscribed = 0, pos = 0;
   PyObject *k, *v;
   while (PyDict_Next(b->subs, &pos, &k, &v))

@@ -30,6 +30,22 @@ typedef void (*lr_bridge_deliver_fn)(PyObject *core, PyObject *name, PyObject *m
 lr_bridge *lr_bridge_new(PyObject *core, lr_bridge_deliver_fn deliver, PyObject *hosts,
                          PyObject *logger, double reconnect_max, double connect_timeout);
 
+/* Core mode (channels_redis.core's protocol, spoken by laurel/layers.py): per host a
+ * command connection for lr_bridge_call, and on host pop_shard a connection popping
+ * pop_key (bytes; None: no popping) that calls on_pop(list of bytes) with what it pops.
+ * on_up(shard) is called each time a command connection is (again) up; Redis error
+ * replies become error_type(text). Callbacks run on the bridge's loop with the GIL.
+ * hosts entries may carry a sixth item, the database number (SELECT). */
+lr_bridge *lr_bridge_new_core(PyObject *hosts, PyObject *logger, double reconnect_max,
+                              double connect_timeout, int pop_shard, PyObject *pop_key,
+                              PyObject *on_pop, PyObject *on_up, PyObject *error_type);
+
+/* Core mode: run the command args (a tuple of bytes/str/int/float) on shard's command
+ * connection; callback(reply) follows on the bridge's loop: bytes, str, int, None, list,
+ * an error_type instance, or a ConnectionError when the host is down (calls made while
+ * it is being connected wait for it). 0, or -1 with an exception. */
+int lr_bridge_call(lr_bridge *b, int shard, PyObject *args, PyObject *callback);
+
 /* Stops: queued publishes are written (waiting up to timeout seconds for a connection
  * being made), connections closed, then the bridge is freed. b is unusable after. */
 void lr_bridge_close(lr_bridge *b, double timeout);
