@@ -14,8 +14,10 @@ Contenders (--servers):
   uvicorn-pubsub  uvicorn, channels_redis.pubsub.RedisPubSubChannelLayer
   laurel-swap     laurel, settings naming channels_redis.pubsub (swapped for laurel's)
   laurel-pubsub   laurel --channel-layer settings, channels_redis.pubsub as is
-  laurel-core     laurel, channels_redis.core (never swapped)
-The first three are the default.
+  laurel-core     laurel, settings naming channels_redis.core (swapped for
+                  laurel.layers.RedisChannelLayer, the same protocol natively)
+  laurel-core-settings  laurel --channel-layer settings, channels_redis.core as is
+The first four are the default.
 
 Pinning: both server processes and redis-server on --server-cpu (0; --redis-cpu moves
 Redis), this runner -- which is also the load client -- on --load-cpu (1). Loopback
@@ -78,10 +80,13 @@ CONTENDERS = {
     "laurel-pubsub": ("laurel", "redis-pubsub", ["--channel-layer", "settings"],
                       "channels_redis.pubsub.RedisPubSubChannelLayer",
                       "laurel --channel-layer settings"),
-    "laurel-core": ("laurel", "redis-core", [], "channels_redis.core.RedisChannelLayer",
-                    "laurel"),
+    "laurel-core": ("laurel", "redis-core", [], "laurel.layers.RedisChannelLayer",
+                    "laurel (settings name channels_redis core)"),
+    "laurel-core-settings": ("laurel", "redis-core", ["--channel-layer", "settings"],
+                             "channels_redis.core.RedisChannelLayer",
+                             "laurel --channel-layer settings"),
 }
-DEFAULT_SERVERS = ("laurel", "uvicorn-core", "uvicorn-pubsub")
+DEFAULT_SERVERS = ("laurel", "laurel-core", "uvicorn-core", "uvicorn-pubsub")
 LOG_PROBLEM = re.compile(rb"\b(ERROR|CRITICAL|WARNING|Traceback|Fatal Python error)\b")
 
 
@@ -813,11 +818,22 @@ def notes_for(r):
     deltas = r.get("layer_stats_delta") or []
     for which, delta in zip("AB", deltas):
         red = (delta or {}).get("redis") or {}
-        for key in ("unpublished", "reconnects", "undecodable"):
+        for key in ("unpublished", "reconnects", "undecodable", "failed_calls",
+                    "pop_errors"):
             if red.get(key):
                 notes.append(f"{which}: redis {key} +{red[key]}")
-    if len(deltas) == 2 and all(isinstance(d, dict) and isinstance(d.get("redis"), dict)
-                                for d in deltas):
+        for key in ("undecodable", "unaddressed", "invalid", "group_full"):
+            if (delta or {}).get(key):  # laurel.layers.RedisChannelLayer's own counters
+                notes.append(f"{which}: {key} +{delta[key]}")
+    core = all(isinstance(d, dict) and "popped" in (d.get("redis") or {}) for d in deltas)
+    if len(deltas) == 2 and core and (r.get("members") or [0, 0])[1]:
+        # channels_redis core's protocol: B pops each broadcast's one message for it
+        k = r.get("broadcasts")
+        popped = deltas[1]["redis"]["popped"]
+        if popped != k:
+            notes.append(f"B: popped +{popped} for {k} broadcasts")
+    elif len(deltas) == 2 and all(isinstance(d, dict) and isinstance(d.get("redis"), dict)
+                                  for d in deltas):
         k = r.get("broadcasts")
         published, received = deltas[0]["redis"].get("published"), \
             deltas[1]["redis"].get("received")

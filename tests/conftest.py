@@ -129,14 +129,16 @@ def _split_flags(args):
     return out
 
 
-def build_argv(app, args):
+def build_argv(app, args, kind=None):
     """The command line running ``app`` with laurel-style ``args`` on the server under
-    test; skips the test when another server has no equivalent for a flag."""
+    test (or on ``kind``); skips the test when another server has no equivalent for a
+    flag."""
     args = [str(a) for a in args]
-    if _KIND == "laurel":
+    kind = kind or _KIND
+    if kind == "laurel":
         return [str(LAUREL_BIN), *args, app]
     pairs = _split_flags(args)
-    if _KIND == "daphne":
+    if kind == "daphne":
         for f, _ in pairs:
             if f not in DAPHNE_FLAGS:
                 pytest.skip(f"daphne has no {f}")
@@ -201,7 +203,7 @@ class Server:
                 args = ["-b", host, *args]
         self.host, self.port, self.unix = host, port, unix
         self.app = app
-        self.argv = build_argv(app, args)
+        self.argv = build_argv(app, args, self.kind)
         self.env = dict(os.environ)
         self.env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
         self.env.update(env or {})
@@ -434,9 +436,9 @@ class _Factory:
 
     def __call__(self, app="tests.apps.basic:app", *extra_args, env=None, cwd=REPO,
                  port=None, unix=None, host="127.0.0.1", pass_fds=(), wait=True,
-                 ready_timeout=10, add_listener=True):
+                 ready_timeout=10, add_listener=True, kind=None):
         s = Server(app, extra_args, self.tmpdir, env=env, cwd=cwd, port=port, unix=unix,
-                   host=host, pass_fds=pass_fds, add_listener=add_listener)
+                   host=host, pass_fds=pass_fds, add_listener=add_listener, kind=kind)
         self.servers.append(s)
         return s.start(ready_timeout=ready_timeout, wait=wait)
 

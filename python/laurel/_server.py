@@ -248,8 +248,10 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
 
 
 NATIVE_LAYER = "laurel.layers.ChannelLayer"
+NATIVE_CORE_LAYER = "laurel.layers.RedisChannelLayer"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
-REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer", PUBSUB_LAYER}
+CORE_LAYER = "channels_redis.core.RedisChannelLayer"
+REPLACEABLE_LAYERS = {"channels.layers.InMemoryChannelLayer", PUBSUB_LAYER, CORE_LAYER}
 
 
 def _channel_layer_settings():
@@ -273,7 +275,10 @@ def use_native_layer():
     in-memory one (or none at all) gets laurel's native layer, same contract; one on
     channels_redis' pub/sub layer gets the native layer bridged to the same Redis hosts
     with the same prefix (the wire format is the same, so other processes still on
-    channels_redis keep talking to it)."""
+    channels_redis keep talking to it); one on channels_redis' core layer gets
+    laurel.layers.RedisChannelLayer with the same CONFIG, which speaks the core
+    layer's protocol (kept when its hosts use what laurel cannot do yet: Sentinel, TLS).
+    """
     layers = _channel_layer_settings()
     if layers is None:
         return
@@ -286,7 +291,15 @@ def use_native_layer():
         swapped.append(("default", "no channel layer"))
     else:
         for alias, conf in layers.items():
-            if conf.get("BACKEND") in REPLACEABLE_LAYERS:
+            if conf.get("BACKEND") == CORE_LAYER:
+                reason = _core_config_unsupported(conf.get("CONFIG") or {})
+                if reason:
+                    logger.info("Channel layer %r: channels_redis' core layer kept (%s)",
+                                alias, reason)
+                    continue
+                layers[alias] = dict(conf, BACKEND=NATIVE_CORE_LAYER)
+                swapped.append((alias, CORE_LAYER))
+            elif conf.get("BACKEND") in REPLACEABLE_LAYERS:
                 layers[alias] = dict(conf, BACKEND=NATIVE_LAYER)
                 if conf["BACKEND"] == PUBSUB_LAYER:
                     config = dict(conf.get("CONFIG") or {})
@@ -302,9 +315,27 @@ def use_native_layer():
             "Channel layer %r: laurel's native %s replaces %s "
             "(--channel-layer settings keeps the configured one)",
             alias,
-            "layer, bridged through Redis," if was == PUBSUB_LAYER else "in-process layer",
+            {PUBSUB_LAYER: "layer, bridged through Redis,",
+             CORE_LAYER: "Redis layer on channels_redis.core's protocol"}.get(
+                was, "in-process layer"),
             was,
         )
+
+
+def _core_config_unsupported(config):
+    """Why laurel.layers.RedisChannelLayer cannot take this channels_redis core CONFIG,
+    or None when it can."""
+    from laurel.layers import parse_host
+
+    hosts = config.get("hosts") or ["redis://localhost:6379"]
+    if isinstance(hosts, (str, bytes)):
+        return None  # the layer refuses it with channels_redis' own complaint
+    for host in hosts:
+        try:
+            parse_host(host)
+        except (ValueError, TypeError) as exc:
+            return str(exc)
+    return None
 
 
 def start_bridged_layers():
@@ -312,7 +343,8 @@ def start_bridged_layers():
     made (and a Redis that cannot be reached is reported) at start-up rather than at
     the first message."""
     for alias, conf in (_channel_layer_settings() or {}).items():
-        if conf.get("BACKEND") == NATIVE_LAYER and (conf.get("CONFIG") or {}).get("hosts"):
+        if conf.get("BACKEND") == NATIVE_CORE_LAYER or (
+                conf.get("BACKEND") == NATIVE_LAYER and (conf.get("CONFIG") or {}).get("hosts")):
             import channels.layers  # imported already: _channel_layer_settings checked
 
             channels.layers.get_channel_layer(alias)  # a bad CONFIG fails start-up here

@@ -232,9 +232,9 @@ typedef struct cli__option {
     .help = "add 0..N to each worker's --max-requests (default 0)")                      \
   X(CHANNEL_LAYER, LIFECYCLE, .order = 36, .name = "channel-layer", .metavar = "MODE",   \
     .dflt = "native", .env = "LAUREL_CHANNEL_LAYER",                                     \
-    .help = "native (laurel's layer replaces Channels' in-memory one, and "              \
-            "channels_redis pub/sub bridged to its Redis hosts) or settings "            \
-            "(CHANNEL_LAYERS as is) (default native)")                                   \
+    .help = "native (laurel's layer replaces Channels' in-memory one and "               \
+            "channels_redis' pub/sub and core layers, speaking their protocols on "      \
+            "the same Redis hosts) or settings (CHANNEL_LAYERS as is) (default native)") \
   X(DJANGO_FAST_PATH, LIFECYCLE, .order = 39, .name = "django-fast-path",                \
     .metavar = "MODE", .dflt = "auto", .env = "LAUREL_DJANGO_FAST_PATH",                 \
     .help = "auto (a Django request for a sync view runs its middleware and view in "    \

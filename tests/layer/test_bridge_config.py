@@ -23,6 +23,9 @@ from laurel.layers import ChannelLayer, parse_host  # noqa: E402
     ("rediss://127.0.0.1:6379", "TLS"),
     ("http://127.0.0.1:6379", "unsupported Redis URL"),
     ({"master_name": "mymaster", "sentinels": [("127.0.0.1", 26379)]}, "sentinels"),
+    ({"host": "127.0.0.1", "ssl": True}, "TLS"),
+    ("redis://127.0.0.1:6379/x", "database"),
+    ({"nohost": 1}, "needs an 'address'"),
     (("127.0.0.1", 6379, 0), r"\(host, port\)"),
     (6379, "must be a URL"),
     ("unix://", "no socket path"),
@@ -38,13 +41,18 @@ def test_hosts_must_be_a_list():
 
 
 @pytest.mark.parametrize("host, expected", [
-    ("redis://127.0.0.1:6380/2", ("127.0.0.1", 6380, None, None, "127.0.0.1:6380")),
-    ("redis://:s%40cret@h", ("h", 6379, None, "s@cret", "h:6379")),
-    ("redis://u:pw@[::1]:7000", ("::1", 7000, "u", "pw", "[::1]:7000")),
-    ("unix:///run/r.sock?password=x", ("/run/r.sock", 0, None, "x", "unix:/run/r.sock")),
-    ("unix:/run/r.sock", ("/run/r.sock", 0, None, None, "unix:/run/r.sock")),
-    (("10.0.0.1", "6379"), ("10.0.0.1", 6379, None, None, "10.0.0.1:6379")),
-    ({"address": ("h", 1), "password": "p"}, ("h", 1, None, "p", "h:1")),
+    ("redis://127.0.0.1:6380/2", ("127.0.0.1", 6380, None, None, "127.0.0.1:6380", 2)),
+    ("redis://h?db=3", ("h", 6379, None, None, "h:6379", 3)),
+    ("redis://:s%40cret@h", ("h", 6379, None, "s@cret", "h:6379", 0)),
+    ("redis://u:pw@[::1]:7000", ("::1", 7000, "u", "pw", "[::1]:7000", 0)),
+    ("unix:///run/r.sock?password=x", ("/run/r.sock", 0, None, "x", "unix:/run/r.sock", 0)),
+    ("unix:///run/r.sock?db=1", ("/run/r.sock", 0, None, None, "unix:/run/r.sock", 1)),
+    ("unix:/run/r.sock", ("/run/r.sock", 0, None, None, "unix:/run/r.sock", 0)),
+    (("10.0.0.1", "6379"), ("10.0.0.1", 6379, None, None, "10.0.0.1:6379", 0)),
+    ({"address": ("h", 1), "password": "p"}, ("h", 1, None, "p", "h:1", 0)),
+    ({"address": "redis://h/4", "db": 5}, ("h", 6379, None, None, "h:6379", 5)),
+    ({"host": "h", "port": 7, "db": 2, "password": "p"}, ("h", 7, None, "p", "h:7", 2)),
+    ({"path": "/run/r.sock"}, ("/run/r.sock", 0, None, None, "unix:/run/r.sock", 0)),
 ])
 def test_parse_host(host, expected):
     assert parse_host(host) == expected

@@ -3,10 +3,12 @@ bridge tests drive it through stdin/stdout (redis_fixtures.Agent).
 
     python layer_agent.py LAYER HOSTS CONFIG
 
-LAYER is ``pubsub`` (channels_redis.pubsub.RedisPubSubChannelLayer, the reference) or
+LAYER is ``pubsub`` (channels_redis.pubsub.RedisPubSubChannelLayer, the reference),
 ``laurel`` (laurel.layers.ChannelLayer, from the _laurel_layer extension: PYTHONPATH
-must name the repository's python/ and build/); HOSTS and CONFIG are Python literals
-(``None`` for HOSTS: none given).
+must name the repository's python/ and build/), ``core``
+(channels_redis.core.RedisChannelLayer, the reference) or ``laurelcore``
+(laurel.layers.RedisChannelLayer); HOSTS and CONFIG are Python literals (``None`` for
+HOSTS: none given).
 
 Protocol, one Python literal (``repr``) per line, so that bytes, tuples and big ints
 travel as they are:
@@ -19,7 +21,7 @@ travel as they are:
 
 Operations: new_channel(prefix=...), receive(channel) (starts a loop), stop(channel),
 send(channel, message), group_add(group, channel), group_discard(group, channel),
-group_send(group, message), stats(), thread_group_send(group, message, times):
+group_send(group, message), flush(), stats(), thread_group_send(group, message, times):
 ``times`` calls of ``async_to_sync(layer.group_send)`` from one plain thread (a brand-new
 event loop per call, as a Celery task or a management command has).
 
@@ -55,6 +57,10 @@ def make_layer(kind, hosts, config):
         from channels_redis.pubsub import RedisPubSubChannelLayer as cls
     elif kind == "laurel":
         from laurel.layers import ChannelLayer as cls
+    elif kind == "core":
+        from channels_redis.core import RedisChannelLayer as cls
+    elif kind == "laurelcore":
+        from laurel.layers import RedisChannelLayer as cls
     else:
         raise SystemExit(f"unknown layer {kind!r}")
     return cls(**kw)
@@ -74,8 +80,9 @@ class Agent:
         if channel not in self.loops:
             self.loops[channel] = asyncio.ensure_future(self._receive_loop(channel))
 
-    async def op_new_channel(self, prefix="specific."):
-        channel = await self.layer.new_channel(prefix)
+    async def op_new_channel(self, prefix=None):
+        channel = await (self.layer.new_channel() if prefix is None
+                         else self.layer.new_channel(prefix))
         self._start(channel)
         return channel
 
@@ -102,6 +109,9 @@ class Agent:
     async def op_group_send(self, group, message):
         await self.layer.group_send(group, message)
 
+    async def op_flush(self):
+        await self.layer.flush()
+
     async def op_stats(self):
         stats = getattr(self.layer, "stats", None)
         return stats() if stats is not None else None
@@ -125,6 +135,8 @@ class Agent:
         close = getattr(type(self.layer), "close", None)
         if close is not None:
             await self.layer.close()
+        elif hasattr(self.layer, "close_pools"):  # channels_redis core
+            await self.layer.close_pools()
         else:  # channels_redis pubsub: flush() closes its connections
             await self.layer.flush()
 

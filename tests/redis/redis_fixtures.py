@@ -57,6 +57,7 @@ if not BUILD.is_absolute():
 PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"
 CORE = "channels_redis.core.RedisChannelLayer"
 LAUREL = "laurel.layers.ChannelLayer"
+LAUREL_CORE = "laurel.layers.RedisChannelLayer"
 SWAP_LINE = "replaces channels_redis.pubsub.RedisPubSubChannelLayer"
 
 # How long a receiver is watched after the expected messages arrived, to catch late
@@ -380,7 +381,8 @@ class AgentError(Exception):
 class Agent:
     """A plain process with a channel layer outside any server (layer_agent.py).
 
-    ``layer``: "pubsub" or "laurel"; ``hosts``/``config`` as for the layer."""
+    ``layer``: "pubsub", "laurel", "core" or "laurelcore"; ``hosts``/``config`` as for
+    the layer."""
 
     def __init__(self, layer, hosts, tmpdir, config=None, name="agent", env=None):
         self.name = name
@@ -442,8 +444,9 @@ class Agent:
 
     # -- layer operations
 
-    def new_channel(self, prefix="specific."):
-        return self.call("new_channel", prefix=prefix)
+    def new_channel(self, prefix=None):
+        """A new channel with a receive loop; prefix: the layer's default when None."""
+        return self.call("new_channel", **({} if prefix is None else {"prefix": prefix}))
 
     def member(self, *groups):
         """A new channel (with a receive loop) that joins groups; returns its name."""
