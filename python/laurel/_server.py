@@ -277,7 +277,7 @@ def use_native_layer():
     with the same prefix (the wire format is the same, so other processes still on
     channels_redis keep talking to it); one on channels_redis' core layer gets
     laurel.layers.RedisChannelLayer with the same CONFIG, which speaks the core
-    layer's protocol (kept when its hosts use what laurel cannot do yet: Sentinel, TLS).
+    layer's protocol (kept when laurel's layer refuses its hosts, saying why).
     """
     layers = _channel_layer_settings()
     if layers is None:

@@ -90,20 +90,79 @@ def _db_number(value, host):
     return db
 
 
+_TLS_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+             "ssl_check_hostname")
+_CERT_REQS = {None: "none", 0: "none", 1: "optional", 2: "required", "none": "none",
+              "optional": "optional", "required": "required"}
+
+
+def _tls_options(given, host):
+    """redis-py's ssl_* settings as the bridge's TLS options (its defaults: the
+    certificate verified against the system's CAs, the host name not checked)."""
+    reqs = given.get("ssl_cert_reqs", "required")
+    key = reqs.lower() if isinstance(reqs, str) else getattr(reqs, "value", reqs)
+    if key not in _CERT_REQS:
+        raise ValueError("ssl_cert_reqs must be none, optional or required, not %r (in %r)"
+                         % (reqs, host))
+    check = given.get("ssl_check_hostname", False)
+    if isinstance(check, str):
+        check = check.lower() in ("1", "true", "yes", "on")
+    out = {"cert_reqs": _CERT_REQS[key], "check_hostname": bool(check)}
+    for name in ("ca_certs", "certfile", "keyfile"):
+        value = given.get("ssl_" + name)
+        if value is not None:
+            out[name] = os.fspath(value)
+    return out
+
+
+def _parse_sentinel_host(host):
+    """channels_redis' Sentinel form: {"sentinels": [(host, port), ...], "master_name":
+    name, "sentinel_kwargs": {"password": ...}, and the master's own keywords
+    (password, username, db, ssl...)}."""
+    sentinels, name = host.get("sentinels"), host.get("master_name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("a Sentinel host needs a 'master_name': %r" % (host,))
+    if not isinstance(sentinels, (list, tuple)) or not sentinels:
+        raise ValueError("a Sentinel host needs a list of 'sentinels' (host, port): %r"
+                         % (host,))
+    addrs = []
+    for entry in sentinels:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValueError("a sentinel is (host, port), not %r" % (entry,))
+        addrs.append((str(entry[0]), int(entry[1])))
+    extra = host.get("sentinel_kwargs") or {}
+    if extra.get("ssl"):
+        raise ValueError("TLS to sentinels is not supported by laurel's layer: %r" % (host,))
+    master = {k: v for k, v in host.items()
+              if k not in ("sentinels", "master_name", "sentinel_kwargs")}
+    db = _db_number(master.get("db", 0), host)
+    tls = None
+    if master.get("ssl"):
+        tls = _tls_options({k: master[k] for k in _TLS_KEYS if k in master}, host)
+    return (name, -1, master.get("username"), master.get("password"), "sentinel:" + name,
+            db, tls, {"sentinels": addrs, "username": extra.get("username"),
+                      "password": extra.get("password")})
+
+
 def parse_host(host):
     """A channels_redis host entry as (host or socket path, port (0 for a UNIX socket),
-    username, password, label, db). Accepts "redis://[[user]:password@]host[:port][/db]",
+    username, password, label, db, tls[, sentinel]). Accepts
+    "redis[s]://[[user]:password@]host[:port][/db][?ssl_cert_reqs=...&ssl_ca_certs=...]",
     "unix:///path[?db=N]" (or "unix:/path"), (host, port), {"address": ...} dicts and
-    redis-py's keyword dicts ({"host": ..., "port": ..., "db": ..., "password": ...})."""
+    redis-py's keyword dicts ({"host": ..., "port": ..., "db": ..., "password": ...,
+    "ssl": True, "ssl_ca_certs": ...}). tls is None, or the TLS options of a rediss://
+    host (or "ssl": True): cert_reqs, ca_certs, certfile, keyfile, check_hostname.
+    channels_redis' Sentinel dicts ({"sentinels": [...], "master_name": ...}) give the
+    master's name as host, port -1 and an eighth item: {"sentinels": [(host, port)],
+    "username", "password"} (sentinel_kwargs')."""
     password = username = None
     db = 0
     if isinstance(host, dict):
         if "sentinels" in host or "master_name" in host:
-            raise ValueError("Redis sentinels are not supported by laurel's layer yet: %r"
-                             % (host,))
-        if host.get("ssl") or host.get("connection_class"):
-            raise ValueError("TLS connections to Redis are not supported by laurel's "
-                             "layer yet: %r" % (host,))
+            return _parse_sentinel_host(host)
+        if host.get("connection_class"):
+            raise ValueError("a Redis connection_class is not supported by laurel's "
+                             "layer: %r" % (host,))
         password = host.get("password")
         username = host.get("username")
         if "db" in host:
@@ -117,14 +176,24 @@ def parse_host(host):
         else:
             raise ValueError("a Redis host dict needs an 'address' or a 'host': %r" % (host,))
         parsed = parse_host(entry)
+        tls = parsed[6]
+        if tls is not None or host.get("ssl"):
+            if not parsed[1]:
+                raise ValueError("TLS over a UNIX socket is not supported: %r" % (host,))
+            query = {k: v for k, v in (tls or {}).items()}
+            given = {"ssl_" + k: v for k, v in query.items()}
+            given.update({k: host[k] for k in _TLS_KEYS if k in host})
+            tls = _tls_options(given, host)
+        label = parsed[4] if tls is None or parsed[4].startswith("rediss://") \
+            else "rediss://" + parsed[4]
         return parsed[:2] + (parsed[2] if username is None else username,
                              parsed[3] if password is None else password,
-                             parsed[4], db if "db" in host else parsed[5])
+                             label, db if "db" in host else parsed[5], tls)
     if isinstance(host, (tuple, list)):
         if len(host) != 2:
             raise ValueError("a Redis host tuple is (host, port): %r" % (host,))
         name, port = str(host[0]), int(host[1])
-        return name, port, username, password, "%s:%d" % (name, port), db
+        return name, port, username, password, "%s:%d" % (name, port), db, None
     if not isinstance(host, str):
         raise TypeError("Redis host must be a URL, a (host, port) tuple or a dict, "
                         "not %r" % (host,))
@@ -139,12 +208,9 @@ def parse_host(host):
         password = query.get("password", [password])[0]
         if "db" in query:
             db = _db_number(query["db"][0], host)
-        return path, 0, username, password, "unix:" + path, db
-    if url.scheme == "rediss":
-        raise ValueError("TLS (rediss://) is not supported by laurel's layer yet: %r"
-                         % host)
-    if url.scheme != "redis":
-        raise ValueError("unsupported Redis URL %r (redis:// or unix://)" % host)
+        return path, 0, username, password, "unix:" + path, db, None
+    if url.scheme not in ("redis", "rediss"):
+        raise ValueError("unsupported Redis URL %r (redis://, rediss:// or unix://)" % host)
     name = url.hostname or "localhost"
     port = url.port or 6379
     if url.username:
@@ -157,7 +223,11 @@ def parse_host(host):
     elif "db" in query:
         db = _db_number(query["db"][0], host)
     label = "[%s]:%d" % (name, port) if ":" in name else "%s:%d" % (name, port)
-    return name, port, username, password, label, db
+    tls = None
+    if url.scheme == "rediss":
+        tls = _tls_options({k: v[0] for k, v in query.items() if k in _TLS_KEYS}, host)
+        label = "rediss://" + label
+    return name, port, username, password, label, db, tls
 
 _coroutine_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
 

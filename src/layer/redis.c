@@ -24,9 +24,9 @@
 
 #include <errno.h>
 #include <ev.h>
-#include <hiredis/adapters/libev.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +34,7 @@
 
 #include "laurel/layer/msgpack.h"
 #include "laurel/layer/redis.h"
+#include "laurel/layer/rwire.h"
 
 enum { REDIS__DOWN, REDIS__CONNECTING, REDIS__UP };
 
@@ -56,18 +57,25 @@ typedef struct lr_rconn {
   struct lr_shard *s;
   int is_sub;
   int state;
-  int closing;                  /* redisAsyncDisconnect requested */
+  int closing;                  /* lr_rwire_disconnect requested */
   int hello_left, hello_failed; /* AUTH / SELECT / PING replies still due */
   int pop_batch;                /* core mode's pop: a ZPOPMIN batch is in flight */
-  redisAsyncContext *ac;
+  int sent_tries;               /* Sentinel: sentinels asked for this connection */
+  lr_rwire *ac;
   double backoff;
   ev_timer timer; /* DOWN: retry; CONNECTING: connect timeout */
 } lr_rconn;
 
 typedef struct lr_shard {
   char *host; /* or the UNIX socket path when port == 0 */
-  int port, db;
+  int port, db, check_host;
   char *user, *password, *label;
+  SSL_CTX *tls; /* rediss://: the connections' TLS settings, else NULL */
+  /* Sentinel: host is the master's name, found through these (nsent > 0) */
+  int nsent, sent_next;
+  char **sent_host;
+  int *sent_port;
+  char *sent_user, *sent_password;
   lr_rconn pub, sub;
   int outage;  /* an outage was logged and is not over */
   int ever_up; /* both connections were up once */
@@ -199,7 +207,7 @@ static void redis__del_flags(lr_bridge *b, PyObject *name) {
 }
 
 /* A command with up to REDIS__SUB_BATCH + 1 str/bytes arguments. */
-static int redis__command(redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+static int redis__command(lr_rwire *ac, lr_rwire_reply_fn *cb, void *priv,
                           const char *cmd, PyObject *const *args, int nargs) {
   const char *argv[REDIS__SUB_BATCH + 3];
   size_t lens[REDIS__SUB_BATCH + 3];
@@ -219,7 +227,7 @@ static int redis__command(redisAsyncContext *ac, redisCallbackFn *cb, void *priv
       lens[i + 1] = (size_t)n;
     }
   }
-  return redisAsyncCommandArgv(ac, cb, priv, nargs + 1, argv, lens) == REDIS_OK ? 0 : -1;
+  return lr_rwire_command(ac, cb, priv, nargs + 1, argv, lens);
 }
 
 /* ---- echo suppression ---- */
@@ -298,7 +306,7 @@ static void redis__echo_forget_shard(lr_bridge *b, lr_shard *s) {
 
 /* ---- publishing ---- */
 
-static void redis__on_pub_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_pub_reply(lr_rwire *ac, void *r, void *priv) {
   (void)ac;
   lr_bridge *b = priv;
   redisReply *reply = r;
@@ -448,7 +456,8 @@ static void redis__on_message(lr_bridge *b, redisReply *nm, redisReply *data) {
 
 static void redis__sync_sub(lr_bridge *b, PyObject *name);
 
-static void redis__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
+/* Every reply of a SUBSCRIBE connection after its hello: messages and confirmations. */
+static void redis__on_sub_reply(lr_rwire *ac, void *r, void *priv) {
   (void)ac;
   lr_bridge *b = priv;
   redisReply *reply = r;
@@ -490,7 +499,7 @@ static void redis__on_sub_reply(redisAsyncContext *ac, void *r, void *priv) {
 }
 
 /* On the loop: SUBSCRIBE name when it is wanted, not subscribed and not in the middle
- * of an UNSUBSCRIBE (hiredis 0.14 would drop the new callback with the old one). */
+ * of an UNSUBSCRIBE (its confirmation would then be taken for the new one's). */
 static void redis__sync_sub(lr_bridge *b, PyObject *name) {
   long f = redis__flags(b, name);
   if (f < 0 || !(f & REDIS__S_WANTED) || (f & (REDIS__S_SENT | REDIS__S_UNSUB)))
@@ -498,7 +507,7 @@ static void redis__sync_sub(lr_bridge *b, PyObject *name) {
   lr_rconn *c = &redis__shard_of(b, name)->sub;
   if (c->state != REDIS__UP || c->closing)
     return; /* subscribed when it comes up */
-  if (redis__command(c->ac, redis__on_sub_reply, b, "SUBSCRIBE", &name, 1) == 0)
+  if (redis__command(c->ac, NULL, NULL, "SUBSCRIBE", &name, 1) == 0)
     redis__set_flags(b, name, f | REDIS__S_SENT);
 }
 
@@ -524,12 +533,12 @@ static int redis__resubscribe(lr_bridge *b, lr_shard *s) {
     batch[n++] = name;
     total++;
     if (n == REDIS__SUB_BATCH) {
-      redis__command(s->sub.ac, redis__on_sub_reply, b, "SUBSCRIBE", batch, n);
+      redis__command(s->sub.ac, NULL, NULL, "SUBSCRIBE", batch, n);
       n = 0;
     }
   }
   if (n > 0)
-    redis__command(s->sub.ac, redis__on_sub_reply, b, "SUBSCRIBE", batch, n);
+    redis__command(s->sub.ac, NULL, NULL, "SUBSCRIBE", batch, n);
   Py_DECREF(items);
   return total;
 }
@@ -567,8 +576,7 @@ static void redis__sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       if (!(f & REDIS__S_SENT))
         redis__del_flags(b, name);
       else if (c->state == REDIS__UP && !c->closing &&
-               redis__command(c->ac, redis__on_sub_reply, b, "UNSUBSCRIBE", &name, 1) ==
-                   0)
+               redis__command(c->ac, NULL, NULL, "UNSUBSCRIBE", &name, 1) == 0)
         redis__set_flags(b, name, REDIS__S_UNSUB);
     }
     Py_DECREF(name);
@@ -621,7 +629,7 @@ static void redis__fail_call(lr_bridge *b, lr_shard *s, PyObject *cb, const char
 }
 
 /* A command from a tuple of bytes, str, int or float arguments. */
-static int redis__command_v(redisAsyncContext *ac, redisCallbackFn *fn, void *priv,
+static int redis__command_v(lr_rwire *ac, lr_rwire_reply_fn *fn, void *priv,
                             PyObject *args) {
   Py_ssize_t n = PyTuple_GET_SIZE(args);
   const char **argv = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *argv);
@@ -657,7 +665,7 @@ static int redis__command_v(redisAsyncContext *ac, redisCallbackFn *fn, void *pr
       goto done;
     }
   }
-  rc = redisAsyncCommandArgv(ac, fn, priv, (int)n, argv, lens) == REDIS_OK ? 0 : -1;
+  rc = lr_rwire_command(ac, fn, priv, (int)n, argv, lens);
 done:
   PyMem_Free(argv);
   PyMem_Free(lens);
@@ -692,12 +700,16 @@ static PyObject *redis__reply_to_py(lr_bridge *b, redisReply *r) {
   }
 }
 
-static void redis__on_call_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_call_reply(lr_rwire *ac, void *r, void *priv) {
   PyObject *cb = priv; /* the reference taken when the command was sent */
   lr_rconn *c = ac->data;
   if (!r) {
     redis__fail_call(c->b, c->s, cb, "connection lost before the reply");
   } else {
+    redisReply *reply = r;
+    if (reply->type == REDIS_REPLY_ERROR && c->s->nsent > 0 && c->ac == ac &&
+        strncmp(reply->str, "READONLY", 8) == 0)
+      lr_rwire_disconnect(ac); /* a demoted master: reconnect, asking the sentinels */
     PyObject *result = redis__reply_to_py(c->b, r);
     redis__callback(cb, result);
     Py_XDECREF(result);
@@ -745,7 +757,7 @@ static void redis__do_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb
   Py_INCREF(cb); /* released by redis__on_call_reply */
 }
 
-static void redis__on_pop_reply(redisAsyncContext *ac, void *r, void *priv);
+static void redis__on_pop_reply(lr_rwire *ac, void *r, void *priv);
 
 /* The pop connection: wait for this process's key (BZPOPMIN), or take what is there. */
 static void redis__pop(lr_rconn *c, int batch) {
@@ -757,10 +769,10 @@ static void redis__pop(lr_rconn *c, int batch) {
   size_t lens[3] = {strlen(argv[0]), (size_t)PyBytes_GET_SIZE(b->pop_key),
                     strlen(argv[2])};
   c->pop_batch = batch;
-  redisAsyncCommandArgv(c->ac, redis__on_pop_reply, c, 3, argv, lens);
+  lr_rwire_command(c->ac, redis__on_pop_reply, c, 3, argv, lens);
 }
 
-static void redis__on_pop_reply(redisAsyncContext *ac, void *r, void *priv) {
+static void redis__on_pop_reply(lr_rwire *ac, void *r, void *priv) {
   lr_rconn *c = priv;
   redisReply *reply = r;
   lr_bridge *b = c->b;
@@ -893,7 +905,37 @@ static void redis__conn_down(lr_rconn *c, const char *what, const char *reason,
   redis__schedule_retry(c);
 }
 
-static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
+/* The connection cannot be used: closed, logged, retried with backoff (and, with
+ * Sentinel, the master looked up again). */
+static void redis__hello_failed(lr_rconn *c, lr_rwire *ac, const char *what,
+                                const char *why) {
+  char reason[256];
+  snprintf(reason, sizeof reason, "%s", why);
+  c->hello_failed = 1;
+  c->closing = 1;
+  lr_rwire_disconnect(ac);
+  redis__outage(c->b, c->s, 40, what, reason, c->backoff);
+}
+
+static void redis__on_hello(lr_rwire *ac, void *r, void *priv);
+
+/* Sentinel: the server found must still be the master (a failover may be under way). */
+static void redis__on_role(lr_rwire *ac, void *r, void *priv) {
+  lr_rconn *c = priv;
+  redisReply *reply = r;
+  if (!reply || c->ac != ac || c->hello_failed)
+    return;
+  if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+      reply->element[0]->type == REDIS_REPLY_STRING &&
+      strcmp(reply->element[0]->str, "master") != 0) {
+    redis__hello_failed(c, ac, "is not the master",
+                        "a replica answered (failover under way)");
+    return;
+  }
+  redis__on_hello(ac, r, priv);
+}
+
+static void redis__on_hello(lr_rwire *ac, void *r, void *priv) {
   lr_rconn *c = priv;
   redisReply *reply = r;
   if (!reply || c->ac != ac || c->hello_failed)
@@ -903,13 +945,8 @@ static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
     int auth = strncmp(reply->str, "NOAUTH", 6) == 0 ||
                strncmp(reply->str, "WRONGPASS", 9) == 0 ||
                (c->s->password != NULL && strstr(reply->str, "AUTH") != NULL);
-    c->hello_failed = 1;
-    char reason[256];
-    snprintf(reason, sizeof reason, "%s", reply->str);
-    c->closing = 1;
-    redisAsyncDisconnect(ac);
-    redis__outage(b, c->s, 40, auth ? "refused authentication" : "refused the connection",
-                  reason, c->backoff);
+    redis__hello_failed(c, ac, auth ? "refused authentication" : "refused the connection",
+                        reply->str);
     return;
   }
   if (--c->hello_left > 0)
@@ -935,26 +972,26 @@ static void redis__on_hello(redisAsyncContext *ac, void *r, void *priv) {
     redis__drain(b);
 }
 
-static void redis__on_connect(const redisAsyncContext *ac, int status) {
+static void redis__on_connect(lr_rwire *ac, int ok) {
   lr_rconn *c = ac->data;
-  if (status == REDIS_OK || c->ac != ac)
+  if (ok || c->ac != ac)
     return;
   ev_timer_stop(c->b->loop, &c->timer);
-  redis__conn_down(c, "unreachable", ac->errstr, 40); /* hiredis frees ac after this */
+  redis__conn_down(c, "unreachable", ac->errstr, 40); /* the wire goes after this */
 }
 
 /* Core mode's pop connection while stopping: a blocked BZPOPMIN would answer only at
  * its timeout, so the connection is freed at once (from a timer, outside hiredis). */
 static void redis__free_later(lr_rconn *c) {
-  redisAsyncContext *ac = c->ac;
+  lr_rwire *ac = c->ac;
   c->ac = NULL; /* its callbacks now see a stale context */
   c->closing = 0;
   c->state = REDIS__DOWN;
-  redisAsyncFree(ac);
+  lr_rwire_free(ac);
   redis__drain(c->b);
 }
 
-static void redis__on_disconnect(const redisAsyncContext *ac, int status) {
+static void redis__on_disconnect(lr_rwire *ac, int ok) {
   lr_rconn *c = ac->data;
   if (c->ac != ac)
     return;
@@ -972,7 +1009,7 @@ static void redis__on_disconnect(const redisAsyncContext *ac, int status) {
   }
   char reason[256];
   snprintf(reason, sizeof reason, "%s",
-           status == REDIS_OK || !ac->errstr[0] ? "closed by the server" : ac->errstr);
+           ok || !ac->errstr[0] ? "closed by the server" : ac->errstr);
   if (c->state == REDIS__UP)
     redis__conn_down(c, "connection lost", reason, 30);
   else
@@ -994,25 +1031,135 @@ static void redis__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     return;
   }
   if (c->state == REDIS__CONNECTING && c->ac) { /* no answer in time */
-    redisAsyncContext *ac = c->ac;
+    lr_rwire *ac = c->ac;
     char reason[64];
     snprintf(reason, sizeof reason, "no answer within %.1f s", c->b->connect_timeout);
     c->ac = NULL; /* its callbacks now see a stale context */
-    redisAsyncFree(ac);
+    lr_rwire_free(ac);
     redis__conn_down(c, "unreachable", reason, 40);
   }
 }
 
+static void redis__connect_to(lr_rconn *c, const char *host, int port);
+static void redis__sentinel_ask(lr_rconn *c);
+
 static void redis__conn_start(lr_rconn *c) {
+  if (c->s->nsent > 0) {
+    c->sent_tries = 0;
+    c->state = REDIS__CONNECTING;
+    c->closing = 0;
+    ev_timer_stop(c->b->loop,
+                  &c->timer); /* one deadline for the lookup and the connect */
+    ev_timer_set(&c->timer, c->b->connect_timeout, 0.);
+    ev_timer_start(c->b->loop, &c->timer);
+    redis__sentinel_ask(c);
+    return;
+  }
+  redis__connect_to(c, c->s->host, c->s->port);
+}
+
+/* ---- Sentinel: which server is the master ---- */
+
+static void redis__sentinel_next(lr_rconn *c, lr_rwire *done) {
+  if (done && c->ac == done) {
+    c->ac = NULL;
+    lr_rwire_free(done);
+  }
+  redis__sentinel_ask(c);
+}
+
+static void redis__on_sentinel_reply(lr_rwire *ac, void *r, void *priv) {
+  lr_rconn *c = priv;
+  redisReply *reply = r;
+  if (!reply || c->ac != ac)
+    return;
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+      reply->element[0]->type != REDIS_REPLY_STRING ||
+      reply->element[1]->type != REDIS_REPLY_STRING) {
+    redis__sentinel_next(c, ac); /* this one does not know the master: the next */
+    return;
+  }
+  char host[256];
+  snprintf(host, sizeof host, "%s", reply->element[0]->str);
+  int port = atoi(reply->element[1]->str);
+  lr_shard *s = c->s;
+  s->sent_next =
+      (s->sent_next + c->sent_tries - 1) % s->nsent; /* ask it first next time */
+  c->ac = NULL;
+  lr_rwire_free(ac); /* released once this callback returns */
+  redis__connect_to(c, host, port);
+}
+
+static void redis__on_sentinel_auth(lr_rwire *ac, void *r, void *priv) {
+  lr_rconn *c = priv;
+  redisReply *reply = r;
+  if (reply && c->ac == ac && reply->type == REDIS_REPLY_ERROR)
+    redis__sentinel_next(c, ac); /* refused: the next sentinel */
+}
+
+static void redis__on_sentinel_connect(lr_rwire *ac, int ok) {
+  lr_rconn *c = ac->data;
+  if (!ok && c->ac == ac) {
+    c->ac = NULL; /* the wire goes after this */
+    redis__sentinel_ask(c);
+  }
+}
+
+static void redis__on_sentinel_disconnect(lr_rwire *ac, int ok) {
+  (void)ok;
+  lr_rconn *c = ac->data;
+  if (c->ac == ac) {
+    c->ac = NULL;
+    redis__sentinel_ask(c);
+  }
+}
+
+/* Asks the next sentinel for the master's address; when none answers, an outage. */
+static void redis__sentinel_ask(lr_rconn *c) {
+  lr_shard *s = c->s;
+  while (c->sent_tries < s->nsent) {
+    int i = (s->sent_next + c->sent_tries++) % s->nsent;
+    lr_rwire *w =
+        lr_rwire_connect(c->b->loop, s->sent_host[i], s->sent_port[i], NULL, NULL, 0, 15);
+    if (!w)
+      break;
+    if (w->err) {
+      lr_rwire_free(w);
+      continue;
+    }
+    w->data = c;
+    c->ac = w;
+    lr_rwire_set_callbacks(w, redis__on_sentinel_connect, redis__on_sentinel_disconnect,
+                           NULL, NULL);
+    if (s->sent_password) {
+      const char *argv[3] = {"AUTH", s->sent_user ? s->sent_user : s->sent_password,
+                             s->sent_password};
+      size_t lens[3] = {4, strlen(argv[1]), strlen(argv[2])};
+      lr_rwire_command(w, redis__on_sentinel_auth, c, s->sent_user ? 3 : 2, argv, lens);
+    }
+    const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", s->host};
+    size_t lens[3] = {8, 23, strlen(s->host)};
+    lr_rwire_command(w, redis__on_sentinel_reply, c, 3, argv, lens);
+    return;
+  }
+  char reason[128];
+  snprintf(reason, sizeof reason, "none of its %d sentinel(s) named the master",
+           s->nsent);
+  ev_timer_stop(c->b->loop, &c->timer);
+  redis__conn_down(c, "unreachable", reason, 40);
+}
+
+/* Connects c to host:port (the shard's own, or the master a sentinel named). */
+static void redis__connect_to(lr_rconn *c, const char *host, int port) {
   lr_bridge *b = c->b;
   lr_shard *s = c->s;
-  redisAsyncContext *ac =
-      s->port ? redisAsyncConnect(s->host, s->port) : redisAsyncConnectUnix(s->host);
+  lr_rwire *ac = lr_rwire_connect(b->loop, host, port, s->tls, port ? host : NULL,
+                                  s->check_host, 15);
   if (!ac || ac->err) {
     char reason[256];
     snprintf(reason, sizeof reason, "%s", ac ? ac->errstr : "out of memory");
     if (ac)
-      redisAsyncFree(ac);
+      lr_rwire_free(ac);
     c->state = REDIS__CONNECTING;
     redis__conn_down(c, "unreachable", reason, 40);
     return;
@@ -1021,16 +1168,9 @@ static void redis__conn_start(lr_rconn *c) {
   c->ac = ac;
   c->closing = 0;
   c->state = REDIS__CONNECTING;
-  if (redisLibevAttach(b->loop, ac) != REDIS_OK) {
-    c->ac = NULL;
-    redisAsyncFree(ac);
-    redis__conn_down(c, "unreachable", "cannot attach to the event loop", 40);
-    return;
-  }
-  redisAsyncSetConnectCallback(ac, redis__on_connect);
-  redisAsyncSetDisconnectCallback(ac, redis__on_disconnect);
-  if (s->port)
-    redisEnableKeepAlive(&ac->c);
+  /* pub/sub traffic on a SUBSCRIBE connection comes as pushes */
+  lr_rwire_set_callbacks(ac, redis__on_connect, redis__on_disconnect,
+                         c->is_sub && !b->core_mode ? redis__on_sub_reply : NULL, b);
   /* AUTH when there is a password, SELECT when a database is named, else PING: the
    * connection is UP when every one of them is answered without an error. */
   const char *argv[3];
@@ -1046,7 +1186,7 @@ static void redis__conn_start(lr_rconn *c) {
     argv[argc++] = s->password;
     for (int i = 0; i < argc; i++)
       lens[i] = strlen(argv[i]);
-    redisAsyncCommandArgv(ac, redis__on_hello, c, argc, argv, lens);
+    lr_rwire_command(ac, redis__on_hello, c, argc, argv, lens);
     c->hello_left++;
   }
   if (s->db) {
@@ -1056,13 +1196,18 @@ static void redis__conn_start(lr_rconn *c) {
     argv[1] = db;
     lens[0] = 6;
     lens[1] = strlen(db);
-    redisAsyncCommandArgv(ac, redis__on_hello, c, 2, argv, lens);
+    lr_rwire_command(ac, redis__on_hello, c, 2, argv, lens);
     c->hello_left++;
   }
-  if (!c->hello_left) {
+  if (s->nsent > 0) { /* found through Sentinel: it must be the master still */
+    argv[0] = "ROLE";
+    lens[0] = 4;
+    lr_rwire_command(ac, redis__on_role, c, 1, argv, lens);
+    c->hello_left++;
+  } else if (!c->hello_left) {
     argv[0] = "PING";
     lens[0] = 4;
-    redisAsyncCommandArgv(ac, redis__on_hello, c, 1, argv, lens);
+    lr_rwire_command(ac, redis__on_hello, c, 1, argv, lens);
     c->hello_left++;
   }
   ev_timer_stop(b->loop, &c->timer);
@@ -1096,12 +1241,12 @@ static void redis__deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     redis__drop_buffered(b, s);
     lr_rconn *cs[2] = {&s->pub, &s->sub};
     for (int k = 0; k < 2; k++) {
-      redisAsyncContext *ac = cs[k]->ac;
+      lr_rwire *ac = cs[k]->ac;
       cs[k]->ac = NULL;
       cs[k]->state = REDIS__DOWN;
       ev_timer_stop(b->loop, &cs[k]->timer);
       if (ac)
-        redisAsyncFree(ac);
+        lr_rwire_free(ac);
     }
   }
   redis__drain(b);
@@ -1131,7 +1276,7 @@ static void redis__drain(lr_bridge *b) {
           ev_timer_set(&c->timer, 0., 0.); /* freed from the timer, outside hiredis */
           ev_timer_start(b->loop, &c->timer);
         } else {
-          redisAsyncDisconnect(c->ac); /* after the replies still due */
+          lr_rwire_disconnect(c->ac); /* after the replies still due */
         }
       }
       if (c->ac)
@@ -1168,6 +1313,14 @@ static void redis__free(lr_bridge *b) {
     PyMem_Free(s->password);
     PyMem_Free(s->label);
     Py_XDECREF(s->buffered);
+    if (s->tls)
+      SSL_CTX_free(s->tls);
+    for (int k = 0; k < s->nsent; k++)
+      PyMem_Free(s->sent_host[k]);
+    PyMem_Free(s->sent_host);
+    PyMem_Free(s->sent_port);
+    PyMem_Free(s->sent_user);
+    PyMem_Free(s->sent_password);
   }
   PyMem_Free(b->shards);
   Py_XDECREF(b->logger);
@@ -1196,7 +1349,9 @@ static void redis__run(lr_bridge *b, PyObject *name, PyObject *payload) {
 static void redis__service(lr_bridge *b) {
   if (b->finished)
     return;
-  if (!b->started && !b->stopping)
+  /* Closed before the loop ever ran (a short-lived process: a publish, then exit):
+   * what was queued still goes out, within the close's timeout. */
+  if (!b->started && (!b->stopping || PyList_GET_SIZE(b->queue) > 0))
     redis__start(b);
   if (PyList_GET_SIZE(b->queue) > 0) {
     PyObject *q = b->queue;
@@ -1307,6 +1462,107 @@ static char *redis__strdup(PyObject *o) {
   return d;
 }
 
+/* A string item of the TLS options dict, or NULL (None or absent); -1 on a bad type. */
+static int redis__opt_str(PyObject *opts, const char *key, const char **out) {
+  PyObject *v = PyDict_GetItemString(opts, key); /* borrowed */
+  *out = NULL;
+  if (!v || v == Py_None)
+    return 0;
+  if (!PyUnicode_Check(v)) {
+    PyErr_Format(PyExc_TypeError, "TLS option %s must be a str", key);
+    return -1;
+  }
+  return (*out = PyUnicode_AsUTF8(v)) ? 0 : -1;
+}
+
+static void redis__tls_error(const char *label, const char *what, const char *path) {
+  char detail[200] = "";
+  unsigned long e = ERR_get_error();
+  if (e)
+    ERR_error_string_n(e, detail, sizeof detail);
+  ERR_clear_error();
+  PyErr_Format(PyExc_ValueError, "Redis %s: %s %s%s%s", label, what, path ? path : "",
+               detail[0] ? ": " : "", detail);
+}
+
+/* The TLS context of a rediss:// host from its options (laurel/layers.py's parse_host:
+ * cert_reqs "required" | "optional" | "none", ca_certs, certfile, keyfile,
+ * check_hostname). TLS 1.2 at least. NULL with an exception. */
+static SSL_CTX *redis__tls_ctx(PyObject *opts, const char *label, int *check_host) {
+  const char *reqs, *ca, *cert, *key;
+  if (!PyDict_Check(opts)) {
+    PyErr_SetString(PyExc_TypeError, "TLS options must be a dict");
+    return NULL;
+  }
+  if (redis__opt_str(opts, "cert_reqs", &reqs) < 0 ||
+      redis__opt_str(opts, "ca_certs", &ca) < 0 ||
+      redis__opt_str(opts, "certfile", &cert) < 0 ||
+      redis__opt_str(opts, "keyfile", &key) < 0)
+    return NULL;
+  int verify = !reqs || strcmp(reqs, "none") != 0;
+  PyObject *ch = PyDict_GetItemString(opts, "check_hostname");
+  *check_host = verify && ch && PyObject_IsTrue(ch) == 1;
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) {
+    redis__tls_error(label, "cannot make a TLS context", NULL);
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+  if (verify && (ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+                    : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+    redis__tls_error(label, "cannot load the CA certificates",
+                     ca ? ca : "(system default)");
+    goto fail;
+  }
+  if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+    redis__tls_error(label, "cannot load the client certificate", cert);
+    goto fail;
+  }
+  if ((key || cert) &&
+      SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1) {
+    redis__tls_error(label, "cannot load the client key", key ? key : cert);
+    goto fail;
+  }
+  return ctx;
+fail:
+  SSL_CTX_free(ctx);
+  return NULL;
+}
+
+/* Sentinel settings of a shard: {"sentinels": [(host, port), ...], "username": str|None,
+ * "password": str|None}. 0, or -1 with an exception. */
+static int redis__sentinels(lr_shard *s, PyObject *d) {
+  PyObject *list = PyDict_Check(d) ? PyDict_GetItemString(d, "sentinels") : NULL;
+  if (!list || !PyList_Check(list) || PyList_GET_SIZE(list) == 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "Sentinel settings need a non-empty 'sentinels' list");
+    return -1;
+  }
+  Py_ssize_t n = PyList_GET_SIZE(list);
+  s->sent_host = PyMem_Calloc((size_t)n, sizeof *s->sent_host);
+  s->sent_port = PyMem_Calloc((size_t)n, sizeof *s->sent_port);
+  if (!s->sent_host || !s->sent_port) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *host;
+    int port;
+    if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "Ui", &host, &port) ||
+        !(s->sent_host[i] = redis__strdup(host)))
+      return -1;
+    s->sent_port[i] = port;
+    s->nsent = (int)i + 1;
+  }
+  PyObject *u = PyDict_GetItemString(d, "username"),
+           *p = PyDict_GetItemString(d, "password");
+  if ((u && u != Py_None && !(s->sent_user = redis__strdup(u))) ||
+      (p && p != Py_None && !(s->sent_password = redis__strdup(p))))
+    return -1;
+  return 0;
+}
+
 static void redis__conn_init(lr_bridge *b, lr_shard *s, lr_rconn *c, int is_sub) {
   c->b = b;
   c->s = s;
@@ -1349,13 +1605,16 @@ static lr_bridge *redis__new(PyObject *hosts, PyObject *logger, double reconnect
   for (int i = 0; i < b->nshards; i++) {
     lr_shard *s = &b->shards[i];
     PyObject *h = PyList_GET_ITEM(hosts, i);
-    PyObject *host, *port, *user, *password, *label;
-    if (!PyArg_ParseTuple(h, "UOOOU|i", &host, &port, &user, &password, &label, &s->db) ||
+    PyObject *host, *port, *user, *password, *label, *tls = Py_None, *sent = Py_None;
+    if (!PyArg_ParseTuple(h, "UOOOU|iOO", &host, &port, &user, &password, &label, &s->db,
+                          &tls, &sent) ||
         (s->port = (int)PyLong_AsLong(port), PyErr_Occurred()) ||
         !(s->host = redis__strdup(host)) ||
         (user != Py_None && !(s->user = redis__strdup(user))) ||
         (password != Py_None && !(s->password = redis__strdup(password))) ||
-        !(s->label = redis__strdup(label)) || !(s->buffered = PyList_New(0))) {
+        !(s->label = redis__strdup(label)) || !(s->buffered = PyList_New(0)) ||
+        (tls != Py_None && !(s->tls = redis__tls_ctx(tls, s->label, &s->check_host))) ||
+        (sent != Py_None && redis__sentinels(s, sent) < 0)) {
       redis__free(b);
       return NULL;
     }

@@ -203,13 +203,18 @@ class RedisServer:
     """A redis-server process. ``port`` stays the same across stop()/start(), so that
     clients reconnecting to it find it again. tcp=False: UNIX socket only."""
 
-    def __init__(self, tmpdir, password=None, unixsocket=False, tcp=True, port=None):
+    def __init__(self, tmpdir, password=None, unixsocket=False, tcp=True, port=None,
+                 tls=None):
+        """tls: a TlsFiles; the server then also listens with TLS on ``tls_port``
+        (the plain port stays, for inspection)."""
         if REDIS_SERVER is None:
             pytest.skip("redis-server is not installed")
         self.dir = Path(tmpdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = (port or free_port()) if tcp else 0
         self.password = password
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.unix = None
         if unixsocket or not tcp:
             # short path: sun_path is 108 bytes, pytest's tmp_path can be longer
@@ -227,6 +232,10 @@ class RedisServer:
             a += ["--requirepass", self.password]
         if self.unix:
             a += ["--unixsocket", self.unix, "--unixsocketperm", "700"]
+        if self.tls:
+            a += ["--tls-port", str(self.tls_port), "--tls-cert-file", str(self.tls.cert),
+                  "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+                  "--tls-auth-clients", "no"]
         return a
 
     def start(self, timeout=10):
@@ -281,6 +290,12 @@ class RedisServer:
         pw = self.password if password is None else password
         auth = f":{urllib.parse.quote(pw, safe='')}@" if pw else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def tls_url(self, host="localhost", ca=None, **params):
+        """rediss://host:tls_port with redis-py's query parameters (the test CA by
+        default; ca=False: none named)."""
+        q = {**({} if ca is False else {"ssl_ca_certs": str(ca or self.tls.ca)}), **params}
+        return f"rediss://{host}:{self.tls_port}?{urllib.parse.urlencode(q)}"
 
     @property
     def addr(self):
@@ -337,6 +352,32 @@ class RedisServer:
         self.stop(signal.SIGKILL)
         if self.unix:
             shutil.rmtree(self._sockdir, ignore_errors=True)
+
+
+class TlsFiles:
+    """A throwaway CA and a server certificate it signed (openssl), in ``folder``:
+    ``ca``, ``cert``, ``key``; ``names``: the certificate's DNS names and addresses."""
+
+    def __init__(self, folder, names=("localhost", "127.0.0.1"), tag="test"):
+        if shutil.which("openssl") is None:
+            pytest.skip("the openssl command is not installed")
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = d / f"{tag}-ca.crt", d / f"{tag}.crt", d / f"{tag}.key"
+        ca_key, csr, ext = d / f"{tag}-ca.key", d / f"{tag}.csr", d / f"{tag}.ext"
+        alt = ",".join(("IP:" if n[0].isdigit() else "DNS:") + n for n in names)
+        ext.write_text(f"subjectAltName={alt}\n")
+
+        def openssl(*args):
+            r = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+                "-out", self.ca, "-days", "2", "-subj", f"/CN=laurel {tag} CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", csr,
+                "-subj", f"/CN={names[0]}")
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key,
+                "-CAcreateserial", "-out", self.cert, "-days", "2", "-extfile", ext)
 
 
 class RedisFactory:

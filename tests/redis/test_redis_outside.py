@@ -225,3 +225,31 @@ def test_forked_child_publishes(redis_factory, agents):
     time.sleep(0.5)
     assert p.messages(ch) == [{"type": "test.message", "who": w}
                               for w in ("parent-before", "child", "parent-after")]
+
+
+BURST = r'''
+group = sys.argv[3]
+for i in range(30):  # a short-lived process each time: a fresh layer, one send, close
+    fresh = Layer(hosts=hosts)
+    async_to_sync(fresh.group_send)(group, {"type": "test.message", "n": i})
+    if kind == "laurel":
+        fresh.close_sync()
+    else:
+        async_to_sync(fresh.flush)()
+print(repr("done"))
+'''
+
+
+def test_publish_then_close_at_once(redis_factory, agents):
+    """A layer closed right after its first publish (a management command that sends
+    and exits): the publish still goes out, even when the close comes before the
+    layer's own thread first ran."""
+    redis = redis_factory()
+    group = unique("burst")
+    p = agents("pubsub", [redis.url()], name="pubsub")
+    ch = p.member(group)
+    redis.wait_numsub(f"asgi__group__{group}", 1)
+    r, _ = run_script(BURST, side_layer(), [redis.url()], group, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p.wait_messages(30, ch)
+    assert sorted(m["n"] for m in p.messages(ch)) == list(range(30))
