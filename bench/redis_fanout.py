@@ -54,6 +54,7 @@ import re
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -183,6 +184,22 @@ class RedisCtl:
         self.sock.close()
 
 
+def make_tls_files(folder):
+    """A throwaway CA and a certificate for localhost signed by it (openssl)."""
+    def openssl(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+    p = lambda name: os.path.join(folder, name)  # noqa: E731
+    with open(p("ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p("ca.key"),
+            "-out", p("ca.crt"), "-days", "2", "-subj", "/CN=redis_fanout CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p("redis.key"), "-out",
+            p("redis.csr"), "-subj", "/CN=localhost")
+    openssl("x509", "-req", "-in", p("redis.csr"), "-CA", p("ca.crt"), "-CAkey", p("ca.key"),
+            "-CAcreateserial", "-out", p("redis.crt"), "-days", "2", "-extfile", p("ext.cnf"))
+    return p("ca.crt"), p("redis.crt"), p("redis.key")
+
+
 class Redis:
     def __init__(self, args, logdir):
         self.port = free_port()
@@ -191,6 +208,12 @@ class Redis:
         cmd = [args.redis_server, "--port", str(self.port), "--bind", HOST,
                "--protected-mode", "yes", "--save", "", "--appendonly", "no",
                "--daemonize", "no", "--dir", logdir, "--loglevel", "warning"]
+        if args.tls:  # the servers use the TLS port; this runner keeps the plain one
+            ca, cert, key = make_tls_files(logdir)
+            tls_port = free_port()
+            cmd += ["--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file",
+                    key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
+            self.url = f"rediss://localhost:{tls_port}/0?ssl_ca_certs={ca}"
         self.proc, self.log = start_server(cmd, log_path, args.redis_cpu, cwd=logdir,
                                            tag="redis")
         deadline = time.monotonic() + 15
@@ -883,7 +906,8 @@ def report(args, servers, results, redis_version):
     n_a, n_b = split(args)
     head = (f"bench/redis_fanout.py: two server processes (A, B) on CPU {args.server_cpu}, "
             f"redis-server {redis_version} on CPU {args.redis_cpu}, load client on CPU "
-            f"{args.load_cpu}, loopback; bench/fanout_app; {when}, {os.cpu_count()} CPUs"
+            f"{args.load_cpu}, loopback{' (servers to Redis over TLS)' if args.tls else ''}; "
+            f"bench/fanout_app; {when}, {os.cpu_count()} CPUs"
             f"{'; ' + v if v else ''}.")
     what = (f"{args.clients} WebSockets in group \"notifications\" ({n_a} on A, {n_b} on "
             f"B), {args.broadcasts} broadcasts one at a time after "
@@ -927,6 +951,8 @@ def main(argv=None):
     ap.add_argument("--server-cpu", type=int, default=0,
                     help="CPU for both server processes (0)")
     ap.add_argument("--redis-cpu", type=int, help="CPU for redis-server (the server CPU)")
+    ap.add_argument("--tls", action="store_true",
+                    help="the servers reach Redis over TLS (rediss://, a throwaway CA)")
     ap.add_argument("--load-cpu", type=int, default=1,
                     help="CPU for this runner, which is the load client (1)")
     ap.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",

@@ -65,7 +65,8 @@ def agent_sink(agent, channel):
 
 def test_swap_and_settings_mode(apps, tmp_path):
     """Under laurel, channels_redis core settings get laurel's layer (one INFO line);
-    --channel-layer settings keeps channels_redis; Sentinel hosts keep it, saying why."""
+    --channel-layer settings keeps channels_redis; hosts laurel's layer refuses keep it,
+    saying why."""
     sa = apps["SA"]
     assert app_layer(sa) == LAUREL_CORE
     assert len(re.findall(re.escape(SWAP), sa.stderr())) == 1, sa.stderr()[-3000:]
@@ -74,10 +75,11 @@ def test_swap_and_settings_mode(apps, tmp_path):
         kept = start_layer_app(factory, "core", apps["hosts"],
                                args=("--channel-layer", "settings"))
         assert app_layer(kept) == CORE
-        sentinel = start_layer_app(
-            factory, "core", [{"sentinels": [("127.0.0.1", 1)], "master_name": "m"}])
-        assert app_layer(sentinel) == CORE
-        assert "core layer kept (Redis sentinels are not supported" in sentinel.stderr()
+        refused = start_layer_app(
+            factory, "core", [{"sentinels": [("127.0.0.1", 1)], "master_name": "m",
+                               "sentinel_kwargs": {"ssl": True}}])
+        assert app_layer(refused) == CORE
+        assert "core layer kept (TLS to sentinels is not supported" in refused.stderr()
     finally:
         finalize_all(factory)
 
@@ -483,3 +485,54 @@ def test_forked_child(redis, agents):
     core.wait_messages(3, c_ch)
     assert [m["who"] for m in core.messages(c_ch)] == ["parent-before", "child",
                                                         "parent-after"]
+
+
+def test_scale_out_two_masters_two_shards(redis_factory, agents, tmp_path):
+    """The scale-out shape of docs/channel-layer.md: two laurel masters with --workers 2
+    each (4 worker processes) on two Redis shards, channels_redis core processes on the
+    same two: members spread over every worker get every group_send once, from a view
+    of either server and from a plain process; the groups' keys sit on the shard
+    channels_redis picks."""
+    from channels_redis.utils import _consistent_hash
+
+    shards = [redis_factory(), redis_factory()]
+    hosts = [r.url() for r in shards]
+    factory = _Factory(tmp_path)
+    try:
+        s1 = start_layer_app(factory, "core", hosts, args=("--workers", "2"))
+        s2 = start_layer_app(factory, "core", hosts, args=("--workers", "2"))
+        core = agents("core", hosts, name="core")
+        groups = [unique("scale") for _ in range(2)]
+
+        async def main():
+            members = []
+            for i in range(12):
+                srv = (s1, s2)[i % 2]
+                members.append(await AppMember.open(srv, *groups, name=f"m{i}"))
+            c_chs = [await asyncio.to_thread(core.member, *groups)]
+            for g in groups:
+                home = shards[_consistent_hash(g, 2)]
+                assert home.command("ZCARD", f"asgi:group:{g}") == 13, g
+            # each worker process is its own client (its own key to pop)
+            prefixes = {m.channel.split("!")[0] for m in members}
+            assert len(prefixes) >= 2, prefixes  # one per worker that got members
+            expected = {g: [] for g in groups}
+            for i in range(4):
+                g = groups[i % 2]
+                m = msg("s", n=i)
+                expected[g].append(m)
+                if i == 0:
+                    await asyncio.to_thread(core.group_send, g, m)
+                else:
+                    await asyncio.to_thread(app_group_send, (s1, s2)[i % 2], g, m,
+                                            "sync" if i == 3 else "async")
+            every = expected[groups[0]] + expected[groups[1]]
+            sinks = {m.name: (lambda m=m: sorted(m.events, key=lambda e: e["n"]))
+                     for m in members}
+            sinks["core"] = lambda: sorted(core.messages(c_chs[0]), key=lambda e: e["n"])
+            await expect_everywhere(sinks, sorted(every, key=lambda e: e["n"]))
+            for m in members:
+                await m.close()
+        run(main())
+    finally:
+        finalize_all(factory)
