@@ -1255,7 +1255,9 @@ static void redis__deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 /* Stopping: close what has nothing left to send; finish when every connection is gone.
  */
 static void redis__drain(lr_bridge *b) {
-  if (!b->stopping || b->finished)
+  /* Only once the service pass that saw the close has run what was handed over before
+   * it: a connection's callback that comes first must not close anything yet. */
+  if (!b->stopping || !b->stop_begun || b->finished)
     return;
   int open = 0;
   for (int i = 0; i < b->nshards; i++) {
