@@ -58,23 +58,24 @@ except ImportError:  # anywhere else
 logger = logging.getLogger("laurel.layers")
 
 _local_warned = False
-_open_bridges = weakref.WeakSet()
+# Layers with Redis connections of their own (outside the server): each has
+# close_sync() and _after_fork().
+_open_layers = weakref.WeakSet()
 
 
 @atexit.register
-def _close_bridges():
-    # A management command that group_sends and exits: its publishes are written first.
-    for layer in list(_open_bridges):
+def _close_layers():
+    # A management command that group_sends and exits: what it sent is written first.
+    for layer in list(_open_layers):
         layer.close_sync()
 
 
 def _after_fork_in_child():
-    # The bridge's thread stayed in the parent (Celery prefork, gunicorn --preload): the
-    # child makes its own connections when it next uses the layer.
-    for layer in list(_open_bridges):
-        layer._core._abandon_bridge()
-        layer._closed = True
-        _open_bridges.discard(layer)
+    # The connections' thread stayed in the parent (Celery prefork, gunicorn
+    # --preload): the child makes its own when it next uses the layer.
+    for layer in list(_open_layers):
+        layer._after_fork()
+        _open_layers.discard(layer)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -276,7 +277,7 @@ class ChannelLayer(BaseChannelLayer):
         if self.hosts:
             self._core.bridge(self.hosts, prefix, logger, *self._bridge_args)
             if not IN_SERVER:
-                _open_bridges.add(self)
+                _open_layers.add(self)
         elif not IN_SERVER and not _local_warned:
             _local_warned = True
             logger.warning(
@@ -355,13 +356,17 @@ class ChannelLayer(BaseChannelLayer):
         if not self.hosts or IN_SERVER or self._closed:
             return
         self._closed = True
-        _open_bridges.discard(self)
+        _open_layers.discard(self)
         self._core.close_bridge(float(timeout))
+
+    def _after_fork(self):
+        self._core._abandon_bridge()
+        self._closed = True
 
     def _reopen(self):
         self._closed = False
         self._core.bridge(self.hosts, self.prefix, logger, *self._bridge_args)
-        _open_bridges.add(self)
+        _open_layers.add(self)
 
     def stats(self):
         """Counters: channels, groups, delivered, dropped_full, and with Redis a "redis"
@@ -435,28 +440,6 @@ for _, key in ipairs(redis.call('KEYS', ARGV[1])) do
 end
 return gone
 """
-
-_open_links = weakref.WeakSet()
-
-
-@atexit.register
-def _close_links():
-    for layer in list(_open_links):
-        layer.close_sync()
-
-
-def _abandon_links_in_child():
-    # As for the bridges above; and the child is another process: it pops its own key.
-    for layer in list(_open_links):
-        layer._link._abandon()
-        layer._link = None
-        layer._new_client()
-        layer._members = {}  # the parent's consumers: the parent restores them
-        _open_links.discard(layer)
-
-
-os.register_at_fork(after_in_child=_abandon_links_in_child)
-
 
 def _settle(fut, result):
     if fut.done():  # cancelled meanwhile
@@ -569,7 +552,15 @@ class RedisChannelLayer(BaseChannelLayer):
             self.consistent_hash(self._own), (self.prefix + self._own).encode(),
             self._on_pop, self._on_up, RedisError)
         if not IN_SERVER:
-            _open_links.add(self)
+            _open_layers.add(self)
+
+    def _after_fork(self):
+        # The child is another process: it pops a key of its own.
+        if self._link is not None:
+            self._link._abandon()
+        self._link = None
+        self._new_client()
+        self._members = {}  # the parent's consumers: the parent restores them
 
     def _call(self, shard, *args):
         """A future of the running loop for one Redis command's reply."""
@@ -594,7 +585,7 @@ class RedisChannelLayer(BaseChannelLayer):
         """close() for code without an event loop. Inside laurel the connections stay."""
         if IN_SERVER or self._link is None:
             return
-        _open_links.discard(self)
+        _open_layers.discard(self)
         link, self._link = self._link, None
         link.close(float(timeout))
 

@@ -329,21 +329,28 @@ static void redis__count_drop(lr_bridge *b, lr_shard *s, unsigned long long n) {
   s->dropped_outage += n;
 }
 
+/* While s's first connection is being made: (a, b) held for when it is up. 1 held,
+ * 0 not (too many held already, or out of memory). */
+static int redis__hold(lr_shard *s, PyObject *a, PyObject *b) {
+  if (PyList_GET_SIZE(s->buffered) >= REDIS__BUFFER_MAX)
+    return 0;
+  PyObject *t = PyTuple_Pack(2, a, b);
+  if (t && PyList_Append(s->buffered, t) == 0) {
+    Py_DECREF(t);
+    return 1;
+  }
+  Py_XDECREF(t);
+  PyErr_Clear();
+  return 0;
+}
+
 /* On the loop: write one PUBLISH now, hold it, or drop it. */
 static void redis__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
   lr_shard *s = redis__shard_of(b, name);
   lr_rconn *c = &s->pub;
   if (c->state == REDIS__CONNECTING && !c->closing) {
-    if (PyList_GET_SIZE(s->buffered) < REDIS__BUFFER_MAX) {
-      PyObject *t = PyTuple_Pack(2, name, payload);
-      if (t && PyList_Append(s->buffered, t) == 0) {
-        Py_DECREF(t);
-        return;
-      }
-      Py_XDECREF(t);
-      PyErr_Clear();
-    }
-    redis__count_drop(b, s, 1);
+    if (!redis__hold(s, name, payload))
+      redis__count_drop(b, s, 1);
     return;
   }
   if (c->state != REDIS__UP || c->closing) {
@@ -723,16 +730,8 @@ static void redis__do_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb
   lr_rconn *c = &s->pub;
   b->calls++;
   if (c->state == REDIS__CONNECTING && !c->closing) {
-    if (PyList_GET_SIZE(s->buffered) < REDIS__BUFFER_MAX) {
-      PyObject *t = PyTuple_Pack(2, args, cb);
-      if (t && PyList_Append(s->buffered, t) == 0) {
-        Py_DECREF(t);
-        return;
-      }
-      Py_XDECREF(t);
-      PyErr_Clear();
-    }
-    redis__fail_call(b, s, cb, "is not connected yet and too many calls are waiting");
+    if (!redis__hold(s, args, cb))
+      redis__fail_call(b, s, cb, "is not connected yet and too many calls are waiting");
     return;
   }
   if (c->state != REDIS__UP || c->closing) {
