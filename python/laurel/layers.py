@@ -230,6 +230,19 @@ def parse_host(host):
         label = "rediss://" + label
     return name, port, username, password, label, db, tls
 
+def _make_core(layer, expiry, group_expiry, capacity):
+    """The C core of a layer: its queues, groups and the name and capacity rules of
+    Channels' BaseChannelLayer (layer.channel_capacity compiled already)."""
+    return LayerCore(
+        float(expiry),
+        float(group_expiry),
+        int(capacity),
+        layer.get_capacity if layer.channel_capacity else None,
+        layer.valid_channel_name,
+        ChannelFull,
+    )
+
+
 _coroutine_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
 
 
@@ -264,14 +277,7 @@ class ChannelLayer(BaseChannelLayer):
         self.hosts = [parse_host(h) for h in hosts or ()]
         self.group_expiry = group_expiry
         self.prefix = prefix
-        self._core = LayerCore(
-            float(expiry),
-            float(group_expiry),
-            int(capacity),
-            self.get_capacity if self.channel_capacity else None,
-            self.valid_channel_name,
-            ChannelFull,
-        )
+        self._core = _make_core(self, expiry, group_expiry, capacity)
         self._closed = False
         self._bridge_args = (float(reconnect_max), float(connect_timeout))
         if self.hosts:
@@ -515,14 +521,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self.group_expiry = group_expiry
         self._new_client()
         self.crypter = self._make_crypter(symmetric_encryption_keys)
-        self._core = LayerCore(
-            float(expiry),
-            float(group_expiry),
-            int(capacity),
-            self.get_capacity if self.channel_capacity else None,
-            self.valid_channel_name,
-            ChannelFull,
-        )
+        self._core = _make_core(self, expiry, group_expiry, capacity)
         self._send_shard = itertools.cycle(range(self.ring_size))
         self._receive_shard = itertools.cycle(range(self.ring_size))
         self._rand = random.Random()

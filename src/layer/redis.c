@@ -1692,6 +1692,18 @@ lr_bridge *lr_bridge_new_core(PyObject *hosts, PyObject *logger, double reconnec
   return redis__launch(b);
 }
 
+/* Work for the loop (t: a new tuple, or NULL with an exception): queued, loop woken.
+ * 0 or -1. */
+static int redis__enqueue(lr_bridge *b, PyObject *t) {
+  if (!t || PyList_Append(b->queue, t) < 0) {
+    Py_XDECREF(t);
+    return -1;
+  }
+  Py_DECREF(t);
+  redis__kick(b);
+  return 0;
+}
+
 int lr_bridge_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb) {
   if (b->stopping) {
     PyErr_SetString(PyExc_RuntimeError, "the channel layer is closed");
@@ -1707,14 +1719,7 @@ int lr_bridge_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb) {
     redis__do_call(b, shard, args, cb);
     return 0;
   }
-  PyObject *t = Py_BuildValue("(iOO)", shard, args, cb);
-  if (!t || PyList_Append(b->queue, t) < 0) {
-    Py_XDECREF(t);
-    return -1;
-  }
-  Py_DECREF(t);
-  redis__kick(b);
-  return 0;
+  return redis__enqueue(b, Py_BuildValue("(iOO)", shard, args, cb));
 }
 
 void lr_bridge_close(lr_bridge *b, double timeout) {
@@ -1744,14 +1749,7 @@ static int redis__hand_over(lr_bridge *b, PyObject *name, PyObject *payload) {
     redis__run(b, name, payload);
     return 0;
   }
-  PyObject *t = PyTuple_Pack(2, name, payload);
-  if (!t || PyList_Append(b->queue, t) < 0) {
-    Py_XDECREF(t);
-    return -1;
-  }
-  Py_DECREF(t);
-  redis__kick(b);
-  return 0;
+  return redis__enqueue(b, PyTuple_Pack(2, name, payload));
 }
 
 int lr_bridge_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
