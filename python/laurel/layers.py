@@ -527,6 +527,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._rand = random.Random()
         self._members = {}  # group -> {channel of this process: time of group_add}
         self._pollers = {}  # non-local name -> number of receives waiting on it
+        self._poll_tasks = set()  # their pollers' tasks (the loop keeps only weak refs)
         self._ups = [0] * self.ring_size
         self._counts = collections.Counter(dict.fromkeys(
             ("received", "undecodable", "unaddressed", "invalid", "restored",
@@ -720,8 +721,6 @@ class RedisChannelLayer(BaseChannelLayer):
             return self._core.receive(channel)
         self.valid_channel_name(channel)
         name = _non_local(channel)
-        if name == self._own:
-            return self._core.receive(channel)
         if name is not channel and not name.endswith(self.client_prefix + "!"):
             return self._refuse(channel)
         return self._receive_polled(channel, name)
@@ -733,7 +732,9 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _receive_polled(self, channel, name):
         self._pollers[name] = self._pollers.get(name, 0) + 1
         if self._pollers[name] == 1:
-            asyncio.ensure_future(self._poll(name))
+            task = asyncio.ensure_future(self._poll(name))
+            self._poll_tasks.add(task)
+            task.add_done_callback(self._poll_tasks.discard)
         try:
             return await self._core.receive(channel)
         finally:

@@ -371,14 +371,23 @@ static void redis__do_publish(lr_bridge *b, PyObject *name, PyObject *payload) {
 
 static void redis__do_call(lr_bridge *b, int shard, PyObject *args, PyObject *cb);
 
-static void redis__flush_buffered(lr_bridge *b, lr_shard *s) {
-  PyObject *held = s->buffered;
-  s->buffered = PyList_New(0);
-  if (!s->buffered) { /* out of memory: keep the old list */
+/* The items of *list, leaving an empty list in its place (items added while the
+ * caller works on them go to the new one); NULL when out of memory (nothing taken). */
+static PyObject *redis__take(PyObject **list) {
+  PyObject *fresh = PyList_New(0);
+  if (!fresh) {
     PyErr_Clear();
-    s->buffered = held;
-    return;
+    return NULL;
   }
+  PyObject *held = *list;
+  *list = fresh;
+  return held;
+}
+
+static void redis__flush_buffered(lr_bridge *b, lr_shard *s) {
+  PyObject *held = redis__take(&s->buffered);
+  if (!held)
+    return;
   for (Py_ssize_t i = 0; i < PyList_GET_SIZE(held); i++) {
     PyObject *t = PyList_GET_ITEM(held, i);
     if (b->core_mode)
@@ -395,13 +404,9 @@ static void redis__fail_call(lr_bridge *b, lr_shard *s, PyObject *cb, const char
 static void redis__drop_buffered(lr_bridge *b, lr_shard *s) {
   Py_ssize_t n = PyList_GET_SIZE(s->buffered);
   if (n > 0 && b->core_mode) {
-    PyObject *held = s->buffered;
-    s->buffered = PyList_New(0);
-    if (!s->buffered) {
-      PyErr_Clear();
-      s->buffered = held;
+    PyObject *held = redis__take(&s->buffered);
+    if (!held)
       return;
-    }
     for (Py_ssize_t i = 0; i < n; i++)
       redis__fail_call(b, s, PyTuple_GET_ITEM(PyList_GET_ITEM(held, i), 1),
                        "could not be reached");
@@ -1354,14 +1359,8 @@ static void redis__service(lr_bridge *b) {
    * what was queued still goes out, within the close's timeout. */
   if (!b->started && (!b->stopping || PyList_GET_SIZE(b->queue) > 0))
     redis__start(b);
-  if (PyList_GET_SIZE(b->queue) > 0) {
-    PyObject *q = b->queue;
-    b->queue = PyList_New(0);
-    if (!b->queue) {
-      PyErr_Clear();
-      b->queue = q;
-      return;
-    }
+  PyObject *q = PyList_GET_SIZE(b->queue) > 0 ? redis__take(&b->queue) : NULL;
+  if (q) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(q); i++) {
       PyObject *t = PyList_GET_ITEM(q, i);
       if (PyTuple_GET_SIZE(t) == 3)

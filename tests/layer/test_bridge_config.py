@@ -137,3 +137,27 @@ def test_redis_that_never_answers_times_out():
         for c in accepted:
             c.close()
         srv.close()
+
+
+def test_core_layer_refuses_before_any_redis_call():
+    """laurel.layers.RedisChannelLayer says no at once, without Redis: another process's
+    channel cannot be received here, a message must be a dict without
+    __asgi_channel__, names are Channels' own rules."""
+    from laurel.layers import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"], connect_timeout=0.2)
+    try:
+        other = "specific.%s!abc" % ("0" * 32)
+
+        async def main():
+            with pytest.raises(ValueError, match="process-local channel of another process"):
+                await layer.receive(other)
+            with pytest.raises(TypeError, match="not a dict"):
+                await layer.send("somewhere", ["not", "a", "dict"])
+            with pytest.raises(ValueError, match="__asgi_channel__"):
+                await layer.send("somewhere", {"__asgi_channel__": "x"})
+            with pytest.raises(TypeError):
+                await layer.group_send("bad group!", {"type": "x"})
+        asyncio.run(main())
+    finally:
+        layer.close_sync(0.5)
