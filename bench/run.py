@@ -18,7 +18,8 @@ import sys
 import tempfile
 
 from common import (CLK_TCK, ROOT, StartError, add_laurel_options, cpu_ticks,
-                    free_port, fmt, laurel_binary, laurel_contenders, parse_wrk,
+                    free_port, fmt, laurel_binary, laurel_contenders, make_certificate,
+                    parse_wrk,
                     rss_kib, run_wrk, start_server, stop, tail, wait_http,
                     with_contenders)
 from common import check_cpus, versions as _versions
@@ -26,35 +27,47 @@ from common import check_cpus, versions as _versions
 APP = "hello:app"
 EXPECTED_BODY = b"Hello, world!"
 ALL_SERVERS = ("laurel", "uvicorn", "daphne")
+# With --tls: laurel without TLS in the same run, for what TLS costs it per request.
+PLAIN = "laurel-plain"
+
+
+def tls_of(name, args):
+    return args.tls and name != PLAIN
 
 
 def server_command(name, args, port):
     """The argv that serves APP on 127.0.0.1:port, without the taskset prefix."""
-    if name == "laurel" or name.startswith("laurel@"):
-        return [laurel_binary(name, args), "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-                APP]
+    tls = tls_of(name, args)
+    if name in ("laurel", PLAIN) or name.startswith("laurel@"):
+        extra = ["--ssl-certfile", args.cert, "--ssl-keyfile", args.key] if tls else []
+        return [laurel_binary("laurel" if name == PLAIN else name, args), "-v", "0",
+                "-b", "127.0.0.1", "-p", str(port), *extra, APP]
     if name == "uvicorn":
+        extra = ["--ssl-certfile", args.cert, "--ssl-keyfile", args.key] if tls else []
         return [args.python, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
                 "--no-access-log", "--log-level", "warning",
-                "--host", "127.0.0.1", "--port", str(port), APP]
+                "--host", "127.0.0.1", "--port", str(port), *extra, APP]
     if name == "daphne":
-        return [args.python, "-m", "daphne", "-v", "0",
-                "-b", "127.0.0.1", "-p", str(port), APP]
+        listen = (["-e", f"ssl:{port}:privateKey={args.key}:certKey={args.cert}"
+                   ":interface=127.0.0.1"] if tls else ["-b", "127.0.0.1", "-p", str(port)])
+        return [args.python, "-m", "daphne", "-v", "0", *listen, APP]
     raise ValueError(name)
 
 
 # ---------------------------------------------------------------- one server
 
-def wait_ready(proc, port, timeout):
+def wait_ready(proc, port, timeout, scheme="http"):
     """Poll until the server answers GET / with the hello body."""
-    wait_http(proc, f"http://127.0.0.1:{port}/", timeout, lambda b: b == EXPECTED_BODY)
+    wait_http(proc, f"{scheme}://127.0.0.1:{port}/", timeout, lambda b: b == EXPECTED_BODY)
 
 
 def bench_one(name, args, logdir):
     """Return a result dict for one server; never raises for a server's failure."""
     result = {"server": name, "error": None}
-    if name.startswith("laurel") and not os.access(laurel_binary(name, args), os.X_OK):
-        path = os.path.relpath(laurel_binary(name, args), ROOT)
+    binary = "laurel" if name == PLAIN else name
+    scheme = "https" if tls_of(name, args) else "http"
+    if name.startswith("laurel") and not os.access(laurel_binary(binary, args), os.X_OK):
+        path = os.path.relpath(laurel_binary(binary, args), ROOT)
         result["error"] = f"not built ({path} missing; run make build)"
         return result
     port = free_port()
@@ -67,18 +80,19 @@ def bench_one(name, args, logdir):
         return result
     try:
         try:
-            wait_ready(proc, port, args.start_timeout)
+            wait_ready(proc, port, args.start_timeout, scheme)
         except StartError as e:
             detail = tail(log_path)
             result["error"] = f"failed to start: {e}" + (f": {detail}" if detail else "")
             return result
         if args.warmup > 0:
             print(f"[{name}] warm-up {args.warmup}s", file=sys.stderr)
-            run_wrk(args.wrk_cpu, args.connections, port, args.warmup)
+            run_wrk(args.wrk_cpu, args.connections, port, args.warmup, scheme=scheme)
         print(f"[{name}] measuring {args.duration}s, {args.connections} connections",
               file=sys.stderr)
         before = cpu_ticks(proc.pid)
-        rc, out = run_wrk(args.wrk_cpu, args.connections, port, args.duration)
+        rc, out = run_wrk(args.wrk_cpu, args.connections, port, args.duration,
+                          scheme=scheme)
         after = cpu_ticks(proc.pid)
         result["rss_mib"] = rss_kib(proc.pid) / 1024.0
         alive = proc.poll() is None
@@ -132,8 +146,10 @@ def versions(args, servers):
 
 def header(args, servers):
     v = versions(args, servers)
+    tls = ("over TLS (https://, a P-256 certificate; laurel-plain: laurel without TLS "
+           "in the same run), ") if args.tls else ""
     return (
-        f"wrk -t1 -c{args.connections} -d{args.duration}s --latency "
+        f"wrk -t1 -c{args.connections} -d{args.duration}s --latency {tls}"
         f"(CPU {args.wrk_cpu}) against each server (CPU {args.server_cpu}) serving "
         f"bench/{APP.replace(':app', '.py')}, {args.warmup}s warm-up; "
         f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
@@ -157,10 +173,15 @@ def main(argv=None):
     ap.add_argument("--start-timeout", type=float, default=30,
                     help="seconds a server may take to answer (30)")
     ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTPS keep-alive (a throwaway certificate): laurel's --ssl-*, "
+                         "uvicorn's --ssl-*, daphne's ssl: endpoint; adds laurel-plain")
     ap.add_argument("-v", "--verbose", action="store_true", help="show wrk's output")
     args = ap.parse_args(argv)
 
     extra = laurel_contenders(ap, args)
+    if args.tls:
+        extra = extra + [PLAIN]
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in ALL_SERVERS + tuple(extra)]
     if unknown or not servers:
@@ -173,6 +194,8 @@ def main(argv=None):
 
     logdir = tempfile.mkdtemp(prefix="laurel-bench-")
     print(f"run.py: server logs in {logdir}", file=sys.stderr)
+    if args.tls:
+        args.cert, args.key = make_certificate(logdir)
 
     results = []
     for name in servers:

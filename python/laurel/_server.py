@@ -204,6 +204,16 @@ async def serve(app, loop, lifespan_mode, graceful_timeout):
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    if _laurel.tls_in_use():
+        # TLS certificates are read again on SIGUSR1, and on SIGHUP unless a master
+        # owns SIGHUP (a worker inherits it ignored: the master's rolling restart).
+        reload_on = [signal.SIGUSR1]
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            reload_on.append(signal.SIGHUP)
+        for signum in reload_on:
+            loop.add_signal_handler(signum, _laurel.tls_reload)
+        if _laurel.tls_reload_pending():  # asked for while this process was starting
+            _laurel.tls_reload()
     early = _laurel.early_signal()
     if early:
         on_signal(early)

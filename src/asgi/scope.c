@@ -99,8 +99,38 @@ static PyObject *scope__addr(const struct sockaddr_storage *ss) {
   return Py_BuildValue("(si)", host, port);
 }
 
-/* (client, server) of h's connection, built at its first request (borrowed). */
-static PyObject *scope__addrs(lr_h1 *h) {
+static PyObject *scope__str_or_none(const char *s) {
+  return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+}
+
+/* ASGI's TLS extension dict of a TLS connection (new reference), or NULL. */
+static PyObject *scope__tls(SSL *ssl) {
+  lr_tls_desc d;
+  if (lr_tls_describe(ssl, &d) < 0)
+    return PyErr_NoMemory();
+  PyObject *chain = PyList_New(0);
+  for (int i = 0; chain && i < d.n_client; i++) {
+    PyObject *pem = PyUnicode_FromString(d.client_pems[i]);
+    if (!pem || PyList_Append(chain, pem) < 0)
+      Py_CLEAR(chain);
+    Py_XDECREF(pem);
+  }
+  PyObject *tls =
+      chain ? Py_BuildValue("{s:N,s:O,s:N,s:O,s:i,s:i}", "server_cert",
+                            scope__str_or_none(d.server_pem), "client_cert_chain", chain,
+                            "client_cert_name", scope__str_or_none(d.client_name),
+                            "client_cert_error", Py_None, "tls_version", d.version,
+                            "cipher_suite", d.cipher)
+            : NULL;
+  Py_XDECREF(chain);
+  lr_tls_desc_clear(&d);
+  return tls;
+}
+
+/* What every request of h's connection shares, built at its first request (borrowed):
+ * (client, server, extensions) where extensions is {"tls": {...}} on a TLS connection
+ * and None otherwise. */
+static PyObject *scope__conn(lr_h1 *h) {
   void **state = lr_h1_app_state(h);
   if (*state)
     return *state;
@@ -108,11 +138,15 @@ static PyObject *scope__addrs(lr_h1 *h) {
   struct sockaddr_storage ss;
   PyObject *client = lr_conn_peer(c, &ss) == 0 ? scope__addr(&ss) : Py_NewRef(Py_None);
   PyObject *server = lr_conn_local(c, &ss) == 0 ? scope__addr(&ss) : Py_NewRef(Py_None);
-  PyObject *pair = client && server ? PyTuple_Pack(2, client, server) : NULL;
+  SSL *ssl = lr_conn_ssl(c);
+  PyObject *ext =
+      ssl ? Py_BuildValue("{s:N}", "tls", scope__tls(ssl)) : Py_NewRef(Py_None);
+  PyObject *t = client && server && ext ? PyTuple_Pack(3, client, server, ext) : NULL;
   Py_XDECREF(client);
   Py_XDECREF(server);
-  *state = pair;
-  return pair;
+  Py_XDECREF(ext);
+  *state = t;
+  return t;
 }
 
 void lr_scope_conn_free(void *state) {
@@ -193,7 +227,7 @@ static PyObject *scope__headers(lr_h1 *h) {
 }
 
 PyObject *lr_scope_http(lr_h1 *h) {
-  PyObject *addrs = scope__addrs(h);
+  PyObject *addrs = scope__conn(h);
   if (!addrs)
     return NULL;
   PyObject *scope = PyDict_Copy(scope__template);
@@ -225,6 +259,10 @@ PyObject *lr_scope_http(lr_h1 *h) {
       PyDict_SetItem(scope, lr_s.server, PyTuple_GET_ITEM(addrs, 1)) < 0)
     goto fail;
   if (lr_app.state && scope__set(scope, lr_s.state, PyDict_Copy(lr_app.state)) < 0)
+    goto fail;
+  PyObject *ext = PyTuple_GET_ITEM(addrs, 2);
+  if (ext != Py_None && (PyDict_SetItem(scope, lr_s.scheme, lr_s.https) < 0 ||
+                         scope__set(scope, lr_s.extensions, PyDict_Copy(ext)) < 0))
     goto fail;
   if (lr_cfg->proxy_headers && scope__proxy(h, scope) < 0)
     goto fail;
@@ -260,10 +298,18 @@ PyObject *lr_scope_websocket(lr_h1 *h) {
   PyObject *scheme = PyDict_GetItem(scope, lr_s.scheme); /* borrowed */
   int secure =
       scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, lr_s.https) == 0;
-  if (PyDict_SetItem(scope, lr_s.type, lr_s.websocket) < 0 ||
+  /* The TLS extension (a TLS connection) goes with the WebSocket ones. */
+  PyObject *ext = PyDict_GetItemWithError(scope, lr_s.extensions); /* borrowed */
+  if (ext) {
+    if (PyDict_Merge(ext, scope__ws_extensions, 1) < 0)
+      Py_CLEAR(scope);
+  } else if (PyErr_Occurred() ||
+             PyDict_SetItem(scope, lr_s.extensions, scope__ws_extensions) < 0) {
+    Py_CLEAR(scope);
+  }
+  if (!scope || PyDict_SetItem(scope, lr_s.type, lr_s.websocket) < 0 ||
       PyDict_SetItem(scope, lr_s.scheme, secure ? lr_s.wss : lr_s.ws) < 0 ||
       scope__set(scope, lr_s.subprotocols, scope__subprotocols(h)) < 0 ||
-      PyDict_SetItem(scope, lr_s.extensions, scope__ws_extensions) < 0 ||
       PyDict_DelItem(scope, lr_s.method) < 0)
     Py_CLEAR(scope);
   return scope;

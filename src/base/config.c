@@ -20,7 +20,8 @@ void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap) {
       host[h++] = *p;
     }
     host[h] = '\0';
-    n = (size_t)snprintf(out, cap, "tcp:port=%d:interface=%s", ep->port, host);
+    n = (size_t)snprintf(out, cap, "%s:port=%d:interface=%s", ep->tls ? "ssl" : "tcp",
+                         ep->port, host);
     break;
   }
   case LR_EP_UNIX:
@@ -33,5 +34,7 @@ void lr_endpoint_describe(const lr_endpoint *ep, char *out, size_t cap) {
     break;
   }
   if (ep->backlog > 0 && ep->kind != LR_EP_FD && n < cap)
-    snprintf(out + n, cap - n, ":backlog=%d", ep->backlog);
+    n += (size_t)snprintf(out + n, cap - n, ":backlog=%d", ep->backlog);
+  if (ep->tls && ep->kind != LR_EP_TCP && n < cap)
+    snprintf(out + n, cap - n, " (TLS)");
 }

@@ -6,8 +6,10 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +20,13 @@
 #include "laurel/base/log.h"
 #include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
+#include "laurel/net/tls.h"
 #include "laurel/net/wqueue.h"
 
 #define CONN__RBUF_MIN 4096
 #define CONN__RBUF_MAX (64 * 1024 + 4096)
 #define CONN__LINGER_SECONDS 2.0
+#define CONN__TLS_STAGE 16384 /* one TLS record: small queued pieces go out together */
 
 enum {
   CONN__READING = 1 << 0,     /* EV_READ wanted */
@@ -33,6 +37,10 @@ enum {
   CONN__PAUSED = 1 << 5,      /* reading paused for backpressure */
   CONN__LINGER = 1 << 6,      /* write side shut: draining input before close */
   CONN__UNIX = 1 << 7,        /* accepted on a UNIX socket */
+  CONN__HANDSHAKE = 1 << 8,   /* TLS handshake running: no protocol yet */
+  CONN__TLS_RWW = 1 << 9,     /* SSL_read wants the socket writable */
+  CONN__TLS_WWR = 1 << 10,    /* SSL_write wants the socket readable */
+  CONN__TLS_PEEKED = 1 << 11, /* the first byte was looked at (plain HTTP?) */
 };
 
 struct lr_conn {
@@ -50,6 +58,13 @@ struct lr_conn {
   lr_wqueue wq;
   struct sockaddr_storage peer;
   char peer_text[64]; /* "ip:port", or "None" on UNIX sockets */
+  /* TLS: the session, the protocol to start after the handshake, and the record being
+   * written (pieces of the write queue gathered so that they travel as one record;
+   * kept until OpenSSL took all of it, as a retried SSL_write must offer it again). */
+  SSL *ssl;
+  void (*tls_ready)(lr_conn *c);
+  char *stage;
+  size_t stage_len, stage_off;
 };
 
 static lr_conn *conn__all;
@@ -109,6 +124,8 @@ static void conn__free(lr_conn *c) {
     c->ops->free(c);
   lr_wq_clear(&c->wq);
   free(c->rbuf);
+  free(c->stage);
+  SSL_free(c->ssl);
   free(c);
 }
 
@@ -137,6 +154,10 @@ static void conn__linger(lr_conn *c) {
    * response into a reset before the peer has read it. */
   c->flags |= CONN__LINGER | CONN__READING;
   c->flags &= ~CONN__PAUSED;
+  if (c->ssl && SSL_is_init_finished(c->ssl)) {
+    SSL_shutdown(c->ssl); /* close_notify, if the socket takes it now */
+    ERR_clear_error();
+  }
   if (shutdown(c->fd, SHUT_WR) < 0) {
     lr_conn_close(c);
     return;
@@ -146,13 +167,24 @@ static void conn__linger(lr_conn *c) {
   lr_conn_arm_timer(c, CONN__LINGER_SECONDS);
 }
 
+static int conn__tls_send(lr_conn *c);
+
 static void conn__flush(lr_conn *c) {
-  assert(!(c->flags & CONN__CLOSED) && c->ops);
-  if (c->wq.bytes && lr_wq_write(&c->wq, c->fd) < 0) {
+  assert(!(c->flags & CONN__CLOSED));
+  if (!c->ops)
+    return; /* a TLS handshake, or a plain HTTP request on a TLS port being refused */
+  ssize_t r = 0;
+  if (c->ssl)
+    r = conn__tls_send(c);
+  else if (c->wq.bytes)
+    r = lr_wq_write(&c->wq, c->fd);
+  if (r < 0) {
     lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
     return;
   }
-  if (c->wq.bytes) {
+  if (lr_conn_pending(c)) {
+    if (c->flags & CONN__TLS_WWR)
+      return; /* OpenSSL waits for input first: the next read schedules a flush */
     if (!(c->flags & CONN__WRITING)) {
       c->flags |= CONN__WRITING;
       conn__want(c);
@@ -220,7 +252,8 @@ void lr_conn_input_release(lr_conn *c) {
 
 int lr_conn_has_unread(const lr_conn *c) {
   int n = 0;
-  return c->rpos < c->rlen || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
+  return c->rpos < c->rlen || (c->ssl && SSL_pending(c->ssl) > 0) ||
+         (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
 }
 
 void lr_conn_pause(lr_conn *c) {
@@ -234,6 +267,9 @@ void lr_conn_resume(lr_conn *c) {
   if (c->flags & CONN__PAUSED) {
     c->flags &= ~CONN__PAUSED;
     conn__want(c);
+    /* Records OpenSSL already read wake no watcher: look at them in this iteration. */
+    if (c->ssl && !(c->flags & CONN__CLOSED) && SSL_pending(c->ssl) > 0)
+      ev_feed_event(lr_loop, &c->io, EV_READ);
   }
 }
 
@@ -269,31 +305,206 @@ static int conn__room(lr_conn *c) {
   return 0;
 }
 
-static void conn__readable(lr_conn *c) {
-  if (conn__room(c) < 0)
-    return;
-  ssize_t r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-  if (r > 0) {
-    if (c->flags & CONN__LINGER) {
-      c->rpos = c->rlen = 0; /* discarded: we only wait for the peer's close */
-      return;
+/* ---- TLS ---- */
+
+/* What an SSL call's failure means: 0 wait (the flags say for what), -1 the
+ * connection is over (EOF for a read: *eof set). */
+static int conn__tls_wait(lr_conn *c, int r, int reading, int *eof) {
+  int e = SSL_get_error(c->ssl, r);
+  switch (e) {
+  case SSL_ERROR_WANT_READ:
+    if (!reading)
+      c->flags |= CONN__TLS_WWR;
+    return 0;
+  case SSL_ERROR_WANT_WRITE:
+    if (reading)
+      c->flags |= CONN__TLS_RWW;
+    if (!(c->flags & CONN__WRITING)) {
+      c->flags |= CONN__WRITING;
+      conn__want(c);
     }
-    c->rlen += (size_t)r;
-    c->ops->data(c);
-  } else if (r == 0) {
-    if (c->flags & CONN__LINGER)
+    return 0;
+  case SSL_ERROR_ZERO_RETURN: /* close_notify, or (IGNORE_UNEXPECTED_EOF) a bare EOF */
+    if (eof)
+      *eof = 1;
+    return -1;
+  default:
+    if (c->flags & CONN__HANDSHAKE) {
+      char why[256];
+      lr_log(LR_LOG_DEBUG, "laurel.server", "TLS handshake with %s failed: %s",
+             c->peer_text,
+             lr_tls_error(why, sizeof why,
+                          e == SSL_ERROR_SYSCALL ? "connection lost" : "protocol error"));
+    }
+    ERR_clear_error();
+    return -1;
+  }
+}
+
+/* Up to cap bytes of plaintext: > 0, 0 at the peer's end, -1 with errno (EAGAIN:
+ * nothing yet). */
+static ssize_t conn__recv(lr_conn *c, char *buf, size_t cap) {
+  if (!c->ssl || (c->flags & CONN__LINGER))
+    return read(c->fd, buf, cap);
+  c->flags &= ~CONN__TLS_RWW;
+  ERR_clear_error();
+  int r = SSL_read(c->ssl, buf, cap > INT_MAX ? INT_MAX : (int)cap);
+  if (r > 0)
+    return r;
+  int eof = 0;
+  if (conn__tls_wait(c, r, 1, &eof) == 0) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (eof)
+    return 0;
+  errno = ECONNRESET;
+  return -1;
+}
+
+/* Writes the queue through OpenSSL, gathering small pieces into records of up to
+ * CONN__TLS_STAGE bytes; large pieces go straight from the queue. 0 (written, or
+ * waiting: lr_conn_pending says which), or -1 when the connection is over. */
+static int conn__tls_send(lr_conn *c) {
+  c->flags &= ~CONN__TLS_WWR;
+  for (;;) {
+    const char *p;
+    size_t n;
+    int direct = 0;
+    if (c->stage_off < c->stage_len) {
+      p = c->stage + c->stage_off;
+      n = c->stage_len - c->stage_off;
+    } else {
+      c->stage_off = c->stage_len = 0;
+      p = lr_wq_peek(&c->wq, &n);
+      if (!p) {
+        free(c->stage); /* idle connections keep no record buffer */
+        c->stage = NULL;
+        return 0;
+      }
+      if (n >= CONN__TLS_STAGE) {
+        direct = 1;
+        if (n > 4 * CONN__TLS_STAGE)
+          n = 4 * CONN__TLS_STAGE;
+      } else {
+        if (!c->stage && !(c->stage = malloc(CONN__TLS_STAGE)))
+          return -1;
+        while (c->stage_len < CONN__TLS_STAGE && (p = lr_wq_peek(&c->wq, &n))) {
+          size_t take =
+              CONN__TLS_STAGE - c->stage_len < n ? CONN__TLS_STAGE - c->stage_len : n;
+          memcpy(c->stage + c->stage_len, p, take);
+          c->stage_len += take;
+          lr_wq_consume(&c->wq, take);
+        }
+        p = c->stage;
+        n = c->stage_len;
+      }
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, p, (int)n);
+    if (r <= 0)
+      return conn__tls_wait(c, r, 0, NULL);
+    if (direct)
+      lr_wq_consume(&c->wq, (size_t)r);
+    else
+      c->stage_off += (size_t)r;
+  }
+}
+
+/* A plain HTTP request on a TLS port gets a plain answer saying so (nginx does the
+ * same); anything else is left to the handshake. 1 when answered (c is closing). */
+static int conn__tls_plain_http(lr_conn *c) {
+  c->flags |= CONN__TLS_PEEKED;
+  char b;
+  if (recv(c->fd, &b, 1, MSG_PEEK) != 1 || b < 'A' || b > 'Z')
+    return 0;
+  static const char resp[] = "HTTP/1.1 400 Bad Request\r\n"
+                             "Content-Type: text/plain; charset=utf-8\r\n"
+                             "Content-Length: 45\r\n"
+                             "Connection: close\r\n\r\n"
+                             "This port speaks HTTPS: use an https:// URL.\n";
+  ssize_t w = send(c->fd, resp, sizeof resp - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+  (void)w;
+  lr_log(LR_LOG_DEBUG, "laurel.server", "Plain HTTP from %s on a TLS port: answered 400",
+         c->peer_text);
+  c->flags &= ~CONN__HANDSHAKE; /* linger reads raw bytes and closes */
+  conn__linger(c);
+  return 1;
+}
+
+static void conn__readable(lr_conn *c);
+
+static void conn__handshake(lr_conn *c) {
+  if (!(c->flags & CONN__TLS_PEEKED) && conn__tls_plain_http(c))
+    return;
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  if (r != 1) {
+    c->flags &= ~CONN__WRITING;
+    if (conn__tls_wait(c, r, 1, NULL) < 0)
       lr_conn_close(c);
     else
-      c->ops->eof(c);
-  } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-    lr_conn_close(c);
+      conn__want(c);
+    c->flags &= ~CONN__TLS_RWW;
+    return;
+  }
+  c->flags &= ~(CONN__HANDSHAKE | CONN__WRITING);
+  conn__want(c);
+  c->deadline = 0;
+  c->ops = NULL;
+  c->proto = NULL;
+  c->tls_ready(c); /* installs the protocol ALPN (or the default) says */
+  if (!(c->flags & CONN__CLOSED) && SSL_pending(c->ssl) > 0)
+    conn__readable(c); /* the request came with the handshake's last flight */
+}
+
+/* ---- input, from the socket ---- */
+
+static void conn__readable(lr_conn *c) {
+  if (c->flags & CONN__TLS_WWR)
+    conn__schedule(c); /* a write waited for this read */
+  for (;;) {
+    if (conn__room(c) < 0)
+      return;
+    ssize_t r = conn__recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
+    if (r > 0) {
+      if (c->flags & CONN__LINGER) {
+        c->rpos = c->rlen = 0; /* discarded: we only wait for the peer's close */
+        return;
+      }
+      c->rlen += (size_t)r;
+      c->ops->data(c);
+      /* OpenSSL may hold more than fitted: no watcher fires for it. */
+      if (!c->ssl || (c->flags & (CONN__CLOSED | CONN__PAUSED | CONN__LINGER)) ||
+          SSL_pending(c->ssl) <= 0)
+        return;
+    } else if (r == 0) {
+      if (c->flags & CONN__LINGER)
+        lr_conn_close(c);
+      else
+        c->ops->eof(c);
+      return;
+    } else {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        lr_conn_close(c);
+      return;
+    }
   }
 }
 
 static void conn__io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   (void)loop;
   lr_conn *c = (lr_conn *)w;
+  if (c->flags & CONN__HANDSHAKE) {
+    conn__handshake(c);
+    return;
+  }
   if (revents & EV_WRITE) {
+    if (c->flags & CONN__TLS_RWW) {
+      conn__readable(c); /* the read that waited for this */
+      if (c->flags & CONN__CLOSED)
+        return;
+    }
     conn__flush(c);
     if (c->flags & CONN__CLOSED)
       return;
@@ -324,7 +535,7 @@ int lr_conn_write_ref(lr_conn *c, PyObject *obj, const char *p, size_t n) {
 }
 
 size_t lr_conn_pending(const lr_conn *c) {
-  return c->wq.bytes;
+  return c->wq.bytes + (c->stage_len - c->stage_off);
 }
 
 void lr_conn_close_after_write(lr_conn *c) {
@@ -365,8 +576,8 @@ static void conn__timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     return;
   }
   c->deadline = 0;
-  if (c->flags & CONN__LINGER)
-    lr_conn_close(c);
+  if ((c->flags & CONN__LINGER) || !c->ops)
+    lr_conn_close(c); /* lingered enough, or a TLS handshake that stalled */
   else
     c->ops->timeout(c);
 }
@@ -440,6 +651,29 @@ void *lr_conn_proto(const lr_conn *c) {
   return c->proto;
 }
 
+int lr_conn_start_tls(lr_conn *c, lr_tls *t, void (*ready)(lr_conn *c), double timeout) {
+  if (!(c->ssl = lr_tls_ssl_new(t, c->fd))) {
+    lr_conn_close(c);
+    return -1;
+  }
+  c->tls_ready = ready;
+  c->flags |= CONN__HANDSHAKE;
+  lr_conn_arm_timer(c, timeout);
+  return 0;
+}
+
+int lr_conn_is_tls(const lr_conn *c) {
+  return c->ssl != NULL;
+}
+
+const char *lr_conn_alpn(const lr_conn *c) {
+  return c->ssl ? lr_tls_alpn(c->ssl) : NULL;
+}
+
+SSL *lr_conn_ssl(const lr_conn *c) {
+  return c->ssl;
+}
+
 const char *lr_conn_peer_text(const lr_conn *c) {
   return c->peer_text;
 }
@@ -472,7 +706,10 @@ void lr_conn_shutdown_all(void) {
   lr_conn *c = conn__all;
   while (c) {
     lr_conn *next = c->next; /* shutdown may close (and unlink) c */
-    c->ops->shutdown(c);
+    if (c->ops)
+      c->ops->shutdown(c);
+    else
+      lr_conn_close(c); /* still shaking hands: no request to finish */
     c = next;
   }
 }

@@ -152,9 +152,17 @@ int lr_listen_open(const lr_config *cfg, lr_listener **out) {
   }
   lr_log(LR_LOG_INFO, "laurel.server", "Starting server at %s", all);
   for (int i = 0; i < n; i++) {
+    ls[i].ep = cfg->endpoints[i];
+    ls[i].fd = -1;
+    /* Certificates first: a bad key file stops the server before it takes a port. */
+    if (ls[i].ep.tls && !(ls[i].tls = lr_tls_new(&ls[i].ep, cfg))) {
+      lr_listen_close(ls, i);
+      free(ls);
+      return -1;
+    }
+  }
+  for (int i = 0; i < n; i++) {
     lr_listener *l = &ls[i];
-    l->ep = cfg->endpoints[i];
-    l->fd = -1;
     lr_log(LR_LOG_INFO, "laurel.server", "Configuring endpoint %s", desc[i]);
     int r;
     switch (l->ep.kind) {
@@ -170,7 +178,8 @@ int lr_listen_open(const lr_config *cfg, lr_listener **out) {
       break;
     }
     if (r < 0) {
-      lr_listen_close(ls, i + 1);
+      lr_listen_close(ls, n);
+      free(ls);
       return -1;
     }
   }
@@ -205,5 +214,7 @@ void lr_listen_close(lr_listener *ls, int n) {
       unlink(ls[i].ep.path);
       ls[i].owns_path = 0;
     }
+    lr_tls_free(ls[i].tls);
+    ls[i].tls = NULL;
   }
 }

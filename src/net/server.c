@@ -76,7 +76,12 @@ static void server__accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
       continue;
     }
     lr_conn *c = lr_conn_new(fd, (struct sockaddr *)&ss, len, l->is_unix);
-    if (c)
+    if (!c)
+      continue;
+    if (l->tls) /* the protocol starts once the handshake is done */
+      lr_conn_start_tls(c, l->tls, server__start,
+                        lr_cfg->header_timeout > 0 ? lr_cfg->header_timeout : 30.0);
+    else
       server__start(c);
   }
 }

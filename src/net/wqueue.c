@@ -110,20 +110,7 @@ ssize_t lr_wq_write(lr_wqueue *q, int fd) {
       return -1;
     }
     total += w;
-    q->bytes -= (size_t)w;
-    size_t left = (size_t)w;
-    while (left > 0) {
-      lr_wseg *s = &q->seg[q->first];
-      size_t rest = s->len - q->off;
-      if (left < rest) {
-        q->off += left;
-        break;
-      }
-      left -= rest;
-      wq__seg_release(s);
-      q->first++;
-      q->off = 0;
-    }
+    lr_wq_consume(q, (size_t)w);
     if (q->bytes > 0 && (size_t)w < SSIZE_MAX && cnt < LR_WQ_IOV) {
       /* A short write with everything offered means the socket buffer is full. */
       size_t offered = 0;
@@ -133,8 +120,33 @@ ssize_t lr_wq_write(lr_wqueue *q, int fd) {
         return total;
     }
   }
+  return total;
+}
+
+const char *lr_wq_peek(const lr_wqueue *q, size_t *n) {
+  if (q->first == q->n) {
+    *n = 0;
+    return NULL;
+  }
+  *n = q->seg[q->first].len - q->off;
+  return q->seg[q->first].base + q->off;
+}
+
+void lr_wq_consume(lr_wqueue *q, size_t n) {
+  q->bytes -= n;
+  while (n > 0) {
+    lr_wseg *s = &q->seg[q->first];
+    size_t rest = s->len - q->off;
+    if (n < rest) {
+      q->off += n;
+      break;
+    }
+    n -= rest;
+    wq__seg_release(s);
+    q->first++;
+    q->off = 0;
+  }
   /* Keep one emptied copy buffer for reuse would save a malloc; simplicity wins. */
   if (q->first == q->n)
     q->first = q->n = 0;
-  return total;
 }

@@ -329,16 +329,21 @@ static int cli__ep_tokenize(const char *spec, cli__ep_part *parts, int *n, char 
   return 0;
 }
 
+#define CLI__EP_PARAMS 8
+
 /* Parameters of each endpoint type, in Twisted's positional order. */
 static const struct cli__ep_type {
   const char *name;
-  const char *params[4];
+  const char *params[CLI__EP_PARAMS];
 } cli__ep_types[] = {
-    {"tcp", {"port", "interface", "backlog", NULL}},
-    {"tcp6", {"port", "backlog", "interface", NULL}},
+    {"tcp", {"port", "interface", "backlog"}},
+    {"tcp6", {"port", "backlog", "interface"}},
+    {"ssl",
+     {"port", "privateKey", "certKey", "sslmethod", "interface", "backlog",
+      "extraCertChainFile", "dhParameters"}},
     {"unix", {"address", "mode", "backlog", "lockfile"}},
-    {"fd", {"fileno", "domain", NULL, NULL}},
-    {"systemd", {"domain", "index", NULL, NULL}},
+    {"fd", {"fileno", "domain"}},
+    {"systemd", {"domain", "index"}},
 };
 
 static bool cli__ep_int(const char *s, long long lo, long long hi, long long *out) {
@@ -359,6 +364,26 @@ static bool cli__copy_host(char *dst, size_t cap, const char *src) {
   return true;
 }
 
+/* ssl:port=P:privateKey=K[:certKey=C][:extraCertChainFile=F]: Twisted's names and
+ * its default key file; what Twisted would use to pick old protocol versions or DH
+ * groups is refused rather than ignored. */
+static int cli__ep_ssl(const char *spec, const char *const *val, lr_endpoint *ep,
+                       char *errbuf, size_t errcap) {
+  if (val[3] || val[7]) {
+    snprintf(errbuf, errcap,
+             "invalid endpoint '%s': %s is not supported (laurel speaks TLS 1.2 and 1.3 "
+             "with ECDHE; remove it)",
+             spec, val[3] ? "sslmethod" : "dhParameters");
+    return -1;
+  }
+  ep->tls = 1;
+  snprintf(ep->tls_key, sizeof ep->tls_key, "%s",
+           val[1] && *val[1] ? val[1] : "server.pem");
+  snprintf(ep->tls_cert, sizeof ep->tls_cert, "%s", val[2] ? val[2] : "");
+  snprintf(ep->tls_chain, sizeof ep->tls_chain, "%s", val[6] ? val[6] : "");
+  return 0; /* the tokenizer keeps every value shorter than these */
+}
+
 int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t errcap) {
   cli__ep_part parts[CLI__EP_MAX_PARTS];
   int np;
@@ -376,35 +401,31 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
              "invalid endpoint '%s': it must start with a type such as tcp:", spec);
     return -1;
   }
-  if (strcasecmp(type, "ssl") == 0 || strcasecmp(type, "tls") == 0) {
-    snprintf(errbuf, errcap, "ssl endpoints are not supported; terminate TLS in a proxy");
-    return -1;
-  }
   const struct cli__ep_type *t = NULL;
   for (size_t i = 0; i < sizeof cli__ep_types / sizeof cli__ep_types[0]; i++)
     if (strcasecmp(type, cli__ep_types[i].name) == 0)
       t = &cli__ep_types[i];
   if (!t) {
     snprintf(errbuf, errcap,
-             "invalid endpoint '%s': unknown type '%s' (supported: tcp, tcp6, unix, fd, "
-             "systemd)",
+             "invalid endpoint '%s': unknown type '%s' (supported: tcp, tcp6, ssl, unix, "
+             "fd, systemd)",
              spec, type);
     return -1;
   }
 
   /* Positional values fill the parameters in order, then key=value ones by name. */
-  const char *val[4] = {NULL, NULL, NULL, NULL};
+  const char *val[CLI__EP_PARAMS] = {NULL};
   int npos = 0;
   for (int i = 1; i < np; i++) {
     int slot = -1;
     if (!parts[i].has_key) {
       slot = npos++;
-      if (slot >= 4 || !t->params[slot]) {
+      if (slot >= CLI__EP_PARAMS || !t->params[slot]) {
         snprintf(errbuf, errcap, "invalid endpoint '%s': too many values", spec);
         return -1;
       }
     } else {
-      for (int k = 0; k < 4 && t->params[k]; k++)
+      for (int k = 0; k < CLI__EP_PARAMS && t->params[k]; k++)
         if (strcmp(parts[i].key, t->params[k]) == 0)
           slot = k;
       if (slot < 0) {
@@ -427,9 +448,10 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
   long long v;
   const char *s;
 
-  if (strcmp(t->name, "tcp") == 0 || strcmp(t->name, "tcp6") == 0) {
+  bool ssl = strcmp(t->name, "ssl") == 0;
+  if (strcmp(t->name, "tcp") == 0 || strcmp(t->name, "tcp6") == 0 || ssl) {
     const char *port = NULL, *iface = NULL, *backlog = NULL;
-    for (int k = 0; k < 4 && t->params[k]; k++) {
+    for (int k = 0; k < CLI__EP_PARAMS && t->params[k]; k++) {
       if (strcmp(t->params[k], "port") == 0)
         port = val[k];
       if (strcmp(t->params[k], "interface") == 0)
@@ -438,6 +460,8 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
         backlog = val[k];
     }
     ep->kind = LR_EP_TCP;
+    if (ssl && cli__ep_ssl(spec, val, ep, errbuf, errcap) < 0)
+      return -1;
     if (!port) {
       snprintf(errbuf, errcap, "invalid endpoint '%s': a port is required", spec);
       return -1;
@@ -773,6 +797,36 @@ static int cli__apply(cli__state *st, int id, const char *v, const cli__origin *
   return cli__apply_special(st, id, v, o);
 }
 
+/* uvicorn's --ssl-certfile/--ssl-keyfile make the listeners of -b/-p, -u and --fd
+ * (cfg->endpoints[first..]) speak TLS; -e endpoints say for themselves. */
+static int cli__tls_flags(lr_config *cfg, int first, FILE *err) {
+  if (!cfg->ssl_certfile && !cfg->ssl_keyfile)
+    return 0;
+  if (!cfg->ssl_certfile || !*cfg->ssl_certfile) {
+    fprintf(err, "laurel: error: --ssl-keyfile needs --ssl-certfile\n");
+    return -1;
+  }
+  const char *key =
+      cfg->ssl_keyfile && *cfg->ssl_keyfile ? cfg->ssl_keyfile : cfg->ssl_certfile;
+  if (strlen(key) >= sizeof cfg->endpoints[0].tls_key ||
+      strlen(cfg->ssl_certfile) >= sizeof cfg->endpoints[0].tls_cert) {
+    fprintf(err, "laurel: error: --ssl-certfile/--ssl-keyfile: path too long\n");
+    return -1;
+  }
+  if (first == cfg->n_endpoints) {
+    fprintf(err, "laurel: error: --ssl-certfile applies to -b/-p, -u and --fd listeners; "
+                 "-e endpoints use ssl:port=N:privateKey=K:certKey=C\n");
+    return -1;
+  }
+  for (int i = first; i < cfg->n_endpoints; i++) {
+    lr_endpoint *ep = &cfg->endpoints[i];
+    ep->tls = 1;
+    strcpy(ep->tls_key, key);
+    strcpy(ep->tls_cert, cfg->ssl_certfile);
+  }
+  return 0;
+}
+
 /* ---- --help ---- */
 
 #define CLI__HELP_COL 24 /* where an option's help starts, as argparse lays it out */
@@ -1099,6 +1153,8 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
     ep->fd = st.fd;
     ep->mode = -1;
   }
+  if (cli__tls_flags(cfg, st.n_eps, err) < 0)
+    return -1;
   /* daphne logs sorted(endpoint strings); keep the same order. */
   qsort(cfg->endpoints, (size_t)cfg->n_endpoints, sizeof cfg->endpoints[0],
         cli__cmp_desc);

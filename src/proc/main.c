@@ -111,6 +111,9 @@ static int main__nls;
 static int main__worker(int slot, int ready_fd) {
   (void)slot;
   lr_signals_early_install();
+  if (lr_tls_in_use())
+    lr_signals_reload_install(ready_fd <
+                              0); /* SIGHUP is the master's when there is one */
   lr_server_setup(main__ls, main__nls, ready_fd);
   if (lr_loop_init() < 0) {
     lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");

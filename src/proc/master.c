@@ -23,6 +23,7 @@
 
 #include "laurel/base/log.h"
 #include "laurel/base/signals.h"
+#include "laurel/net/tls.h"
 #include "laurel/proc/master.h"
 
 #define LR_MAX_WORKERS 512
@@ -112,8 +113,9 @@ static void master__worker_exec(lr_worker *w, int ready_w) {
   sigaction(SIGTERM, &dfl, NULL);
   sigaction(SIGINT, &dfl, NULL);
   dfl.sa_handler = SIG_IGN;
-  sigaction(SIGHUP, &dfl, NULL); /* the master decides what SIGHUP means */
-  setpgid(0, 0);                 /* a terminal's Ctrl-C reaches the master only */
+  sigaction(SIGHUP, &dfl, NULL);  /* the master decides what SIGHUP means */
+  sigaction(SIGUSR1, &dfl, NULL); /* until Python takes it: TLS reload, never death */
+  setpgid(0, 0);                  /* a terminal's Ctrl-C reaches the master only */
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != master__master_pid)
     _exit(1); /* the master died before prctl took effect: nobody would supervise us */
@@ -289,6 +291,16 @@ static void master__hup_cb(struct ev_loop *loop, ev_signal *s, int revents) {
   master__roll_next();
 }
 
+/* SIGUSR1: every worker reads its TLS certificates again, in place. */
+static void master__usr1_cb(struct ev_loop *loop, ev_signal *s, int revents) {
+  (void)loop, (void)s, (void)revents;
+  if (master__stopping)
+    return;
+  lr_log(LR_LOG_INFO, "laurel.master", "SIGUSR1: workers reload their TLS certificates");
+  lr_tls_reload_all(); /* workers forked from now on start with the new files */
+  master__signal_all(SIGUSR1);
+}
+
 static void master__kill_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop, (void)t, (void)revents;
   if (master__alive()) {
@@ -314,13 +326,15 @@ int lr_master_run(const lr_config *cfg, lr_listener *ls, int nls, lr_worker_main
     lr_log(LR_LOG_CRITICAL, "laurel.master", "Cannot create the event loop");
     return 1;
   }
-  ev_signal sterm, sint, shup;
+  ev_signal sterm, sint, shup, susr1;
   ev_signal_init(&sterm, master__stop_cb, SIGTERM);
   ev_signal_init(&sint, master__stop_cb, SIGINT);
   ev_signal_init(&shup, master__hup_cb, SIGHUP);
+  ev_signal_init(&susr1, master__usr1_cb, SIGUSR1);
   ev_signal_start(loop, &sterm);
   ev_signal_start(loop, &sint);
   ev_signal_start(loop, &shup);
+  ev_signal_start(loop, &susr1);
   if (lr_signals_early_take()) /* arrived while binding, before these watchers */
     raise(SIGTERM);
   ev_child child;

@@ -26,6 +26,7 @@
 #define CLI__SECTIONS(S)                                                                 \
   S(LISTENERS, "Listeners",                                                              \
     "(none given: 127.0.0.1:8000; when several are given, all of them serve)")           \
+  S(TLS, "TLS", "(-b/-p, -u and --fd listeners; ssl: endpoints name their own files)")   \
   S(LOGGING, "Logging", NULL)                                                            \
   S(HTTP, "HTTP", NULL)                                                                  \
   S(WEBSOCKET, "WebSocket", NULL)                                                        \
@@ -113,7 +114,32 @@ typedef struct cli__option {
     .help = "daphne/Twisted endpoint string, repeatable: "                               \
             "tcp:port=8000:interface=127.0.0.1[:backlog=N], tcp:8000, "                  \
             "tcp6:port=8000:interface=\\:\\:1, unix:PATH[:mode=660], fd:fileno=N, "      \
-            "systemd:domain=INET:index=N (no ssl:)")                                     \
+            "systemd:domain=INET:index=N, "                                              \
+            "ssl:8443:privateKey=K.pem:certKey=C.pem (see --ssl-*)")                     \
+                                                                                         \
+  /* TLS */                                                                              \
+  X(SSL_CERTFILE, TLS, .order = 40, .name = "ssl-certfile", .metavar = "FILE",           \
+    .env = "LAUREL_SSL_CERTFILE", CLI__STR(ssl_certfile, NULL),                          \
+    .help = "serve HTTPS with this certificate (PEM, chain after it; the key too when "  \
+            "--ssl-keyfile is not given)")                                               \
+  X(SSL_KEYFILE, TLS, .order = 41, .name = "ssl-keyfile", .metavar = "FILE",             \
+    .env = "LAUREL_SSL_KEYFILE", CLI__STR(ssl_keyfile, NULL),                            \
+    .help = "the private key (PEM); readable by its owner (and group) only")             \
+  X(SSL_KEYFILE_PASSWORD, TLS, .order = 42, .name = "ssl-keyfile-password",              \
+    .metavar = "PW", .env = "LAUREL_SSL_KEYFILE_PASSWORD",                               \
+    CLI__STR(ssl_keyfile_password, NULL),                                                \
+    .help = "password of an encrypted private key")                                      \
+  X(SSL_CA_CERTS, TLS, .order = 43, .name = "ssl-ca-certs", .metavar = "FILE",           \
+    .env = "LAUREL_SSL_CA_CERTS", CLI__STR(ssl_ca_certs, NULL),                          \
+    .help = "CA certificates that client certificates must chain to")                    \
+  X(SSL_CERT_REQS, TLS, .order = 44, .name = "ssl-cert-reqs", .metavar = "N",            \
+    .dflt = "0", .env = "LAUREL_SSL_CERT_REQS", CLI__INT(ssl_cert_reqs, 0, 2, 0),        \
+    .help = "client certificates: 0 not asked for, 1 optional (verified when sent), "    \
+            "2 required (default 0)")                                                    \
+  X(SSL_CIPHERS, TLS, .order = 45, .name = "ssl-ciphers", .metavar = "LIST",             \
+    .dflt = "OpenSSL's", .env = "LAUREL_SSL_CIPHERS", CLI__STR(ssl_ciphers, NULL),       \
+    .help = "OpenSSL cipher list for TLS 1.2 (default OpenSSL's; TLS 1.3 suites are "    \
+            "not changed)")                                                              \
                                                                                          \
   /* Logging */                                                                          \
   X(VERBOSITY, LOGGING, .order = 5, .name = "verbosity", .shrt = 'v', .metavar = "N",    \

@@ -14,8 +14,8 @@
 #include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
 #include "laurel/net/server.h"
-#include "laurel/py/aioloop.h"
 #include "laurel/proc/pymodule.h"
+#include "laurel/py/aioloop.h"
 
 static PyObject *mod__early_signal(PyObject *self, PyObject *unused) {
   (void)self, (void)unused;
@@ -105,6 +105,21 @@ static PyObject *mod__close_listeners(PyObject *self, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
+static PyObject *mod__tls_in_use(PyObject *self, PyObject *unused) {
+  (void)self, (void)unused;
+  return PyBool_FromLong(lr_tls_in_use());
+}
+
+static PyObject *mod__tls_reload(PyObject *self, PyObject *unused) {
+  (void)self, (void)unused;
+  return PyLong_FromLong(lr_tls_reload_all());
+}
+
+static PyObject *mod__tls_reload_pending(PyObject *self, PyObject *unused) {
+  (void)self, (void)unused;
+  return PyBool_FromLong(lr_signals_reload_take());
+}
+
 static PyMethodDef mod__methods[] = {
     {"set_access_sink", mod__set_access_sink, METH_O,
      "set_access_sink(fn or None): fn(text) gets the access-log lines of each loop "
@@ -122,6 +137,12 @@ static PyMethodDef mod__methods[] = {
     {"abort_all", mod__abort_all, METH_NOARGS, "close every connection now"},
     {"close_listeners", mod__close_listeners, METH_NOARGS,
      "close listening sockets, remove UNIX socket files"},
+    {"tls_in_use", mod__tls_in_use, METH_NOARGS, "whether some listener speaks TLS"},
+    {"tls_reload", mod__tls_reload, METH_NOARGS,
+     "read the TLS listeners' certificate and key files again (new connections get "
+     "them); the number of listeners whose files failed (they keep the old ones)"},
+    {"tls_reload_pending", mod__tls_reload_pending, METH_NOARGS,
+     "whether a reload signal came before asyncio took the signals (and forget it)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -70,10 +70,11 @@ def notify(srv, username, text):
 
 @pytest.fixture
 def browser():
-    """Factory: browser() -> a new headless Chromium (own profile); all quit at the end."""
+    """Factory: browser(*extra_args) -> a new headless Chromium (own profile); all quit
+    at the end."""
     made = []
 
-    def make():
+    def make(*extra):
         profile = tempfile.mkdtemp(prefix="laurel-chromium-")
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
@@ -81,7 +82,7 @@ def browser():
                   "--disable-dev-shm-usage", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--window-size=1000,760",
-                  f"--user-data-dir={profile}"):
+                  f"--user-data-dir={profile}", *extra):
             opts.add_argument(a)
         try:
             driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -214,3 +215,46 @@ def test_page_reconnects_after_server_restart(browser, tmp_path, site):
         problems = factory.finalize()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+class _Https:
+    """What log_in needs of a server (its URLs), for a server speaking TLS."""
+
+    def __init__(self, srv):
+        self.port = srv.port
+
+    def url(self, path="/"):
+        return f"https://localhost:{self.port}{path}"
+
+
+def test_notifications_over_https_and_wss(browser, tmp_path, site):
+    """The same site served over TLS (a certificate made here; Chromium trusts that one
+    key only, through its SPKI pin): login over https://, the page's socket over wss://,
+    a notification sent from the page's own form shown in its bar."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tlsfiles import Pki
+
+    leaf = Pki(tmp_path / "pki").issue("localhost")
+    spki = leaf.x509.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    factory = _Factory(tmp_path / "srv")
+    srv = factory(APP, "--ssl-certfile", leaf.cert, "--ssl-keyfile", leaf.key, cwd=EXAMPLE,
+                  env=dict(site.env), ready_timeout=20)
+    try:
+        d = browser(f"--ignore-certificate-errors-spki-list={pin}")
+        log_in(d, _Https(srv), "demo")
+        assert d.execute_script("return location.protocol") == "https:"
+        mine = unique("Over TLS")
+        d.find_element(By.ID, "notify-text").send_keys(mine)
+        d.find_element(By.CSS_SELECTOR, "#notify-form button[type=submit]").click()
+        wait_for_notification(d, mine)
+        # An https: page may only open wss:// sockets (mixed content): this one did.
+        assert "WSCONNECT /notifications/" in srv.stdout()
+    finally:
+        problems = factory.finalize()
+    assert not problems, problems

@@ -290,8 +290,38 @@ static void test_endpoint_parse(void) {
   CHECK(lr_endpoint_parse("systemd:domain=INET:index=1", &ep, e, sizeof e) == 0);
   CHECK(ep.kind == LR_EP_FD && ep.fd == 4);
 
-  CHECK(lr_endpoint_parse("ssl:443:privateKey=key.pem", &ep, e, sizeof e) == -1);
-  CHECK_STR(e, "ssl endpoints are not supported; terminate TLS in a proxy");
+  /* ssl: Twisted's parameters, positional or named; its default key file. */
+  CHECK(lr_endpoint_parse("ssl:443:privateKey=key.pem", &ep, e, sizeof e) == 0);
+  CHECK(ep.kind == LR_EP_TCP && ep.tls && ep.port == 443);
+  CHECK_STR(ep.tls_key, "key.pem");
+  CHECK_STR(ep.tls_cert, "");
+  CHECK_STR(ep.host, "0.0.0.0");
+  lr_endpoint_describe(&ep, d, sizeof d);
+  CHECK_STR(d, "ssl:port=443:interface=0.0.0.0");
+  CHECK(lr_endpoint_parse(
+            "ssl:port=8443:privateKey=/k.pem:certKey=/c.pem:interface=127.0.0.1"
+            ":extraCertChainFile=/chain.pem:backlog=5",
+            &ep, e, sizeof e) == 0);
+  CHECK(ep.tls && ep.port == 8443 && ep.backlog == 5);
+  CHECK_STR(ep.tls_key, "/k.pem");
+  CHECK_STR(ep.tls_cert, "/c.pem");
+  CHECK_STR(ep.tls_chain, "/chain.pem");
+  CHECK_STR(ep.host, "127.0.0.1");
+  CHECK(lr_endpoint_parse("ssl:8443:k.pem:c.pem", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.tls_key, "k.pem");
+  CHECK_STR(ep.tls_cert, "c.pem");
+  CHECK(lr_endpoint_parse("ssl:8443", &ep, e, sizeof e) == 0);
+  CHECK_STR(ep.tls_key, "server.pem");
+  CHECK(lr_endpoint_parse("tcp:8443", &ep, e, sizeof e) == 0 && !ep.tls);
+  CHECK(lr_endpoint_parse("ssl:443:privateKey=k.pem:sslmethod=TLSv1_METHOD", &ep, e,
+                          sizeof e) == -1);
+  CHECK_STR(e, "invalid endpoint 'ssl:443:privateKey=k.pem:sslmethod=TLSv1_METHOD': "
+               "sslmethod is not supported (laurel speaks TLS 1.2 and 1.3 with ECDHE; "
+               "remove it)");
+  CHECK(lr_endpoint_parse("ssl:443:dhParameters=dh.pem", &ep, e, sizeof e) == -1);
+  CHECK(lr_endpoint_parse("ssl:443:caCertsDir=/etc/ssl", &ep, e, sizeof e) == -1);
+  CHECK_STR(e, "invalid endpoint 'ssl:443:caCertsDir=/etc/ssl': unknown parameter "
+               "'caCertsDir' for ssl");
 
   static const char *const bad[] = {
       "tcp:abc",
@@ -330,8 +360,9 @@ static void test_endpoint_parse(void) {
 
   /* Through the command line the message is the one line. */
   lr_config c;
-  CHECK(parse(&c, "-e", "ssl:443", "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: ssl endpoints are not supported; terminate TLS in a proxy");
+  CHECK(parse(&c, "-e", "ssl:443:sslmethod=SSLv3", "a:b", NULL) == -1);
+  CHECK_ERROR("laurel: error: invalid endpoint 'ssl:443:sslmethod=SSLv3': sslmethod is "
+              "not supported (laurel speaks TLS 1.2 and 1.3 with ECDHE; remove it)");
   CHECK(parse(&c, "-e", "tcp:abc", "a:b", NULL) == -1);
   CHECK_ERROR("laurel: error: invalid endpoint 'tcp:abc': invalid port 'abc'");
 }
@@ -749,9 +780,10 @@ static void test_environment(void) {
   CHECK_ERROR("laurel: error: environment variable LAUREL_LIFESPAN: invalid choice: "
               "'sometimes' (choose from 'auto', 'on', 'off')");
   clear_env();
-  setenv("LAUREL_ENDPOINT", "ssl:443", 1);
+  setenv("LAUREL_ENDPOINT", "ssl:443:sslmethod=x", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
-  CHECK_ERROR("laurel: error: ssl endpoints are not supported; terminate TLS in a proxy");
+  CHECK_ERROR("laurel: error: invalid endpoint 'ssl:443:sslmethod=x': sslmethod is not "
+              "supported (laurel speaks TLS 1.2 and 1.3 with ECDHE; remove it)");
   clear_env();
   setenv("LAUREL_GRACEFUL_TIMEOUT", "soon", 1);
   CHECK(parse(&c, "a:b", NULL) == -1);
@@ -917,6 +949,12 @@ static void test_option_rows(void) {
       snprintf(got, sizeof got, "%g", *(const double *)field);
       break;
     case CLI__K_STR:
+      if (!o->str_dflt) {
+        /* Nothing by default: --help shows no default or says what applies then. */
+        expect(*(const char *const *)field == NULL,
+               "options.h: --%s: no default, but lr_config_defaults() sets one", o->name);
+        continue;
+      }
       snprintf(got, sizeof got, "%s", *(const char *const *)field);
       break;
     case CLI__K_SWITCH:

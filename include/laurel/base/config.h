@@ -17,6 +17,10 @@ typedef struct lr_endpoint {
   char path[108]; /* UNIX: socket path */
   int mode;       /* UNIX: chmod mode after bind, -1 to leave as created */
   int fd;         /* FD: an inherited, already listening socket */
+  int tls;        /* speak TLS (an ssl: endpoint, or --ssl-certfile for -b/-p/-u/--fd) */
+  char tls_key[512];   /* TLS: private key file (PEM) */
+  char tls_cert[512];  /* TLS: certificate file (PEM, chain allowed); "": tls_key */
+  char tls_chain[512]; /* TLS: more chain certificates (Twisted's extraCertChainFile) */
 } lr_endpoint;
 
 typedef enum { LR_LIFESPAN_AUTO, LR_LIFESPAN_ON, LR_LIFESPAN_OFF } lr_lifespan_mode;
@@ -58,6 +62,13 @@ typedef struct lr_config {
   unsigned limit_request_fields; /* 100 -> 431 */
   int64_t limit_request_body;    /* -1: none -> 413 */
   int limit_concurrency;         /* 0: none -> 503 */
+
+  const char *ssl_keyfile; /* uvicorn's --ssl-* flags; NULL: not given */
+  const char *ssl_certfile;
+  const char *ssl_keyfile_password;
+  const char *ssl_ca_certs;
+  const char *ssl_ciphers;
+  int ssl_cert_reqs; /* 0 none, 1 optional, 2 required (Python's ssl.CERT_*) */
 
   int workers;                  /* 1 (issue 5) */
   long max_requests;            /* 0: none (issue 5) */

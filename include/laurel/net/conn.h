@@ -1,6 +1,9 @@
 /* conn.h: one client connection: its socket, read buffer, write queue, timer and
  * peer address. A connection knows bytes, not protocols.
  *
+ * A connection on a TLS listener runs its handshake first and then reads and writes
+ * plaintext through OpenSSL; nothing above it sees the difference.
+ *
  * The protocol that speaks over a connection (HTTP/1.1 first, a WebSocket after an
  * upgrade) installs an ops table; the connection calls it when bytes arrive, the peer
  * closes, the timer fires, the output drains, the server shuts down, and when it is
@@ -13,6 +16,8 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+
+#include "laurel/net/tls.h"
 
 typedef struct lr_conn lr_conn;
 
@@ -40,6 +45,18 @@ lr_conn *lr_conn_new(int fd, const struct sockaddr *peer, socklen_t len, int is_
 /* Hands the connection to a protocol (its ops and its state). */
 void lr_conn_set_proto(lr_conn *c, const lr_conn_ops *ops, void *proto);
 void *lr_conn_proto(const lr_conn *c);
+
+/* ---- TLS ---- */
+/* Makes c a TLS connection whose handshake runs first (within timeout seconds, else
+ * it closes); ready then installs the protocol (lr_conn_alpn says what the client
+ * chose). A plain HTTP request instead of a handshake is answered 400 and closed.
+ * 0, or -1 when out of memory (c closed). */
+int lr_conn_start_tls(lr_conn *c, lr_tls *t, void (*ready)(lr_conn *c), double timeout);
+int lr_conn_is_tls(const lr_conn *c);
+/* "h2", "http/1.1", or NULL (plain, or no ALPN). */
+const char *lr_conn_alpn(const lr_conn *c);
+/* The TLS session (for what the handshake settled), or NULL. */
+SSL *lr_conn_ssl(const lr_conn *c);
 
 /* ---- input ---- */
 /* The bytes read and not yet consumed. The pointer stays valid until the connection

@@ -38,5 +38,10 @@ int lr_wq_ref(lr_wqueue *q, PyObject *obj, const char *p, size_t n);
 /* Write as much as the socket takes. Returns bytes written (>= 0), or -1 with errno
  * (EAGAIN is reported as 0). */
 ssize_t lr_wq_write(lr_wqueue *q, int fd);
+/* The unwritten part of the first segment (NULL and *n = 0 when the queue is empty),
+ * for writers other than writev (TLS). The pointer stays valid until consumed. */
+const char *lr_wq_peek(const lr_wqueue *q, size_t *n);
+/* n bytes from the front were written: release what they came from. */
+void lr_wq_consume(lr_wqueue *q, size_t n);
 
 #endif
