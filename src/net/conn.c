@@ -252,7 +252,7 @@ void lr_conn_input_release(lr_conn *c) {
 
 int lr_conn_has_unread(const lr_conn *c) {
   int n = 0;
-  return c->rpos < c->rlen || (c->ssl && SSL_pending(c->ssl) > 0) ||
+  return c->rpos < c->rlen || (c->ssl && SSL_has_pending(c->ssl)) ||
          (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
 }
 
@@ -268,7 +268,7 @@ void lr_conn_resume(lr_conn *c) {
     c->flags &= ~CONN__PAUSED;
     conn__want(c);
     /* Records OpenSSL already read wake no watcher: look at them in this iteration. */
-    if (c->ssl && !(c->flags & CONN__CLOSED) && SSL_pending(c->ssl) > 0)
+    if (c->ssl && !(c->flags & CONN__CLOSED) && SSL_has_pending(c->ssl))
       ev_feed_event(lr_loop, &c->io, EV_READ);
   }
 }
@@ -363,8 +363,9 @@ static ssize_t conn__recv(lr_conn *c, char *buf, size_t cap) {
 }
 
 /* Writes the queue through OpenSSL, gathering small pieces into records of up to
- * CONN__TLS_STAGE bytes; large pieces go straight from the queue. 0 (written, or
- * waiting: lr_conn_pending says which), or -1 when the connection is over. */
+ * CONN__TLS_STAGE bytes; a large piece, or the only one, goes straight from the queue
+ * (whose pieces do not move until consumed). 0 (written, or waiting:
+ * lr_conn_pending says which), or -1 when the connection is over. */
 static int conn__tls_send(lr_conn *c) {
   c->flags &= ~CONN__TLS_WWR;
   for (;;) {
@@ -382,7 +383,7 @@ static int conn__tls_send(lr_conn *c) {
         c->stage = NULL;
         return 0;
       }
-      if (n >= CONN__TLS_STAGE) {
+      if (n >= CONN__TLS_STAGE || n == c->wq.bytes) { /* large, or all there is */
         direct = 1;
         if (n > 4 * CONN__TLS_STAGE)
           n = 4 * CONN__TLS_STAGE;
@@ -454,7 +455,7 @@ static void conn__handshake(lr_conn *c) {
   c->ops = NULL;
   c->proto = NULL;
   c->tls_ready(c); /* installs the protocol ALPN (or the default) says */
-  if (!(c->flags & CONN__CLOSED) && SSL_pending(c->ssl) > 0)
+  if (!(c->flags & CONN__CLOSED) && SSL_has_pending(c->ssl))
     conn__readable(c); /* the request came with the handshake's last flight */
 }
 
@@ -476,7 +477,7 @@ static void conn__readable(lr_conn *c) {
       c->ops->data(c);
       /* OpenSSL may hold more than fitted: no watcher fires for it. */
       if (!c->ssl || (c->flags & (CONN__CLOSED | CONN__PAUSED | CONN__LINGER)) ||
-          SSL_pending(c->ssl) <= 0)
+          !SSL_has_pending(c->ssl))
         return;
     } else if (r == 0) {
       if (c->flags & CONN__LINGER)

@@ -121,6 +121,9 @@ static SSL_CTX *tls__ctx(const lr_tls *t, char *why, size_t cap) {
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
+  /* One read() per burst instead of one per record header and one per body; what
+   * is read ahead counts in SSL_has_pending (conn.c reads on while it says so). */
+  SSL_CTX_set_read_ahead(ctx, 1);
   SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"laurel", 6);
   SSL_CTX_sess_set_cache_size(ctx, TLS__SESSION_CACHE);
   SSL_CTX_set_alpn_select_cb(ctx, tls__alpn_cb, NULL);
