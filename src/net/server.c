@@ -19,6 +19,15 @@ static unsigned long server__requests, server__recycle_at;
 static int server__draining;
 static int server__accepting;
 
+/* Out of file descriptors: accepting pauses (the kernel keeps the backlog) and a timer
+ * tries again, instead of a readable listener waking the loop for nothing forever. */
+#define SERVER__FD_RETRY 0.1    /* seconds between tries while out of descriptors */
+#define SERVER__FD_LOG_EVERY 10 /* seconds between reminders in the log */
+static ev_timer server__fd_timer;
+static int server__fd_paused;
+static unsigned long server__fd_refusals; /* EMFILE/ENFILE since the last log line */
+static double server__fd_since, server__fd_logged;
+
 static void server__accepting_set(int on);
 
 void lr_server_setup(lr_listener *ls, int n, int ready_fd) {
@@ -56,6 +65,57 @@ static void server__refuse(int fd) {
   close(fd);
 }
 
+static void server__fd_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void server__out_of_fds(int err) {
+  double now = ev_now(lr_loop);
+  server__fd_refusals++;
+  if (!server__fd_paused) {
+    server__fd_paused = 1;
+    server__fd_since = server__fd_logged = now;
+    lr_log(LR_LOG_ERROR, "laurel.server",
+           "accept: %s with %u connections open: pausing new connections until "
+           "descriptors free up (raise the limit: ulimit -n, LimitNOFILE=)",
+           strerror(err), lr_conn_count());
+    server__fd_refusals = 0;
+  } else if (now - server__fd_logged >= SERVER__FD_LOG_EVERY) {
+    lr_log(LR_LOG_ERROR, "laurel.server",
+           "accept: still out of file descriptors (%.0f s, %lu more attempts failed, "
+           "%u connections open)",
+           now - server__fd_since, server__fd_refusals, lr_conn_count());
+    server__fd_logged = now;
+    server__fd_refusals = 0;
+  }
+  for (int i = 0; i < server__nls; i++)
+    if (server__ls[i].fd >= 0)
+      ev_io_stop(lr_loop, &server__ls[i].io);
+  if (!ev_is_active(&server__fd_timer)) {
+    ev_timer_init(&server__fd_timer, server__fd_timer_cb, SERVER__FD_RETRY, 0.);
+    ev_timer_start(lr_loop, &server__fd_timer);
+  }
+}
+
+static void server__fds_back(void) {
+  server__fd_paused = 0;
+  lr_log(LR_LOG_WARNING, "laurel.server", "accept: descriptors free again after %.1f s",
+         ev_now(lr_loop) - server__fd_since);
+}
+
+static void server__accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+/* One try on each listener; the first that fails again pauses them all again. */
+static void server__fd_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)t, (void)revents;
+  if (!server__accepting)
+    return; /* stopped meanwhile: nothing to resume */
+  for (int i = 0; i < server__nls; i++)
+    if (server__ls[i].fd >= 0)
+      ev_io_start(loop, &server__ls[i].io);
+  for (int i = 0; i < server__nls && !ev_is_active(&server__fd_timer); i++)
+    if (server__ls[i].fd >= 0)
+      server__accept_cb(loop, &server__ls[i].io, EV_READ);
+}
+
 static void server__accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
   (void)loop, (void)revents;
   lr_listener *l = (lr_listener *)w;
@@ -67,9 +127,11 @@ static void server__accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
       if (errno == EMFILE || errno == ENFILE)
-        lr_log(LR_LOG_ERROR, "laurel.server", "accept: %s", strerror(errno));
+        server__out_of_fds(errno);
       return;
     }
+    if (server__fd_paused)
+      server__fds_back();
     if (lr_cfg->limit_concurrency > 0 &&
         lr_conn_count() >= (unsigned)lr_cfg->limit_concurrency) {
       server__refuse(fd);
@@ -87,6 +149,8 @@ static void server__accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
 }
 
 static void server__accepting_set(int on) {
+  if (!on)
+    ev_timer_stop(lr_loop, &server__fd_timer);
   for (int i = 0; i < server__nls; i++) {
     if (server__ls[i].fd < 0)
       continue;
