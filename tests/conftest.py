@@ -107,7 +107,8 @@ UVICORN_MAP = {"-p": "--port", "--port": "--port", "-b": "--host", "--bind": "--
                "-u": "--uds", "--unix-socket": "--uds", "--fd": "--fd",
                "--root-path": "--root-path", "--lifespan": "--lifespan",
                "--limit-concurrency": "--limit-concurrency",
-               "--keep-alive-timeout": "--timeout-keep-alive"}
+               "--keep-alive-timeout": "--timeout-keep-alive",
+               "--ws-per-message-deflate": "--ws-per-message-deflate"}
 
 
 def _split_flags(args):

@@ -461,6 +461,34 @@ static void wcycle__app_done(PyObject *self, int how) {
 
 /* ---- start ---- */
 
+/* The request's Sec-WebSocket-Extensions fields joined by commas (one list, RFC 9110
+ * 5.3), in *out (malloc'd; NULL when there is none or no memory). */
+static void wcycle__extensions(lr_h1 *h, char **out, size_t *on) {
+  *out = NULL;
+  *on = 0;
+  size_t len = 0;
+  char *buf = NULL;
+  unsigned nf = lr_h1_nfields(h);
+  for (unsigned i = 0; i < nf; i++) {
+    const char *name, *v;
+    size_t nn, n;
+    if (lr_h1_field(h, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_EXTENSIONS)
+      continue;
+    char *b = realloc(buf, len + n + 2);
+    if (!b) {
+      free(buf);
+      return;
+    }
+    buf = b;
+    if (len)
+      buf[len++] = ',';
+    memcpy(buf + len, v, n);
+    len += n;
+  }
+  *out = buf;
+  *on = len;
+}
+
 int lr_ws_cycle_start(lr_h1 *h) {
   size_t vn = 0, kn = 0;
   const char *version = lr_h1_find(h, LR_TOK_SEC_WEBSOCKET_VERSION, &vn);
@@ -492,7 +520,11 @@ int lr_ws_cycle_start(lr_h1 *h) {
   Py_XDECREF(scope);
   if (r < 0)
     goto fail;
-  cy->ws = lr_ws_attach(lr_h1_conn(h), key, kn, &wcycle__events, cy);
+  char *ext = NULL;
+  size_t en = 0;
+  wcycle__extensions(h, &ext, &en); /* out of memory: offers unseen, no compression */
+  cy->ws = lr_ws_attach(lr_h1_conn(h), key, kn, ext, en, &wcycle__events, cy);
+  free(ext);
   if (!cy->ws) { /* the app runs already: it hears that the connection is gone */
     wcycle__disconnect(cy, 1006, NULL);
     lr_cycle_grace(&cy->base);

@@ -160,6 +160,7 @@ void lr_config_defaults(lr_config *cfg) {
   cfg->lifespan = LR_LIFESPAN_AUTO;
   cfg->channel_layer = "native";
   cfg->django_fast_path = "auto";
+  cfg->ws_per_message_deflate = 1;
 }
 
 /* ---- strict value parsing ---- */
@@ -752,6 +753,11 @@ static int cli__apply_special(cli__state *st, int id, const char *v,
     cfg->channel_layer = layers[i];
     return 0;
   }
+  case CLI__WS_DEFLATE:
+    if (cli__get_bool(err, o, v, &b))
+      return -1;
+    cfg->ws_per_message_deflate = b;
+    return 0;
   case CLI__DJANGO_FAST_PATH: {
     static const char *const modes[] = {"auto", "off"};
     int i = cli__choose(err, o, v, modes, 2);

@@ -229,6 +229,10 @@ typedef struct cli__option {
     .daphne = "--websocket-max-frame-size",                                              \
     CLI__INT(ws_max_frame_size, 0, INT64_MAX, 1048576),                                  \
     .help = "largest frame in bytes, 0 unlimited (default 1048576)")                     \
+  X(WS_DEFLATE, WEBSOCKET, .order = 46, .name = "ws-per-message-deflate",                \
+    .metavar = "BOOL", .dflt = "true", .env = "LAUREL_WS_PER_MESSAGE_DEFLATE",           \
+    .help = "accept a permessage-deflate offer (RFC 7692) and compress messages, "       \
+            "as uvicorn's flag (default true)")                                          \
                                                                                          \
   /* Lifecycle */                                                                        \
   X(APP_CLOSE_TIMEOUT, LIFECYCLE, .order = 13, .name = "application-close-timeout",      \

@@ -1,7 +1,8 @@
 /* ws.c: the RFC 6455 engine (see ws.h): the handshake (SHA-1 and base64 from
  * OpenSSL's libcrypto), wslay's event API over the connection's buffers with every
- * frame header checked before wslay reads it, keepalive pings, the close handshake,
- * and the connect timeout and maximum lifetime. */
+ * frame header checked before wslay reads it, permessage-deflate (deflate.h) on
+ * data messages, keepalive pings, the close handshake, and the connect timeout and
+ * maximum lifetime. */
 #include "laurel/ws/ws.h"
 
 #include <assert.h>
@@ -10,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <wslay/wslay.h>
 
 #include "laurel/base/config.h"
 #include "laurel/base/log.h"
 #include "laurel/net/loop.h"
+#include "laurel/ws/deflate.h"
 
 #define WS__MAX_FRAGMENTS 1024
 #define WS__CLOSE_WAIT 5.0
@@ -39,7 +42,10 @@ struct lr_ws {
   int paused;          /* the owner asked for no more messages for now */
   int state;
   int close_code; /* received from the peer, 0 if none yet */
-  char key[32];   /* Sec-WebSocket-Key, for the accept */
+  int offered;    /* the request had a permessage-deflate offer we can take: offer */
+  lr_pmd_params offer;
+  lr_pmd *pmd;  /* permessage-deflate in use (from the accept on), else NULL */
+  char key[32]; /* Sec-WebSocket-Key, for the accept */
 };
 
 static const lr_conn_ops ws__ops;
@@ -150,6 +156,10 @@ static int ws__scan(lr_ws *ws) {
       return 0;
     int fin = p[0] & 0x80, rsv = p[0] & 0x70, op = p[0] & 0x0f, masked = p[1] & 0x80;
     unsigned len7 = p[1] & 0x7f;
+    /* RSV1 marks a compressed message (RFC 7692 6): only on its first frame, only once
+     * negotiated. */
+    if (rsv == 0x40 && ws->pmd && (op == 1 || op == 2))
+      rsv = 0;
     /* What the first two bytes decide is decided now, not after the rest arrives. */
     if (rsv || !masked || (op > 2 && op < 8) || op > 10 ||
         (op >= 8 && (!fin || len7 > 125 || (op == 8 && len7 == 1))))
@@ -187,6 +197,14 @@ static int ws__scan(lr_ws *ws) {
 
 static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_reading);
 
+/* A protocol failure found while wslay reads: close with code, read nothing more. */
+static void ws__fail(lr_ws *ws, int code, const char *why) {
+  ws->failed = 1;
+  lr_log(LR_LOG_DEBUG, "laurel.ws", "%s: closing with %d (%s)", lr_conn_peer_text(ws->c),
+         code, why);
+  ws__close_with(ws, code, NULL, 1);
+}
+
 static void ws__msg_recv(wslay_event_context_ptr ctx,
                          const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
   (void)ctx;
@@ -194,8 +212,23 @@ static void ws__msg_recv(wslay_event_context_ptr ctx,
   if (!ws->cy || ws->failed)
     return;
   if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-    ws->ev->message(ws->cy, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
-                    arg->msg_length);
+    const unsigned char *p = arg->msg;
+    size_t n = arg->msg_length;
+    if (wslay_get_rsv1(arg->rsv)) { /* ws__scan let RSV1 through only when negotiated */
+      int code = lr_pmd_inflate(ws->pmd, arg->msg, arg->msg_length,
+                                lr_cfg->ws_max_message_size, &p, &n);
+      if (code) {
+        lr_pmd_done();
+        ws__fail(ws, code,
+                 code == 1009   ? "inflated message too big"
+                 : code == 1007 ? "bad compressed data"
+                                : "out of memory");
+        return;
+      }
+    }
+    ws->ev->message(ws->cy, arg->opcode == WSLAY_BINARY_FRAME, (const char *)p, n);
+    if (p != arg->msg)
+      lr_pmd_done();
   } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
     ws->close_code = arg->status_code ? arg->status_code : 1005;
     if (ws->state == WS__OPEN)
@@ -266,12 +299,10 @@ static void ws__process(lr_ws *ws) {
     lr_conn_close_after_write(c);
     return;
   }
-  if (code) {
+  if (code && !ws->failed)
+    ws__fail(ws, code, "bad frame");
+  if (ws->failed) { /* a bad frame, or a message that failed while wslay read it */
     size_t n;
-    ws->failed = 1;
-    lr_log(LR_LOG_DEBUG, "laurel.ws", "%s: closing with %d (bad frame)",
-           lr_conn_peer_text(c), code);
-    ws__close_with(ws, code, NULL, 1);
     lr_conn_input(c, &n);
     lr_conn_consume(c, n);
     ws->scanned = 0;
@@ -364,14 +395,36 @@ static void ws__let_go(lr_ws *ws) {
 
 /* ---- the owner's side ---- */
 
+/* 1 if the header lines p (each ending in CRLF) have a field called name. */
+static int ws__has_field(const char *p, size_t n, const char *name) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < n;) {
+    if (n - i > nl && p[i + nl] == ':' && strncasecmp(p + i, name, nl) == 0)
+      return 1;
+    const char *eol = memchr(p + i, '\n', n - i);
+    if (!eol)
+      break;
+    i = (size_t)(eol - p) + 1;
+  }
+  return 0;
+}
+
 int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
   assert(ws->state == WS__CONNECTING);
-  char accept[29], head[160];
+  char accept[29], head[320];
   ws__accept_key(ws->key, accept);
   int hn = snprintf(head, sizeof head,
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
                     accept);
+  /* An application that answers the extensions itself keeps its answer, and frames
+   * stay uncompressed: laurel cannot know what it agreed to. */
+  if (ws->offered && !ws__has_field(extra, n, "sec-websocket-extensions") &&
+      (ws->pmd = lr_pmd_new(&ws->offer))) {
+    size_t en = lr_pmd_response(&ws->offer, head + hn, sizeof head - (size_t)hn);
+    hn += (int)en;
+    wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+  }
   if (lr_conn_write_copy(ws->c, head, (size_t)hn) < 0 ||
       lr_conn_write_copy(ws->c, extra, n) < 0 || lr_conn_write_copy(ws->c, "\r\n", 2) < 0)
     return -1;
@@ -402,7 +455,21 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
   if (ws->state != WS__OPEN)
     return 0;
   struct wslay_event_msg m = {binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, p, n};
-  if (wslay_event_queue_msg(ws->ctx, &m) == 0)
+  uint8_t rsv = WSLAY_RSV_NONE;
+  /* Short messages go as they are: RFC 7692 6 lets each message choose, and a few
+   * bytes gain nothing for the CPU deflate costs. */
+  if (ws->pmd && n >= LR_PMD_MIN_SIZE) {
+    if (lr_pmd_deflate(ws->pmd, p, n, &m.msg, &m.msg_length) < 0) {
+      lr_pmd_done();
+      ws__close_with(ws, 1011, NULL, 1); /* the compressor's state is lost */
+      return -1;
+    }
+    rsv = WSLAY_RSV1_BIT;
+  }
+  int r = wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* wslay copies the payload */
+  if (rsv)
+    lr_pmd_done();
+  if (r == 0)
     ws__pump(ws);
   return 0;
 }
@@ -486,6 +553,7 @@ static void ws__free(lr_conn *c) {
   assert(!ws->cy);
   ws__timers_stop(ws);
   wslay_event_context_free(ws->ctx);
+  lr_pmd_free(ws->pmd);
   free(ws);
 }
 
@@ -500,8 +568,8 @@ static const lr_conn_ops ws__ops = {
     .free = ws__free,
 };
 
-lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const lr_ws_events *ev,
-                    void *cy) {
+lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const char *ext, size_t en,
+                    const lr_ws_events *ev, void *cy) {
   lr_ws *ws = calloc(1, sizeof *ws);
   if (!ws || kn >= sizeof ws->key) {
     free(ws);
@@ -516,6 +584,8 @@ lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const lr_ws_events *
                                                           : UINT64_MAX >> 1);
   memcpy(ws->key, key, kn);
   ws->key[kn] = '\0';
+  if (ext && lr_cfg->ws_per_message_deflate)
+    ws->offered = lr_pmd_negotiate(ext, en, &ws->offer);
   ws->c = c;
   ws->ev = ev;
   ws->cy = cy;

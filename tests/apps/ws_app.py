@@ -159,6 +159,13 @@ async def ws_accept_headers(scope, receive, send, q):
     await echo_until_disconnect(receive, send)
 
 
+async def ws_accept_ext(scope, receive, send, q):
+    """Accepts with the app's own Sec-WebSocket-Extensions answer (?ext), then echoes."""
+    await connect(receive)
+    await accept(send, headers=[(b"sec-websocket-extensions", q.get("ext", "").encode())])
+    await echo_until_disconnect(receive, send)
+
+
 BAD_ACCEPT = {
     "crlf_value": [(b"x-a", b"a\r\nX-Evil: 1")],
     "lf_value": [(b"x-a", b"a\nX-Evil: 1")],
@@ -407,6 +414,7 @@ WS_ROUTES = {
     "scope": ws_scope,
     "subprotocol": ws_subprotocol,
     "accept-headers": ws_accept_headers,
+    "accept-ext": ws_accept_ext,
     "bad-accept": ws_bad_accept,
     "close-before-accept": ws_close_before_accept,
     "return-before-accept": ws_return_before_accept,

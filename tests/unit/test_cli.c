@@ -111,6 +111,7 @@ static void test_defaults(void) {
   CHECK(c.websocket_connect_timeout == 5);
   CHECK(c.ws_max_message_size == 1048576);
   CHECK(c.ws_max_frame_size == 1048576);
+  CHECK(c.ws_per_message_deflate == 1);
   CHECK_STR(c.root_path, "");
   CHECK(c.proxy_headers == 0);
   CHECK_STR(c.proxy_headers_host, "X-Forwarded-For");
@@ -514,6 +515,11 @@ static void test_values(void) {
               "65536", "a:b", NULL) == 0);
   CHECK(c.ws_max_message_size == 0);
   CHECK(c.ws_max_frame_size == 65536);
+  CHECK(parse(&c, "--ws-per-message-deflate", "false", "a:b", NULL) == 0);
+  CHECK(c.ws_per_message_deflate == 0);
+  CHECK(parse(&c, "--ws-per-message-deflate=on", "a:b", NULL) == 0);
+  CHECK(c.ws_per_message_deflate == 1);
+  CHECK(parse(&c, "--ws-per-message-deflate", "maybe", "a:b", NULL) != 0);
 
   CHECK(parse(&c, "--lifespan", "off", "--graceful-timeout", "30", "--keep-alive-timeout",
               "0.5", "--header-timeout", "10", "--limit-request-line", "4096",
@@ -588,6 +594,7 @@ static void test_help_version(void) {
       "--no-server-name",
       "--websocket-max-message-size",
       "--websocket-max-frame-size",
+      "--ws-per-message-deflate",
       "--lifespan",
       "--graceful-timeout",
       "--keep-alive-timeout",

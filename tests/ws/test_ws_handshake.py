@@ -1,6 +1,6 @@
 """The WebSocket opening handshake (asgi.md "WebSocket scope and messages", first line;
 security.md: the server adds the handshake; daphne 4.2.2 smuggling through the upgrade
-path; websockets deflate bomb)."""
+path; the deflate bomb is in test_deflate.py)."""
 
 import base64
 import json
@@ -199,24 +199,4 @@ def test_http_request_after_handshake_is_not_http(wsserver):
     finally:
         s.close()
     assert not wsserver.seen(f"smuggled-{marker}")
-    bystander_check(wsserver)
-
-
-@pytest.mark.laurel_only  # uvicorn and daphne negotiate deflate
-def test_permessage_deflate_not_negotiated(wsserver):
-    """No permessage-deflate (websockets deflate bomb): the offer is ignored, and a
-    compressed (RSV1) frame is a protocol error."""
-    from wshelpers import frame
-    with RawWS(wsserver, "/echo", headers=[
-            ("Sec-WebSocket-Extensions",
-             "permessage-deflate; client_max_window_bits, x-webkit-deflate-frame")]) as ws:
-        assert ws.response.header("sec-websocket-extensions") is None, ws.response
-        # a tiny deflate stream that would inflate to 1 MiB of zeros
-        import zlib
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
-        bomb = c.compress(b"\0" * (1 << 20)) + c.flush(zlib.Z_SYNC_FLUSH)
-        ws.send_raw(frame(0x2, bomb[:-4], rsv=4))
-        code, _, seen = ws.expect_close()
-        assert code == 1002, (code, seen)
-        assert ws.eof()
     bystander_check(wsserver)

@@ -48,6 +48,7 @@ typedef struct lr_config {
   double websocket_connect_timeout; /* 5, -1: infinite */
   uint64_t ws_max_message_size;     /* 1 MiB, 0: unlimited */
   uint64_t ws_max_frame_size;       /* 1 MiB, 0: unlimited */
+  int ws_per_message_deflate;       /* 1: accept permessage-deflate offers */
 
   const char *root_path;          /* "" */
   int proxy_headers;              /* trust X-Forwarded-* */

@@ -19,7 +19,8 @@ typedef struct lr_ws lr_ws;
 /* What the engine tells its owner. The engine holds the owner (cy) from lr_ws_attach
  * until it calls gone. */
 typedef struct lr_ws_events {
-  /* A complete text (UTF-8, validated) or binary message. */
+  /* A complete text or binary message. Text is valid UTF-8 when it came uncompressed
+   * (wslay checks it); a compressed one is inflated here and the owner checks it. */
   void (*message)(void *cy, int binary, const char *p, size_t n);
   /* The peer's close frame (code 1005 when it carried none; reason raw bytes). */
   void (*close)(void *cy, int code, const char *reason, size_t n);
@@ -39,13 +40,16 @@ int lr_ws_check(const char *version, size_t vn, const char *key, size_t kn,
                 unsigned keys);
 
 /* Makes c a WebSocket connection (CONNECTING) owned by cy. key: the request's
- * Sec-WebSocket-Key, already checked. NULL when out of memory (c is unchanged). */
-lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const lr_ws_events *ev,
-                    void *cy);
+ * Sec-WebSocket-Key, already checked. ext: its Sec-WebSocket-Extensions fields joined
+ * by commas (NULL: none), where a permessage-deflate offer is looked for unless
+ * --ws-per-message-deflate is off. NULL when out of memory (c is unchanged). */
+lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const char *ext, size_t en,
+                    const lr_ws_events *ev, void *cy);
 
-/* Accepts: writes "101 Switching Protocols" with Sec-WebSocket-Accept, then extra (more
- * header lines, each ending in CRLF) and the blank line; frames flow from now on. 0,
- * or -1 when out of memory. */
+/* Accepts: writes "101 Switching Protocols" with Sec-WebSocket-Accept, the
+ * permessage-deflate answer when an offer was taken (not when extra has its own
+ * Sec-WebSocket-Extensions field), then extra (more header lines, each ending in CRLF)
+ * and the blank line; frames flow from now on. 0, or -1 when out of memory. */
 int lr_ws_accept(lr_ws *ws, const char *extra, size_t n);
 /* Rejects before the accept with a complete HTTP response (then closes). */
 void lr_ws_reject(lr_ws *ws, const char *response, size_t n);
