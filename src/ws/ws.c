@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,10 @@ struct lr_ws {
   int failed;          /* we closed for a protocol error: ignore further input */
   int paused;          /* the owner asked for no more messages for now */
   int state;
-  int close_code; /* received from the peer, 0 if none yet */
-  int offered;    /* the request had a permessage-deflate offer we can take: offer */
+  int close_code;  /* received from the peer, 0 if none yet */
+  int close_alias; /* the peer's close code wslay was shown as 1000 (see below) */
+  int echo_next;   /* wslay's close echo: its header was written, its code is next */
+  int offered;     /* the request had a permessage-deflate offer we can take: offer */
   lr_pmd_params offer;
   lr_pmd *pmd;  /* permessage-deflate in use (from the accept on), else NULL */
   char key[32]; /* Sec-WebSocket-Key, for the accept */
@@ -113,6 +116,27 @@ static ssize_t ws__send_cb(wslay_event_context_ptr ctx, const uint8_t *data, siz
                            int flags, void *ud) {
   (void)flags;
   lr_ws *ws = ud;
+  unsigned char echo[2 + 125]; /* a close frame's header and payload */
+  size_t at = SIZE_MAX; /* where the code of wslay's close echo is in data, if there */
+  if (ws->close_alias && len >= 2 && data[0] == 0x88 && data[1] >= 2 && data[1] <= 125) {
+    if (len >= 4)
+      at = 2;
+    else
+      ws->echo_next = 1; /* wslay wrote the header alone: the code comes next */
+  } else if (ws->echo_next) {
+    ws->echo_next = 0;
+    at = 0;
+  }
+  if (at != SIZE_MAX && len >= at + 2 && len <= sizeof echo && data[at] == 1000 >> 8 &&
+      data[at + 1] == (1000 & 0xff)) {
+    /* wslay echoes the 1000 it was shown (ws__close_code_alias): the peer gets its own
+     * code back, as RFC 6455 5.5.1 has it. */
+    memcpy(echo, data, len);
+    echo[at] = (unsigned char)(ws->close_alias >> 8);
+    echo[at + 1] = (unsigned char)(ws->close_alias & 0xff);
+    data = echo;
+    ws->close_alias = 0;
+  }
   if (lr_conn_write_copy(ws->c, data, len) < 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
@@ -133,6 +157,20 @@ static void ws__frame_start(wslay_event_context_ptr ctx,
     if (ws->close_sent_at == 0 && lr_cfg->ping_interval > 0)
       ws__tick_arm(ws, lr_cfg->ping_interval);
   }
+}
+
+/* wslay 1.1.1 knows the close codes of RFC 6455 (1000-1011) and refuses those IANA
+ * registered since: 1012 service restart, 1013 try again later, 1014 bad gateway. A
+ * peer's close with one of them reaches wslay as 1000 (rewritten in the masked bytes
+ * in place) and the owner with its own code. mask: the frame's key, the code after. */
+static void ws__close_code_alias(lr_ws *ws, unsigned char *mask) {
+  unsigned char *b = mask + 4;
+  unsigned code = (unsigned)(b[0] ^ mask[0]) << 8 | (unsigned)(b[1] ^ mask[1]);
+  if (code < 1012 || code > 1014)
+    return;
+  ws->close_alias = (int)code;
+  b[0] = (unsigned char)((1000 >> 8) ^ mask[0]);
+  b[1] = (unsigned char)((1000 & 0xff) ^ mask[1]);
 }
 
 /* Checks every frame header as soon as it is complete, before wslay reads the frame:
@@ -175,6 +213,14 @@ static int ws__scan(lr_ws *ws) {
         len = len << 8 | p[2 + i];
     if (len7 == 127 && (len >> 63))
       return 1002;
+    /* RFC 6455 5.2: "the minimal number of bytes MUST be used to encode the length". */
+    if ((len7 == 126 && len < 126) || (len7 == 127 && len <= 0xffff))
+      return 1002;
+    if (op == 8 && len >= 2) {
+      if (avail < hlen + 2)
+        return 0; /* the status code decides, and wslay must not see it first */
+      ws__close_code_alias(ws, (unsigned char *)p + hlen - 4);
+    }
     if (op < 8) { /* control frames were checked above: final, <= 125, close != 1 */
       if ((op == 0) != (ws->in_msg != 0))
         return 1002; /* continuation without a message, or a new one inside one */
@@ -230,7 +276,10 @@ static void ws__msg_recv(wslay_event_context_ptr ctx,
     if (p != arg->msg)
       lr_pmd_done();
   } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
-    ws->close_code = arg->status_code ? arg->status_code : 1005;
+    ws->close_code = ws->close_alias    ? ws->close_alias
+                     : arg->status_code ? arg->status_code
+                                        : 1005;
+
     if (ws->state == WS__OPEN)
       ws->state = WS__CLOSING; /* wslay queued the echo */
     size_t rn = arg->msg_length > 2 ? arg->msg_length - 2 : 0;

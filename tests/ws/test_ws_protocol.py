@@ -2,11 +2,12 @@
 opcodes, control frames, continuation order, UTF-8, close codes; asgi.md: invalid
 UTF-8 → 1007). Each: the exact close code, TCP closed, the app told, others unharmed."""
 
+import os
 import struct
 
 import pytest
 
-from wshelpers import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWS,
+from wshelpers import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWS, apply_mask,
                        bystander_check, frame, q, rid, wsserver)  # noqa: F401 (fixture)
 
 
@@ -71,6 +72,17 @@ def test_invalid_close_code_1002(wsserver, code):
     check_close(wsserver, frame(OP_CLOSE, struct.pack("!H", code) + b"x"), 1002)
 
 
+@pytest.mark.laurel_only  # uvicorn (websockets 10) accepts these frames
+@pytest.mark.parametrize("declared, n", [(126, 5), (126, 125), (127, 5), (127, 65535)])
+def test_non_minimal_length_1002(wsserver, declared, n):
+    """RFC 6455 5.2: the length in the fewest bytes; 126/127 for a shorter payload is a
+    protocol error (1002), as docs/websocket.md says."""
+    key = os.urandom(4)
+    ext = struct.pack("!H", n) if declared == 126 else struct.pack("!Q", n)
+    data = bytes([0x81, 0x80 | declared]) + ext + key + apply_mask(b"h" * n, key)
+    check_close(wsserver, data, 1002)
+
+
 def test_unmasked_client_frame_1002(wsserver):
     check_close(wsserver, frame(OP_TEXT, b"not masked", mask=False), 1002)
 
@@ -109,7 +121,8 @@ def test_new_message_inside_fragmented_one_1002(wsserver, second):
 
 
 def test_valid_close_codes_accepted(wsserver):
-    for code in (1000, 1001, 1003, 1007, 1008, 1011, 3000, 4999):
+    # 1012-1014: registered with IANA after RFC 6455 (wslay 1.1.1 does not know them).
+    for code in (1000, 1001, 1003, 1007, 1008, 1010, 1011, 1012, 1013, 1014, 3000, 4999):
         key = rid()
         with RawWS(wsserver, "/echo" + q(id=key)) as ws:
             ws.send_close(code, "r")
