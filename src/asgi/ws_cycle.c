@@ -485,7 +485,8 @@ int lr_ws_cycle_start(lr_h1 *h) {
     goto fail;
   static PyMethodDef receive_def = {"receive", wcycle__receive, METH_NOARGS, NULL};
   static PyMethodDef send_def = {"send", wcycle__send, METH_O, NULL};
-  PyObject *scope = lr_scope_websocket(h);
+  lr_req rq = {&lr_h1_req_ops, h};
+  PyObject *scope = lr_scope_websocket(&rq);
   int r =
       scope ? lr_cycle_spawn(&cy->base, scope, &receive_def, &send_def, wcycle__app_done)
             : -1;

@@ -8,14 +8,15 @@
 #include "laurel/base/log.h"
 #include "laurel/base/signals.h"
 #include "laurel/http/h1.h"
+#include "laurel/http/h2.h"
 #include "laurel/http/wire.h"
 #include "laurel/layer/layer.h"
 #include "laurel/layer/redis.h"
 #include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
 #include "laurel/net/server.h"
-#include "laurel/py/aioloop.h"
 #include "laurel/proc/pymodule.h"
+#include "laurel/py/aioloop.h"
 
 static PyObject *mod__early_signal(PyObject *self, PyObject *unused) {
   (void)self, (void)unused;
@@ -59,6 +60,13 @@ static PyObject *mod__access_log_to_logging(PyObject *self, PyObject *unused) {
   return PyBool_FromLong(lr_access_sink_wanted());
 }
 
+/* Before the loop may block: HTTP/2 sessions serialise their frames, then every
+ * connection's output is written. */
+static void mod__flush(void) {
+  lr_h2_flush_all();
+  lr_conn_flush_all();
+}
+
 /* serve(app, loop, state, on_error, task_type) */
 static PyObject *mod__serve(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
@@ -70,7 +78,10 @@ static PyObject *mod__serve(PyObject *self, PyObject *const *args, Py_ssize_t n)
     return NULL;
   lr_wire_set_server_name(lr_cfg->server_name);
   lr_h1_set_app(&lr_asgi_h1_app);
-  lr_loop_set_prepare(lr_conn_flush_all, lr_aioloop_work_ready);
+  lr_h2_set_app(&lr_asgi_h2_app);
+  if (!lr_cfg->no_http2)
+    lr_h1_set_h2(lr_h2_start); /* h2c with prior knowledge */
+  lr_loop_set_prepare(mod__flush, lr_aioloop_work_ready);
   lr_server_start(lr_h1_start);
   Py_RETURN_NONE;
 }
