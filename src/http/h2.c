@@ -68,8 +68,9 @@ struct lr_h2s {
   unsigned nfields, fcap;
   uint32_t method, method_len, path, path_len, authority, authority_len;
   int has_method, has_path, has_authority, has_host;
-  size_t header_bytes; /* decoded header list size (RFC 9113 6.5.2 accounting) */
-  int refuse;          /* status to answer instead of starting the app (431) */
+  size_t header_bytes;  /* decoded header list size (RFC 9113 6.5.2 accounting) */
+  int refuse;           /* status to answer instead of starting the app (431) */
+  unsigned refused : 1; /* over the concurrency limit: RST_STREAM REFUSED_STREAM */
   unsigned is_head : 1, started : 1, body_end : 1, responded : 1, out_end : 1,
       deferred : 1, detached : 1, reset : 1;
 
@@ -90,7 +91,8 @@ struct lr_h2 {
   lr_h2s *streams;
   unsigned nstreams;
   lr_h2 *dirty_next;
-  unsigned dirty : 1, going_away : 1, closing : 1;
+  unsigned dirty : 1, going_away : 1, closing : 1, settings_sent : 1;
+  unsigned nactive;    /* streams counted against --h2-max-concurrent-streams */
   double last_active;  /* the last time a stream existed or a frame came */
   double output_since; /* the connection's output waits unwritten since then (0: no) */
   double win_start;
@@ -159,10 +161,32 @@ static void h2__queued(lr_h2 *h) {
     h->output_since = lr_loop_now();
 }
 
+/* nghttp2 1.52 treats a stream beyond the SETTINGS_MAX_CONCURRENT_STREAMS it applies
+ * as a connection error (GOAWAY PROTOCOL_ERROR, every stream lost); RFC 9113 5.1.2
+ * allows a stream error, and REFUSED_STREAM tells the client it may retry. So nghttp2
+ * is told no limit, the limit is counted here (h2__on_begin_headers), and the value
+ * the client sees is written into our first SETTINGS frame as it goes out. */
+#define H2__LIB_MAX_STREAMS 0x7fffffffu
+
+static void h2__patch_settings(lr_h2 *h, uint8_t *p, size_t n) {
+  h->settings_sent = 1;
+  if (n < 9 || p[3] != NGHTTP2_SETTINGS)
+    return;
+  size_t len = (size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2];
+  for (size_t i = 9; i + 6 <= 9 + len && i + 6 <= n; i += 6)
+    if ((p[i] << 8 | p[i + 1]) == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+      uint32_t v = lr_cfg->h2_max_concurrent_streams;
+      p[i + 2] = (uint8_t)(v >> 24), p[i + 3] = (uint8_t)(v >> 16);
+      p[i + 4] = (uint8_t)(v >> 8), p[i + 5] = (uint8_t)v;
+    }
+}
+
 static ssize_t h2__send_cb(nghttp2_session *ss, const uint8_t *data, size_t length,
                            int flags, void *ud) {
   (void)ss, (void)flags;
   lr_h2 *h = ud;
+  if (!h->settings_sent)
+    h2__patch_settings(h, (uint8_t *)data, length);
   if (lr_conn_write_copy(h->c, data, length) < 0)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   h2__queued(h);
@@ -314,6 +338,14 @@ static int h2__on_begin_headers(nghttp2_session *ss, const nghttp2_frame *frame,
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   nghttp2_session_set_stream_user_data(ss, frame->hd.stream_id, s);
   h->last_active = lr_loop_now();
+  if (h->nactive >= lr_cfg->h2_max_concurrent_streams) {
+    s->refused = 1; /* its headers are decoded (HPACK state) and dropped */
+    nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+    h2__mark(h);
+    h2__count(h, &h->n_resets, H2__MAX_RESETS, "refused stream");
+    return 0;
+  }
+  h->nactive++;
   return 0;
 }
 
@@ -341,7 +373,7 @@ static int h2__on_header(nghttp2_session *ss, const nghttp2_frame *frame,
   if (frame->hd.type != NGHTTP2_HEADERS)
     return 0;
   lr_h2s *s = nghttp2_session_get_stream_user_data(ss, frame->hd.stream_id);
-  if (!s || s->refuse)
+  if (!s || s->refuse || s->refused)
     return 0;
   s->header_bytes += nn + vn + 32;
   if (s->header_bytes > (size_t)lr_cfg->h2_max_header_list_size) {
@@ -434,7 +466,7 @@ static int h2__on_frame_recv(nghttp2_session *ss, const nghttp2_frame *frame, vo
   int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (frame->hd.type) {
   case NGHTTP2_HEADERS:
-    if (!s)
+    if (!s || s->refused)
       return 0;
     if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
       h2__request(h, s, end);
@@ -512,6 +544,8 @@ static int h2__on_stream_close(nghttp2_session *ss, int32_t id, uint32_t error_c
     lr_log(LR_LOG_DEBUG, "laurel.http", "%s: HTTP/2 stream %d reset (%s)",
            lr_conn_peer_text(h->c), (int)id, nghttp2_http2_strerror(error_code));
   h2__detach(s, 1);
+  if (!s->refused)
+    h->nactive--;
   h2__stream_free(s);
   h->last_active = lr_loop_now();
   return 0;
@@ -695,7 +729,6 @@ static int h2__init(void) {
                                                                h2__on_invalid_frame);
   /* request bodies are acknowledged as the app takes them */
   nghttp2_option_set_no_auto_window_update(h2__opt, 1);
-  /* RFC 9113 5.1.2: beyond SETTINGS_MAX_CONCURRENT_STREAMS, REFUSED_STREAM */
   nghttp2_option_set_max_outbound_ack(h2__opt, 1000);
   nghttp2_option_set_max_settings(h2__opt, 32);
   nghttp2_option_set_no_closed_streams(h2__opt, 1);
@@ -718,8 +751,7 @@ void lr_h2_start(lr_conn *c) {
   }
   h->last_active = h->win_start = lr_loop_now();
   nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
-       (uint32_t)lr_cfg->h2_max_concurrent_streams},
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2__LIB_MAX_STREAMS}, /* see above */
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lr_cfg->h2_max_header_list_size},
   };
   if (nghttp2_submit_settings(h->ss, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) !=

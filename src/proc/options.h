@@ -178,7 +178,7 @@ typedef struct cli__option {
   X(NO_HTTP2, HTTP, .order = 40, .name = "no-http2", .dflt = "off",                      \
     .env = "LAUREL_NO_HTTP2", CLI__SWITCH(no_http2),                                     \
     .help = "serve HTTP/1.1 only: a connection opening with the HTTP/2 preface is "      \
-            "answered 400 (default off: h2c with prior knowledge is served)")            \
+            "answered 505 (default off: h2c with prior knowledge is served)")            \
   X(H2_SEND_TIMEOUT, HTTP, .order = 43, .name = "h2-send-timeout", .metavar = "S",       \
     .dflt = "30", .env = "LAUREL_H2_SEND_TIMEOUT", CLI__SECONDS(h2_send_timeout, 0, 30), \
     .help = "reset an HTTP/2 stream whose response the client's window has blocked "     \
