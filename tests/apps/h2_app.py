@@ -4,7 +4,7 @@ record of what each request saw (scope, disconnects), served by GET /state."""
 import asyncio
 import json
 
-STATE = {"disconnects": 0, "running": 0, "started": 0, "scopes": {}}
+STATE = {"disconnects": 0, "running": 0, "started": 0, "paths": {}}
 
 
 async def read_body(receive):
@@ -36,6 +36,7 @@ async def app(scope, receive, send):
     path = scope["path"]
     qs = scope["query_string"].decode()
     STATE["started"] += 1
+    STATE["paths"][path] = STATE["paths"].get(path, 0) + 1
     STATE["running"] += 1
     try:
         await handle(scope, receive, send, path, qs)
