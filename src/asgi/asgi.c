@@ -16,6 +16,7 @@ const lr_h1_app lr_asgi_h1_app = {
 
 const lr_h2_app lr_asgi_h2_app = {
     .request = lr_http_cycle_start_h2,
+    .websocket = lr_ws_cycle_start_h2,
     .conn_free = lr_scope_conn_free,
 };
 

@@ -17,11 +17,14 @@
 #include "laurel/http/h2.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "laurel/base/config.h"
 #include "laurel/base/log.h"
@@ -41,6 +44,10 @@
 #define H2__MAX_BAD_HEADERS 50 /* streams refused for their header list */
 /* The connection's tick: stalled sends and idleness are checked this often. */
 #define H2__TICK 1.0
+/* A WebSocket tunnel stops reading the engine's output above this much unsent. */
+#define H2__TUNNEL_HIGH (256 * 1024)
+/* The engine's HTTP/1.1 answer to the handshake (101 or a denial) is at most this. */
+#define H2__TUNNEL_HEAD_MAX 16384
 
 typedef struct h2__field {
   uint32_t name, name_len, value, value_len; /* offsets into the stream's head buffer */
@@ -67,7 +74,8 @@ struct lr_h2s {
   h2__field *fields;
   unsigned nfields, fcap;
   uint32_t method, method_len, path, path_len, authority, authority_len;
-  int has_method, has_path, has_authority, has_host;
+  uint32_t protocol, protocol_len; /* RFC 8441 :protocol */
+  int has_method, has_path, has_authority, has_host, has_protocol;
   size_t header_bytes;  /* decoded header list size (RFC 9113 6.5.2 accounting) */
   int refuse;           /* status to answer instead of starting the app (431) */
   unsigned refused : 1; /* over the concurrency limit: RST_STREAM REFUSED_STREAM */
@@ -83,6 +91,17 @@ struct lr_h2s {
   h2__seg *out;
   size_t out_first, out_n, out_cap, out_bytes;
   double progress; /* when its output last moved (or began to wait) */
+
+  /* RFC 8441: a WebSocket over this stream. The RFC 6455 engine runs unchanged on a
+   * connection of its own (lr_h2s_tunnel) whose socket is one end of a socketpair;
+   * this end (tfd) carries the stream's DATA both ways. */
+  int tfd;
+  ev_io tio;
+  unsigned tunnel : 1, t_head_done : 1, t_in_end : 1, t_shut : 1, t_rd_paused : 1;
+  char *tin; /* the client's bytes not yet written to tfd (not yet consumed) */
+  size_t tin_len, tin_cap;
+  char *thead; /* the engine's HTTP/1.1 answer being read */
+  size_t thead_len;
 };
 
 struct lr_h2 {
@@ -105,6 +124,9 @@ static nghttp2_session_callbacks *h2__cbs;
 static nghttp2_option *h2__opt;
 static lr_h2 *h2__dirty_head;
 static const lr_conn_ops h2__ops;
+
+static void h2__tunnel_want(lr_h2s *s);
+static int h2__submit(lr_h2s *s, int status, const char *lines, size_t n, int end);
 
 void lr_h2_set_app(const lr_h2_app *app) {
   h2__app = app;
@@ -228,6 +250,10 @@ static int h2__send_data_cb(nghttp2_session *ss, nghttp2_frame *frame,
     s->out_first = s->out_n = 0;
   s->progress = lr_loop_now();
   h2__queued(h);
+  if (s->t_rd_paused && s->out_bytes < H2__TUNNEL_HIGH / 2) {
+    s->t_rd_paused = 0;
+    h2__tunnel_want(s);
+  }
   return 0;
 }
 
@@ -258,6 +284,7 @@ static lr_h2s *h2__stream_new(lr_h2 *h, int32_t id) {
     return NULL;
   s->h = h;
   s->id = id;
+  s->tfd = -1;
   s->next = h->streams;
   if (h->streams)
     h->streams->prev = s;
@@ -284,9 +311,14 @@ static void h2__detach(lr_h2s *s, int disconnected) {
   s->cops->detach(cy, disconnected);
 }
 
+static void h2__tunnel_close(lr_h2s *s);
+
 static void h2__stream_free(lr_h2s *s) {
   lr_h2 *h = s->h;
   assert(!s->cycle);
+  h2__tunnel_close(s);
+  free(s->tin);
+  free(s->thead);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -324,6 +356,210 @@ static int h2__count(lr_h2 *h, unsigned *n, unsigned cap, const char *what) {
   if (++*n > cap)
     return h2__calm(h, what);
   return 0;
+}
+
+/* ---- RFC 8441: WebSockets over a stream ---- */
+
+static void h2__tunnel_close(lr_h2s *s) {
+  if (s->tfd < 0)
+    return;
+  ev_io_stop(lr_loop, &s->tio);
+  close(s->tfd); /* the engine reads EOF: its WebSocket is gone */
+  s->tfd = -1;
+}
+
+static void h2__tunnel_want(lr_h2s *s) {
+  if (s->tfd < 0)
+    return;
+  int ev = 0;
+  if (!s->t_rd_paused)
+    ev |= EV_READ;
+  if (s->tin_len)
+    ev |= EV_WRITE;
+  if (ev_is_active(&s->tio) && (s->tio.events & (EV_READ | EV_WRITE)) == ev)
+    return;
+  ev_io_stop(lr_loop, &s->tio);
+  if (ev) {
+    ev_io_set(&s->tio, s->tfd, ev);
+    ev_io_start(lr_loop, &s->tio);
+  }
+}
+
+/* The client's bytes to the engine; the stream's window reopens as they are taken. */
+static void h2__tunnel_write(lr_h2s *s) {
+  lr_h2 *h = s->h;
+  size_t done = 0;
+  while (done < s->tin_len && s->tfd >= 0) {
+    ssize_t n = write(s->tfd, s->tin + done, s->tin_len - done);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        done = s->tin_len; /* the engine is gone: drop the rest */
+      break;
+    }
+    done += (size_t)n;
+  }
+  if (done) {
+    memmove(s->tin, s->tin + done, s->tin_len - done);
+    s->tin_len -= done;
+    nghttp2_session_consume(h->ss, s->id, done);
+    h2__mark(h);
+  }
+  if (!s->tin_len && s->t_in_end && !s->t_shut && s->tfd >= 0) {
+    s->t_shut = 1;
+    shutdown(s->tfd, SHUT_WR); /* the client ended its side */
+  }
+  h2__tunnel_want(s);
+}
+
+static int h2__tunnel_in(lr_h2s *s, const char *p, size_t n) {
+  if (s->tin_len + n > s->tin_cap) {
+    size_t cap = s->tin_cap ? s->tin_cap : 16384;
+    while (cap < s->tin_len + n)
+      cap *= 2;
+    char *b = realloc(s->tin, cap);
+    if (!b)
+      return -1;
+    s->tin = b;
+    s->tin_cap = cap;
+  }
+  memcpy(s->tin + s->tin_len, p, n);
+  s->tin_len += n;
+  h2__tunnel_write(s);
+  return 0;
+}
+
+/* Copies the header lines of p[0..n) to out, without those named in drop. */
+static size_t h2__filter_lines(const char *p, size_t n, char *out,
+                               const char *const *drop) {
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    const char *line = p + i, *eol = memchr(line, '\n', n - i);
+    size_t len = eol ? (size_t)(eol - line) + 1 : n - i;
+    i += len;
+    const char *colon = memchr(line, ':', len);
+    int skip = 0;
+    for (const char *const *d = drop; colon && *d && !skip; d++)
+      skip = strlen(*d) == (size_t)(colon - line) &&
+             strncasecmp(*d, line, (size_t)(colon - line)) == 0;
+    if (!skip) {
+      memcpy(out + o, line, len);
+      o += len;
+    }
+  }
+  return o;
+}
+
+/* The engine's first bytes are its HTTP/1.1 answer: 101 becomes the stream's 200
+ * (RFC 8441 5), anything else (403, a websocket.http.response denial) is passed on
+ * as the stream's response, its body following until the engine closes. */
+static int h2__tunnel_head(lr_h2s *s, const char *p, size_t n) {
+  char *b = realloc(s->thead, s->thead_len + n);
+  if (!b)
+    return -1;
+  s->thead = b;
+  memcpy(s->thead + s->thead_len, p, n);
+  s->thead_len += n;
+  const char *end = memmem(s->thead, s->thead_len, "\r\n\r\n", 4);
+  if (!end)
+    return s->thead_len > H2__TUNNEL_HEAD_MAX ? -1 : 0;
+  size_t head_len = (size_t)(end - s->thead) + 4;
+  const char *eol = memchr(s->thead, '\n', head_len);
+  if (!eol || head_len < 12)
+    return -1;
+  int status = atoi(s->thead + 9);
+  const char *lines = eol + 1;
+  size_t ln = head_len - 2 - (size_t)(lines - s->thead);
+  char *out = malloc(ln + 1);
+  if (!out)
+    return -1;
+  static const char *const drop101[] = {"sec-websocket-accept", "content-length", NULL};
+  static const char *const drop[] = {NULL};
+  size_t on = h2__filter_lines(lines, ln, out, status == 101 ? drop101 : drop);
+  int r = h2__submit(s, status == 101 ? 200 : status, out, on, 0);
+  free(out);
+  s->t_head_done = 1;
+  if (r == 0 && head_len < s->thead_len)
+    r = lr_h2s_data(s, NULL, s->thead + head_len, s->thead_len - head_len, 0);
+  free(s->thead);
+  s->thead = NULL;
+  s->thead_len = 0;
+  return r;
+}
+
+static void h2__tunnel_read(lr_h2s *s) {
+  lr_h2 *h = s->h;
+  char buf[16384];
+  while (s->tfd >= 0) {
+    if (s->out_bytes >= H2__TUNNEL_HIGH) {
+      s->t_rd_paused = 1; /* the client's window is shut: the engine waits */
+      break;
+    }
+    ssize_t n = read(s->tfd, buf, sizeof buf);
+    if (n > 0) {
+      int r = s->t_head_done ? lr_h2s_data(s, NULL, buf, (size_t)n, 0)
+                             : h2__tunnel_head(s, buf, (size_t)n);
+      if (r < 0) {
+        nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        h2__tunnel_close(s);
+        h2__mark(h);
+        return;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    /* the engine closed (after the close handshake, or a denial was written) */
+    h2__tunnel_close(s);
+    if (s->t_head_done)
+      lr_h2s_data(s, NULL, "", 0, 1);
+    else
+      nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    h2__mark(h);
+    return;
+  }
+  h2__tunnel_want(s);
+}
+
+static void h2__tunnel_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop;
+  lr_h2s *s = (lr_h2s *)((char *)w - offsetof(lr_h2s, tio));
+  if (revents & EV_WRITE)
+    h2__tunnel_write(s);
+  if ((revents & EV_READ) && s->tfd >= 0)
+    h2__tunnel_read(s);
+}
+
+lr_conn *lr_h2s_tunnel(lr_h2s *s) {
+  lr_h2 *h = s->h;
+  assert(!s->tunnel);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+    return NULL;
+  /* the engine's connection shows the client's address in logs */
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int is_unix = lr_conn_is_unix(h->c);
+  if (is_unix || lr_conn_peer(h->c, &ss) < 0) {
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = AF_UNIX;
+    len = sizeof(sa_family_t);
+    is_unix = 1;
+  }
+  lr_conn *c = lr_conn_new(sv[0], (struct sockaddr *)&ss, len, is_unix);
+  if (!c) {
+    close(sv[1]);
+    return NULL;
+  }
+  s->tunnel = 1;
+  s->tfd = sv[1];
+  ev_io_init(&s->tio, h2__tunnel_cb, s->tfd, EV_READ);
+  ev_io_start(lr_loop, &s->tio);
+  return c;
 }
 
 /* ---- nghttp2's callbacks: input ---- */
@@ -395,6 +631,8 @@ static int h2__on_header(nghttp2_session *ss, const nghttp2_frame *frame,
       s->path = (uint32_t)off, s->path_len = (uint32_t)vn, s->has_path = 1;
     } else if (nn == 10 && memcmp(name, ":authority", 10) == 0) {
       s->authority = (uint32_t)off, s->authority_len = (uint32_t)vn, s->has_authority = 1;
+    } else if (nn == 9 && memcmp(name, ":protocol", 9) == 0) {
+      s->protocol = (uint32_t)off, s->protocol_len = (uint32_t)vn, s->has_protocol = 1;
     }
     return 0;
   }
@@ -430,6 +668,27 @@ static void h2__request(lr_h2 *h, lr_h2s *s, int end_stream) {
     if (h2__count(h, &h->n_bad_headers, H2__MAX_BAD_HEADERS, "oversized header") < 0)
       return;
     h2__answer(s, s->refuse, NULL);
+    return;
+  }
+  if (s->method_len == 7 && memcmp(s->buf + s->method, "CONNECT", 7) == 0) {
+    /* RFC 8441 extended CONNECT: a WebSocket; a plain CONNECT (a proxy's) is not
+     * served */
+    if (!s->has_protocol || s->protocol_len != 9 ||
+        strncasecmp(s->buf + s->protocol, "websocket", 9) != 0 || lr_server_draining()) {
+      h2__head_free(s);
+      h2__answer(s, 501, NULL);
+      return;
+    }
+    s->started = 1;
+    lr_server_count_request();
+    int status = h2__app->websocket(s);
+    h2__head_free(s);
+    if (status) {
+      h2__tunnel_close(s);
+      h2__answer(s, status, NULL);
+    } else if (end_stream) {
+      s->t_in_end = 1;
+    }
     return;
   }
   if (!s->has_method || !s->has_path) {
@@ -483,6 +742,10 @@ static int h2__on_frame_recv(nghttp2_session *ss, const nghttp2_frame *frame, vo
       s->body_end = 1;
       s->cops->body_end(s->cycle);
     }
+    if (end && s && s->tunnel && s->tfd >= 0) {
+      s->t_in_end = 1;
+      h2__tunnel_write(s);
+    }
     return 0;
   case NGHTTP2_RST_STREAM:
     h2__count(h, &h->n_resets, H2__MAX_RESETS, "RST_STREAM");
@@ -507,6 +770,11 @@ static int h2__on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id,
                              const uint8_t *data, size_t len, void *ud) {
   (void)flags, (void)ud;
   lr_h2s *s = nghttp2_session_get_stream_user_data(ss, id);
+  if (s && s->tunnel && s->tfd >= 0) {
+    if (h2__tunnel_in(s, (const char *)data, len) < 0)
+      nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
+    return 0;
+  }
   if (!s || !s->cycle) {
     nghttp2_session_consume(ss, id, len); /* nobody reads it: let the peer go on */
     return 0;
@@ -753,6 +1021,7 @@ void lr_h2_start(lr_conn *c) {
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2__LIB_MAX_STREAMS}, /* see above */
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)lr_cfg->h2_max_header_list_size},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441 WebSockets */
   };
   if (nghttp2_submit_settings(h->ss, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) !=
           0 ||

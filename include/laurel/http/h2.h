@@ -26,6 +26,9 @@ typedef struct lr_h2_app {
   /* A request stream's head is complete and valid: start its cycle and lr_h2s_attach
    * it. 0, or -1 when that failed (h2 answers 500). */
   int (*request)(lr_h2s *s);
+  /* An extended CONNECT with :protocol websocket (RFC 8441): start the WebSocket's
+   * cycle on lr_h2s_tunnel(s). 0, or the status h2 answers with instead. */
+  int (*websocket)(lr_h2s *s);
   /* Frees what the application layer keeps per connection (req.h app_state). */
   void (*conn_free)(void *state);
 } lr_h2_app;
@@ -47,6 +50,14 @@ extern const lr_req_ops lr_h2_req_ops;
 void lr_h2s_attach(lr_h2s *s, void *cy, const lr_req_cycle_ops *ops);
 lr_conn *lr_h2s_conn(const lr_h2s *s);
 int lr_h2s_is_head(const lr_h2s *s);
+
+/* RFC 8441: a connection for the RFC 6455 engine (ws.h) whose bytes are the stream's
+ * DATA both ways (a socketpair: the engine runs unchanged, with its timers, limits
+ * and backpressure; the client's window follows what the engine reads, the engine's
+ * output waits while the client's window is shut). The engine's HTTP/1.1 answer
+ * becomes the stream's response: 101 a 200, any other status as it is. NULL when out
+ * of resources. */
+lr_conn *lr_h2s_tunnel(lr_h2s *s);
 
 /* ---- the response, from the stream's cycle ---- */
 /* The response head: the status and header lines ("Name: value\r\n" each, validated
