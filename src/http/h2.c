@@ -113,7 +113,9 @@ struct lr_h2 {
   unsigned dirty : 1, going_away : 1, closing : 1, settings_sent : 1;
   unsigned nactive;    /* streams counted against --h2-max-concurrent-streams */
   double last_active;  /* the last time a stream existed or a frame came */
-  double output_since; /* the connection's output waits unwritten since then (0: no) */
+  double output_since; /* the socket last took some of our output (0: none waits) */
+  uint64_t queued;     /* bytes ever queued on the connection, to see writes progress */
+  uint64_t written;    /* ... of which written, as seen at the last tick */
   double win_start;
   unsigned n_resets, n_empty, n_priority, n_ping, n_settings, n_bad_headers;
   void *app_state;
@@ -178,7 +180,8 @@ void lr_h2_flush_all(void) {
   }
 }
 
-static void h2__queued(lr_h2 *h) {
+static void h2__queued(lr_h2 *h, size_t n) {
+  h->queued += n;
   if (!h->output_since)
     h->output_since = lr_loop_now();
 }
@@ -211,7 +214,7 @@ static ssize_t h2__send_cb(nghttp2_session *ss, const uint8_t *data, size_t leng
     h2__patch_settings(h, (uint8_t *)data, length);
   if (lr_conn_write_copy(h->c, data, length) < 0)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
-  h2__queued(h);
+  h2__queued(h, length);
   return (ssize_t)length;
 }
 
@@ -229,6 +232,7 @@ static int h2__send_data_cb(nghttp2_session *ss, nghttp2_frame *frame,
   lr_h2s *s = source->ptr;
   if (lr_conn_write_copy(h->c, framehd, 9) < 0)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
+  h2__queued(h, 9 + length);
   while (length > 0) {
     assert(s->out_first < s->out_n);
     h2__seg *g = &s->out[s->out_first];
@@ -249,7 +253,6 @@ static int h2__send_data_cb(nghttp2_session *ss, nghttp2_frame *frame,
   if (s->out_first == s->out_n)
     s->out_first = s->out_n = 0;
   s->progress = lr_loop_now();
-  h2__queued(h);
   if (s->t_rd_paused && s->out_bytes < H2__TUNNEL_HIGH / 2) {
     s->t_rd_paused = 0;
     h2__tunnel_want(s);
@@ -612,7 +615,10 @@ static int h2__on_header(nghttp2_session *ss, const nghttp2_frame *frame,
   if (!s || s->refuse || s->refused)
     return 0;
   s->header_bytes += nn + vn + 32;
-  if (s->header_bytes > (size_t)lr_cfg->h2_max_header_list_size) {
+  /* --limit-request-fields applies as over HTTP/1.1 (pseudo-headers not counted) */
+  if (s->header_bytes > (size_t)lr_cfg->h2_max_header_list_size ||
+      (frame->headers.cat == NGHTTP2_HCAT_REQUEST &&
+       s->nfields >= lr_cfg->limit_request_fields && !(nn > 0 && name[0] == ':'))) {
     s->refuse = 431; /* the rest of the block is decoded (HPACK state) but not kept */
     h2__head_free(s);
     return 0;
@@ -896,8 +902,12 @@ static void h2__timeout(lr_conn *c) {
     return;
   }
   double limit = lr_cfg->h2_send_timeout;
-  if (limit > 0 && h->output_since && lr_conn_pending(c) &&
-      now - h->output_since > limit) {
+  size_t pending = lr_conn_pending(c);
+  if (h->queued - pending != h->written) { /* the socket took some since the last tick */
+    h->written = h->queued - pending;
+    h->output_since = pending ? now : 0;
+  }
+  if (limit > 0 && h->output_since && pending && now - h->output_since > limit) {
     lr_log(LR_LOG_INFO, "laurel.http", "%s: HTTP/2 peer reads nothing: closing",
            lr_conn_peer_text(c));
     lr_conn_close(c);
@@ -931,6 +941,7 @@ static void h2__timeout(lr_conn *c) {
 static void h2__drained(lr_conn *c) {
   lr_h2 *h = lr_conn_proto(c);
   h->output_since = 0;
+  h->written = h->queued;
   for (lr_h2s *s = h->streams; s; s = s->next)
     if (s->cycle)
       s->cops->drained(s->cycle);

@@ -338,6 +338,16 @@ def test_no_http2_switch(serve):
     s.close()
 
 
+def test_upgrade_h2c_is_answered_as_http11(h2srv):
+    """RFC 7540's Upgrade: h2c (removed by RFC 9113) is not taken: curl --http2 on an
+    http:// URL gets its answer over HTTP/1.1."""
+    need("curl")
+    r = subprocess.run(["curl", "-sS", "--http2", "-D", "/dev/stderr", h2srv.url("/hello")],
+                       capture_output=True, timeout=20)
+    assert r.returncode == 0 and r.stdout == b"Hello, world!"
+    assert r.stderr.startswith(b"HTTP/1.1 200")
+
+
 def test_idle_connection_goaway(serve):
     srv = serve(APP, "--keep-alive-timeout", "1")
     r = Raw(srv)

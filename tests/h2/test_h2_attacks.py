@@ -155,6 +155,18 @@ def test_header_list_limit_from_cli(serve):
     c.close()
 
 
+def test_field_count_and_body_limits_from_cli(serve):
+    srv = serve(APP, "--limit-request-fields", "5", "--limit-request-body", "1000")
+    c = Client(srv)
+    few = [(b"x-%d" % i, b"v") for i in range(5)]
+    assert c.get("/hello", headers=few)[0] == 200
+    assert c.get("/hello", headers=few + [(b"x-more", b"v")])[0] == 431
+    assert c.get("/echo", method="POST", body=b"a" * 1000)[2] == b"a" * 1000
+    assert c.get("/echo", method="POST", body=b"a" * 1001)[0] == 413
+    assert c.get("/hello")[0] == 200
+    c.close()
+
+
 @pytest.mark.parametrize("kind", ["settings", "ping", "priority", "empty-data"])
 def test_control_frame_floods(h2srv, kind):
     r = Raw(h2srv)
@@ -185,6 +197,33 @@ def test_zero_window_stall_resets_the_stream(serve):
     assert_no_leftover_tasks(srv)
     assert honest(srv)[0] == 200
     c.close()
+
+
+def test_peer_that_reads_nothing_is_closed(serve):
+    """Windows wide open, but the client never reads its socket: once the kernel's
+    buffers are full nothing moves, and after --h2-send-timeout the connection is
+    closed and the app freed."""
+    srv = serve(APP, "--h2-send-timeout", "1")
+    c = Client(srv, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    c.conn.increment_flow_control_window(2**31 - 1 - 65535)
+    c.flush()
+    c.pump(0.2)
+    c.request("/big?200000000")
+    time.sleep(4)
+    assert_no_leftover_tasks(srv)
+    # what the kernel held is readable, then the close
+    c.sock.settimeout(5)
+    total = 0
+    while True:
+        try:
+            chunk = c.sock.recv(1 << 20)
+        except (ConnectionError, TimeoutError):
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+    assert 0 < total < 200000000
+    assert honest(srv)[0] == 200
 
 
 def test_content_length_mismatch(h2srv):
