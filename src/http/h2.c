@@ -679,8 +679,13 @@ static void h2__request(lr_h2 *h, lr_h2s *s, int end_stream) {
   if (s->method_len == 7 && memcmp(s->buf + s->method, "CONNECT", 7) == 0) {
     /* RFC 8441 extended CONNECT: a WebSocket; a plain CONNECT (a proxy's) is not
      * served */
+    if (lr_server_draining()) {
+      nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
+      h2__head_free(s);
+      return;
+    }
     if (!s->has_protocol || s->protocol_len != 9 ||
-        strncasecmp(s->buf + s->protocol, "websocket", 9) != 0 || lr_server_draining()) {
+        strncasecmp(s->buf + s->protocol, "websocket", 9) != 0) {
       h2__head_free(s);
       h2__answer(s, 501, NULL);
       return;
