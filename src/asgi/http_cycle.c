@@ -528,7 +528,7 @@ static const hcycle__transport hcycle__h1 = {
 /* ---- HTTP/2: the head waits for the first body, then goes to the stream ---- */
 
 static lr_conn *hcycle__h2_conn(const hcycle *cy) {
-  return lr_h2s_conn(cy->t);
+  return lr_h2_conn(cy->t);
 }
 
 static int hcycle__h2_start(hcycle *cy, lr_head *h) {
@@ -574,7 +574,7 @@ static int hcycle__h2_body(hcycle *cy, PyObject *obj, const char *p, size_t len,
     cy->h2head = NULL;
     int end = cy->no_body || (!more && len == 0);
     if (r == LR_HEAD_OK)
-      r = lr_h2s_respond(cy->t, cy->status, h.p, h.len, end) < 0 ? -1 : 0;
+      r = lr_h2_respond(cy->t, cy->status, h.p, h.len, end) < 0 ? -1 : 0;
     lr_head_free(&h);
     if (r != 0)
       return -1;
@@ -584,27 +584,27 @@ static int hcycle__h2_body(hcycle *cy, PyObject *obj, const char *p, size_t len,
   }
   if (cy->no_body)
     return 0;
-  return lr_h2s_data(cy->t, obj, p, len, !more);
+  return lr_h2_data(cy->t, obj, p, len, !more);
 }
 
 static void hcycle__h2_done(hcycle *cy) {
-  lr_h2s_done(cy->t);
+  lr_h2_done(cy->t);
 }
 
 static void hcycle__h2_abort(hcycle *cy) {
-  lr_h2s_abort(cy->t);
+  lr_h2_abort(cy->t);
 }
 
 static void hcycle__h2_reply(hcycle *cy, int status, const char *text) {
-  lr_h2s_reply(cy->t, status, text);
+  lr_h2_reply(cy->t, status, text);
 }
 
 static size_t hcycle__h2_pending(const hcycle *cy) {
-  return lr_h2s_pending(cy->t);
+  return lr_h2_pending(cy->t);
 }
 
 static void hcycle__h2_body_taken(hcycle *cy, size_t n) {
-  lr_h2s_body_taken(cy->t, n);
+  lr_h2_body_taken(cy->t, n);
 }
 
 static const hcycle__transport hcycle__h2 = {
@@ -674,14 +674,14 @@ int lr_http_cycle_start_h2(lr_h2s *s) {
   if (!cy)
     return -1;
   cy->keep_alive = 1;
-  cy->is_head = lr_h2s_is_head(s);
+  cy->is_head = lr_h2_is_head(s);
   cy->http_minor = 1;
   lr_req rq = {&lr_h2_req_ops, s};
   if (hcycle__spawn(cy, &rq) < 0)
     return -1;
   cy->t = s;
   cy->tp = &hcycle__h2;
-  lr_h2s_attach(s, cy, &hcycle__ops); /* the stream holds our reference now */
+  lr_h2_attach(s, cy, &hcycle__ops); /* the stream holds our reference now */
   if (lr_cfg->http_timeout > 0)
     lr_cycle_timer_start(&cy->base, LR_CYCLE_T_RESPONSE, lr_cfg->http_timeout);
   return 0;

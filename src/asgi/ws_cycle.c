@@ -527,7 +527,7 @@ int lr_ws_cycle_start(lr_h1 *h) {
 }
 
 static lr_conn *wcycle__h2_conn(void *r) {
-  return lr_h2s_tunnel(r);
+  return lr_h2_tunnel(r);
 }
 
 int lr_ws_cycle_start_h2(lr_h2s *s) {

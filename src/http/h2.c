@@ -9,7 +9,7 @@
  * Flow control follows the app both ways: WINDOW_UPDATEs are sent only for request
  * bytes the app took (no automatic window update), and a response's data provider
  * defers while the app has sent nothing more; the app's send() waits while its
- * stream has too much unsent (lr_h2s_pending).
+ * stream has too much unsent (lr_h2_pending).
  *
  * What nghttp2 1.52 does not bound is counted here per connection and per window
  * (RST_STREAM, refused streams, empty DATA, PRIORITY, PING, SETTINGS): past a cap the
@@ -93,7 +93,7 @@ struct lr_h2s {
   double progress; /* when its output last moved (or began to wait) */
 
   /* RFC 8441: a WebSocket over this stream. The RFC 6455 engine runs unchanged on a
-   * connection of its own (lr_h2s_tunnel) whose socket is one end of a socketpair;
+   * connection of its own (lr_h2_tunnel) whose socket is one end of a socketpair;
    * this end (tfd) carries the stream's DATA both ways. */
   int tfd;
   ev_io tio;
@@ -484,7 +484,7 @@ static int h2__tunnel_head(lr_h2s *s, const char *p, size_t n) {
   free(out);
   s->t_head_done = 1;
   if (r == 0 && head_len < s->thead_len)
-    r = lr_h2s_data(s, NULL, s->thead + head_len, s->thead_len - head_len, 0);
+    r = lr_h2_data(s, NULL, s->thead + head_len, s->thead_len - head_len, 0);
   free(s->thead);
   s->thead = NULL;
   s->thead_len = 0;
@@ -501,7 +501,7 @@ static void h2__tunnel_read(lr_h2s *s) {
     }
     ssize_t n = read(s->tfd, buf, sizeof buf);
     if (n > 0) {
-      int r = s->t_head_done ? lr_h2s_data(s, NULL, buf, (size_t)n, 0)
+      int r = s->t_head_done ? lr_h2_data(s, NULL, buf, (size_t)n, 0)
                              : h2__tunnel_head(s, buf, (size_t)n);
       if (r < 0) {
         nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id,
@@ -519,7 +519,7 @@ static void h2__tunnel_read(lr_h2s *s) {
     /* the engine closed (after the close handshake, or a denial was written) */
     h2__tunnel_close(s);
     if (s->t_head_done)
-      lr_h2s_data(s, NULL, "", 0, 1);
+      lr_h2_data(s, NULL, "", 0, 1);
     else
       nghttp2_submit_rst_stream(h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
     h2__mark(h);
@@ -537,7 +537,7 @@ static void h2__tunnel_cb(struct ev_loop *loop, ev_io *w, int revents) {
     h2__tunnel_read(s);
 }
 
-lr_conn *lr_h2s_tunnel(lr_h2s *s) {
+lr_conn *lr_h2_tunnel(lr_h2s *s) {
   lr_h2 *h = s->h;
   assert(!s->tunnel);
   int sv[2];
@@ -795,9 +795,9 @@ static int h2__on_data_chunk(nghttp2_session *ss, uint8_t flags, int32_t id,
       s->body_seen > (uint64_t)lr_cfg->limit_request_body) {
     nghttp2_session_consume(ss, id, len);
     if (s->cops->started(s->cycle))
-      lr_h2s_abort(s);
+      lr_h2_abort(s);
     else
-      lr_h2s_reply(s, 413, NULL);
+      lr_h2_reply(s, 413, NULL);
     return 0;
   }
   if (s->cops->body(s->cycle, (const char *)data, len) < 0) {
@@ -1061,17 +1061,17 @@ void lr_h2_start(lr_conn *c) {
 
 /* ---- the response ---- */
 
-void lr_h2s_attach(lr_h2s *s, void *cy, const lr_req_cycle_ops *ops) {
+void lr_h2_attach(lr_h2s *s, void *cy, const lr_req_cycle_ops *ops) {
   assert(!s->cycle && !s->detached); /* one cycle per stream */
   s->cycle = cy;
   s->cops = ops;
 }
 
-lr_conn *lr_h2s_conn(const lr_h2s *s) {
+lr_conn *lr_h2_conn(const lr_h2s *s) {
   return s->h->c;
 }
 
-int lr_h2s_is_head(const lr_h2s *s) {
+int lr_h2_is_head(const lr_h2s *s) {
   return s->is_head;
 }
 
@@ -1138,13 +1138,13 @@ static int h2__submit(lr_h2s *s, int status, const char *lines, size_t n, int en
   return 0;
 }
 
-int lr_h2s_respond(lr_h2s *s, int status, const char *lines, size_t n, int end) {
+int lr_h2_respond(lr_h2s *s, int status, const char *lines, size_t n, int end) {
   if (end)
     s->out_end = 1;
   return h2__submit(s, status, lines, n, end);
 }
 
-int lr_h2s_data(lr_h2s *s, PyObject *obj, const char *p, size_t n, int end) {
+int lr_h2_data(lr_h2s *s, PyObject *obj, const char *p, size_t n, int end) {
   if (n > 0) {
     if (s->out_n == s->out_cap) {
       if (s->out_first > 0) {
@@ -1190,15 +1190,15 @@ int lr_h2s_data(lr_h2s *s, PyObject *obj, const char *p, size_t n, int end) {
   return 0;
 }
 
-size_t lr_h2s_pending(const lr_h2s *s) {
+size_t lr_h2_pending(const lr_h2s *s) {
   return s->out_bytes + lr_conn_pending(s->h->c);
 }
 
-void lr_h2s_done(lr_h2s *s) {
+void lr_h2_done(lr_h2s *s) {
   h2__detach(s, 0);
 }
 
-void lr_h2s_abort(lr_h2s *s) {
+void lr_h2_abort(lr_h2s *s) {
   nghttp2_submit_rst_stream(s->h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
   h2__mark(s->h);
   h2__detach(s, 1);
@@ -1225,10 +1225,10 @@ static void h2__answer(lr_h2s *s, int status, const char *text) {
   }
   int head = s->is_head;
   if (h2__submit(s, status, hdr, (size_t)n, head) == 0 && !head)
-    lr_h2s_data(s, NULL, body, bl, 1);
+    lr_h2_data(s, NULL, body, bl, 1);
 }
 
-void lr_h2s_reply(lr_h2s *s, int status, const char *text) {
+void lr_h2_reply(lr_h2s *s, int status, const char *text) {
   h2__detach(s, 1);
   if (s->responded) {
     nghttp2_submit_rst_stream(s->h->ss, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
@@ -1238,7 +1238,7 @@ void lr_h2s_reply(lr_h2s *s, int status, const char *text) {
   h2__answer(s, status, text);
 }
 
-void lr_h2s_body_taken(lr_h2s *s, size_t n) {
+void lr_h2_body_taken(lr_h2s *s, size_t n) {
   if (n > s->unconsumed)
     n = s->unconsumed;
   if (!n)
