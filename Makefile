@@ -24,7 +24,8 @@ DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
 	python3-uvloop python3-httptools python3-websockets python3-pytest \
 	python3-msgpack python3-selenium redis-server chromium chromium-driver wrk \
 	clang-format libpython3.11-testsuite python3-matplotlib gunicorn openssl \
-	python3-cryptography zlib1g-dev
+	python3-cryptography zlib1g-dev libnghttp2-dev nghttp2-client python3-h2 \
+	python3-hypercorn curl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -1,5 +1,5 @@
 /* asgi.c: the ASGI side's face: the app context, and the cycles HTTP/1.1 starts for its
- * requests and WebSocket upgrades. */
+ * requests and WebSocket upgrades, and those HTTP/2 starts for its streams. */
 #include "laurel/asgi/asgi.h"
 
 #include "laurel/asgi/cycle.h"
@@ -11,6 +11,12 @@
 const lr_h1_app lr_asgi_h1_app = {
     .request = lr_http_cycle_start,
     .websocket = lr_ws_cycle_start,
+    .conn_free = lr_scope_conn_free,
+};
+
+const lr_h2_app lr_asgi_h2_app = {
+    .request = lr_http_cycle_start_h2,
+    .websocket = lr_ws_cycle_start_h2,
     .conn_free = lr_scope_conn_free,
 };
 

@@ -127,14 +127,14 @@ static PyObject *scope__tls(SSL *ssl) {
   return tls;
 }
 
-/* What every request of h's connection shares, built at its first request (borrowed):
+/* What every request of a connection shares, built at its first request (borrowed):
  * (client, server, extensions) where extensions is {"tls": {...}} on a TLS connection
  * and None otherwise. */
-static PyObject *scope__conn(lr_h1 *h) {
-  void **state = lr_h1_app_state(h);
+static PyObject *scope__conn(const lr_req *rq) {
+  void **state = rq->ops->app_state(rq->r);
   if (*state)
     return *state;
-  lr_conn *c = lr_h1_conn(h);
+  lr_conn *c = rq->ops->conn(rq->r);
   struct sockaddr_storage ss;
   PyObject *client = lr_conn_peer(c, &ss) == 0 ? scope__addr(&ss) : Py_NewRef(Py_None);
   PyObject *server = lr_conn_local(c, &ss) == 0 ? scope__addr(&ss) : Py_NewRef(Py_None);
@@ -153,6 +153,23 @@ void lr_scope_conn_free(void *state) {
   Py_XDECREF((PyObject *)state);
 }
 
+/* The scope's "http_version" (borrowed). */
+static PyObject *scope__version(const lr_req *rq) {
+  static PyObject *v2;
+  int v = rq->ops->version(rq->r);
+  if (v == 20) {
+    if (!v2)
+      v2 = PyUnicode_InternFromString("2");
+    return v2;
+  }
+  return v == 11 ? lr_s.v1_1 : lr_s.v1_0;
+}
+
+/* 1 when the request came over TLS (scheme https/wss). */
+static int scope__secure(const lr_req *rq) {
+  return lr_conn_is_tls(rq->ops->conn(rq->r));
+}
+
 static int scope__set(PyObject *d, PyObject *k, PyObject *v) {
   if (!v)
     return -1;
@@ -162,9 +179,9 @@ static int scope__set(PyObject *d, PyObject *k, PyObject *v) {
 }
 
 /* --proxy-headers: client, scheme and root path from the trusted proxy. */
-static int scope__proxy(lr_h1 *h, PyObject *scope) {
+static int scope__proxy(const lr_req *rq, PyObject *scope) {
   size_t n;
-  const char *v = lr_h1_find_name(h, lr_cfg->proxy_headers_host, &n);
+  const char *v = rq->ops->find_name(rq->r, lr_cfg->proxy_headers_host, &n);
   if (v) {
     size_t e = 0;
     while (e < n && v[e] != ',')
@@ -173,7 +190,7 @@ static int scope__proxy(lr_h1 *h, PyObject *scope) {
       e--;
     long port = 0;
     size_t pn;
-    const char *pv = lr_h1_find_name(h, lr_cfg->proxy_headers_port, &pn);
+    const char *pv = rq->ops->find_name(rq->r, lr_cfg->proxy_headers_port, &pn);
     if (pv) {
       char tmp[8];
       size_t pl = pn < sizeof tmp - 1 ? pn : sizeof tmp - 1;
@@ -188,18 +205,18 @@ static int scope__proxy(lr_h1 *h, PyObject *scope) {
     if (!host || scope__set(scope, lr_s.client, Py_BuildValue("(Nl)", host, port)) < 0)
       return -1;
   }
-  v = lr_h1_find(h, LR_TOK_X_FORWARDED_PROTO, &n);
+  v = rq->ops->find(rq->r, LR_TOK_X_FORWARDED_PROTO, &n);
   if (v && n == 5 && strncasecmp(v, "https", 5) == 0 &&
       PyDict_SetItem(scope, lr_s.scheme, lr_s.https) < 0)
     return -1;
-  v = lr_h1_find(h, LR_TOK_DAPHNE_ROOT_PATH, &n);
+  v = rq->ops->find(rq->r, LR_TOK_DAPHNE_ROOT_PATH, &n);
   if (v && scope__set(scope, lr_s.root_path, scope__path(v, n)) < 0)
     return -1;
   return 0;
 }
 
-static PyObject *scope__headers(lr_h1 *h) {
-  unsigned nf = lr_h1_nfields(h);
+static PyObject *scope__headers(const lr_req *rq) {
+  unsigned nf = rq->ops->nfields(rq->r);
   PyObject *headers = PyList_New((Py_ssize_t)nf);
   if (!headers)
     return NULL;
@@ -207,7 +224,7 @@ static PyObject *scope__headers(lr_h1 *h) {
   for (unsigned i = 0; i < nf; i++) {
     const char *name, *value;
     size_t nn, vn;
-    lr_token tok = lr_h1_field(h, i, &name, &nn, &value, &vn);
+    lr_token tok = rq->ops->field(rq->r, i, &name, &nn, &value, &vn);
     if (tok == LR_TOK_UNKNOWN && memchr(name, '_', nn))
       continue; /* CVE-2015-0219: "_" and "-" would collide in WSGI-style environs */
     PyObject *k = scope__header_name(tok, name, nn);
@@ -226,15 +243,16 @@ static PyObject *scope__headers(lr_h1 *h) {
   return headers;
 }
 
-PyObject *lr_scope_http(lr_h1 *h) {
-  PyObject *addrs = scope__conn(h);
+PyObject *lr_scope_http(const lr_req *rq) {
+  PyObject *addrs = scope__conn(rq);
   if (!addrs)
     return NULL;
   PyObject *scope = PyDict_Copy(scope__template);
   if (!scope)
     return NULL;
   size_t tlen, mlen;
-  const char *target = lr_h1_target(h, &tlen), *method = lr_h1_method(h, &mlen);
+  const char *target = rq->ops->target(rq->r, &tlen),
+             *method = rq->ops->method(rq->r, &mlen);
   /* absolute-form (proxies): keep the path part */
   if (tlen > 7 && (strncasecmp(target, "http://", 7) == 0 ||
                    (tlen > 8 && strncasecmp(target, "https://", 8) == 0))) {
@@ -245,9 +263,8 @@ PyObject *lr_scope_http(lr_h1 *h) {
   }
   const char *q = memchr(target, '?', tlen);
   size_t plen = q ? (size_t)(q - target) : tlen;
-  if (scope__set(scope, lr_s.headers, scope__headers(h)) < 0 ||
-      PyDict_SetItem(scope, lr_s.http_version, lr_h1_minor(h) ? lr_s.v1_1 : lr_s.v1_0) <
-          0 ||
+  if (scope__set(scope, lr_s.headers, scope__headers(rq)) < 0 ||
+      PyDict_SetItem(scope, lr_s.http_version, scope__version(rq)) < 0 ||
       scope__set(scope, lr_s.method, scope__method(method, mlen)) < 0 ||
       scope__set(scope, lr_s.path, scope__path(target, plen)) < 0 ||
       scope__set(scope, lr_s.raw_path,
@@ -258,13 +275,14 @@ PyObject *lr_scope_http(lr_h1 *h) {
       PyDict_SetItem(scope, lr_s.client, PyTuple_GET_ITEM(addrs, 0)) < 0 ||
       PyDict_SetItem(scope, lr_s.server, PyTuple_GET_ITEM(addrs, 1)) < 0)
     goto fail;
+  if (scope__secure(rq) && PyDict_SetItem(scope, lr_s.scheme, lr_s.https) < 0)
+    goto fail;
   if (lr_app.state && scope__set(scope, lr_s.state, PyDict_Copy(lr_app.state)) < 0)
     goto fail;
   PyObject *ext = PyTuple_GET_ITEM(addrs, 2);
-  if (ext != Py_None && (PyDict_SetItem(scope, lr_s.scheme, lr_s.https) < 0 ||
-                         scope__set(scope, lr_s.extensions, PyDict_Copy(ext)) < 0))
+  if (ext != Py_None && scope__set(scope, lr_s.extensions, PyDict_Copy(ext)) < 0)
     goto fail;
-  if (lr_cfg->proxy_headers && scope__proxy(h, scope) < 0)
+  if (lr_cfg->proxy_headers && scope__proxy(rq, scope) < 0)
     goto fail;
   return scope;
 fail:
@@ -273,13 +291,13 @@ fail:
 }
 
 /* Sec-WebSocket-Protocol values, every field's comma-separated items in order. */
-static PyObject *scope__subprotocols(lr_h1 *h) {
+static PyObject *scope__subprotocols(const lr_req *rq) {
   PyObject *subs = PyList_New(0);
-  unsigned nf = lr_h1_nfields(h);
+  unsigned nf = rq->ops->nfields(rq->r);
   for (unsigned i = 0; subs && i < nf; i++) {
     const char *name, *v, *item;
     size_t nn, n, pos = 0, len;
-    if (lr_h1_field(h, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_PROTOCOL)
+    if (rq->ops->field(rq->r, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_PROTOCOL)
       continue;
     while (subs && (item = lr_wire_list_next(v, n, &pos, &len))) {
       PyObject *one = PyUnicode_DecodeLatin1(item, (Py_ssize_t)len, NULL);
@@ -291,8 +309,8 @@ static PyObject *scope__subprotocols(lr_h1 *h) {
   return subs;
 }
 
-PyObject *lr_scope_websocket(lr_h1 *h) {
-  PyObject *scope = lr_scope_http(h);
+PyObject *lr_scope_websocket(const lr_req *rq) {
+  PyObject *scope = lr_scope_http(rq);
   if (!scope)
     return NULL;
   PyObject *scheme = PyDict_GetItem(scope, lr_s.scheme); /* borrowed */
@@ -309,7 +327,7 @@ PyObject *lr_scope_websocket(lr_h1 *h) {
   }
   if (!scope || PyDict_SetItem(scope, lr_s.type, lr_s.websocket) < 0 ||
       PyDict_SetItem(scope, lr_s.scheme, secure ? lr_s.wss : lr_s.ws) < 0 ||
-      scope__set(scope, lr_s.subprotocols, scope__subprotocols(h)) < 0 ||
+      scope__set(scope, lr_s.subprotocols, scope__subprotocols(rq)) < 0 ||
       PyDict_DelItem(scope, lr_s.method) < 0)
     Py_CLEAR(scope);
   return scope;

@@ -463,16 +463,16 @@ static void wcycle__app_done(PyObject *self, int how) {
 
 /* The request's Sec-WebSocket-Extensions fields joined by commas (one list, RFC 9110
  * 5.3), in *out (malloc'd; NULL when there is none or no memory). */
-static void wcycle__extensions(lr_h1 *h, char **out, size_t *on) {
+static void wcycle__extensions(const lr_req *rq, char **out, size_t *on) {
   *out = NULL;
   *on = 0;
   size_t len = 0;
   char *buf = NULL;
-  unsigned nf = lr_h1_nfields(h);
+  unsigned nf = rq->ops->nfields(rq->r);
   for (unsigned i = 0; i < nf; i++) {
     const char *name, *v;
     size_t nn, n;
-    if (lr_h1_field(h, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_EXTENSIONS)
+    if (rq->ops->field(rq->r, i, &name, &nn, &v, &n) != LR_TOK_SEC_WEBSOCKET_EXTENSIONS)
       continue;
     char *b = realloc(buf, len + n + 2);
     if (!b) {
@@ -489,19 +489,16 @@ static void wcycle__extensions(lr_h1 *h, char **out, size_t *on) {
   *on = len;
 }
 
-int lr_ws_cycle_start(lr_h1 *h) {
-  size_t vn = 0, kn = 0;
-  const char *version = lr_h1_find(h, LR_TOK_SEC_WEBSOCKET_VERSION, &vn);
-  const char *key = lr_h1_find(h, LR_TOK_SEC_WEBSOCKET_KEY, &kn);
-  int status =
-      lr_ws_check(version, vn, key, kn, lr_h1_count(h, LR_TOK_SEC_WEBSOCKET_KEY));
-  if (status)
-    return status;
+/* The cycle of a checked handshake: the app's Task, then the engine on the connection
+ * conn(r) gives (HTTP/1.1's own, or an HTTP/2 stream's tunnel: closed again on a
+ * failure). 0, or the status to answer. */
+static int wcycle__start(const lr_req *rq, lr_conn *(*conn)(void *r), int tunnel,
+                         const char *key, size_t kn) {
   wcycle *cy = (wcycle *)lr_cycle_new(&WCycle_Type, wcycle__timer_cb);
   if (!cy)
     goto fail_report;
   size_t tl;
-  const char *t = lr_h1_target(h, &tl);
+  const char *t = rq->ops->target(rq->r, &tl);
   const char *q = memchr(t, '?', tl);
   cy->path_len = q ? (size_t)(q - t) : tl;
   if (!(cy->path = malloc(cy->path_len + 1)))
@@ -513,19 +510,22 @@ int lr_ws_cycle_start(lr_h1 *h) {
     goto fail;
   static PyMethodDef receive_def = {"receive", wcycle__receive, METH_NOARGS, NULL};
   static PyMethodDef send_def = {"send", wcycle__send, METH_O, NULL};
-  PyObject *scope = lr_scope_websocket(h);
+  PyObject *scope = lr_scope_websocket(rq);
   int r =
       scope ? lr_cycle_spawn(&cy->base, scope, &receive_def, &send_def, wcycle__app_done)
             : -1;
   Py_XDECREF(scope);
   if (r < 0)
     goto fail;
+  lr_conn *c = conn(rq->r);
   char *ext = NULL;
   size_t en = 0;
-  wcycle__extensions(h, &ext, &en); /* out of memory: offers unseen, no compression */
-  cy->ws = lr_ws_attach(lr_h1_conn(h), key, kn, ext, en, &wcycle__events, cy);
+  wcycle__extensions(rq, &ext, &en); /* out of memory: offers unseen, no compression */
+  cy->ws = c ? lr_ws_attach(c, key, kn, ext, en, &wcycle__events, cy) : NULL;
   free(ext);
   if (!cy->ws) { /* the app runs already: it hears that the connection is gone */
+    if (c && tunnel)
+      lr_conn_close(c); /* made for this WebSocket only */
     wcycle__disconnect(cy, 1006, NULL);
     lr_cycle_grace(&cy->base);
     Py_DECREF(cy);
@@ -540,6 +540,40 @@ fail:
 fail_report:
   lr_app_report("Exception inside application", NULL);
   return 500;
+}
+
+static lr_conn *wcycle__h1_conn(void *r) {
+  return lr_h1_conn(r);
+}
+
+int lr_ws_cycle_start(lr_h1 *h) {
+  size_t vn = 0, kn = 0;
+  const char *version = lr_h1_find(h, LR_TOK_SEC_WEBSOCKET_VERSION, &vn);
+  const char *key = lr_h1_find(h, LR_TOK_SEC_WEBSOCKET_KEY, &kn);
+  int status =
+      lr_ws_check(version, vn, key, kn, lr_h1_count(h, LR_TOK_SEC_WEBSOCKET_KEY));
+  if (status)
+    return status;
+  lr_req rq = {&lr_h1_req_ops, h};
+  return wcycle__start(&rq, wcycle__h1_conn, 0, key, kn);
+}
+
+static lr_conn *wcycle__h2_conn(void *r) {
+  return lr_h2_tunnel(r);
+}
+
+int lr_ws_cycle_start_h2(lr_h2s *s) {
+  /* RFC 8441 has no key (the stream is the handshake): the engine gets a fixed one,
+   * and its Sec-WebSocket-Accept is not sent. The version is checked as over
+   * HTTP/1.1. */
+  static const char key[] = "bGF1cmVsLWgyLXR1bm5lbA==";
+  lr_req rq = {&lr_h2_req_ops, s};
+  size_t vn = 0;
+  const char *version = lr_h2_req_ops.find(s, LR_TOK_SEC_WEBSOCKET_VERSION, &vn);
+  int status = lr_ws_check(version, vn, key, sizeof key - 1, 1);
+  if (status)
+    return status;
+  return wcycle__start(&rq, wcycle__h2_conn, 1, key, sizeof key - 1);
 }
 
 static void wcycle__dealloc(PyObject *self) {

@@ -69,12 +69,21 @@ struct lr_h1 {
 };
 
 static const lr_h1_app *h1__app;
+static void (*h1__h2_start)(lr_conn *c);
 static llhttp_settings_t h1__settings;
 static const lr_conn_ops h1__ops;
 
 void lr_h1_set_app(const lr_h1_app *app) {
   h1__app = app;
 }
+
+void lr_h1_set_h2(void (*start)(lr_conn *c)) {
+  h1__h2_start = start;
+}
+
+/* RFC 9113 3.4: an HTTP/2 client with prior knowledge starts with this. */
+static const char h1__preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H1__PREFACE_LEN (sizeof h1__preface - 1)
 
 /* ---- llhttp's callbacks: record the head's layout ---- */
 
@@ -356,6 +365,18 @@ static void h1__process(lr_h1 *h) {
     case H1__HEAD: {
       if (avail == 0)
         return;
+      if (h->requests == 0 && h1__h2_start && p[0] == 'P') {
+        /* The first bytes of a connection may be the HTTP/2 preface: wait until they
+         * decide, then hand the whole connection (preface included) to HTTP/2. */
+        size_t k = avail < H1__PREFACE_LEN ? avail : H1__PREFACE_LEN;
+        if (memcmp(p, h1__preface, k) == 0) {
+          if (k < H1__PREFACE_LEN)
+            return;
+          h1__h2_start(c); /* the connection's protocol is HTTP/2's now */
+          h1__free(h);
+          return;
+        }
+      }
       /* The guard rescans the whole head: only call it when a line ended (or a limit
        * may be crossed), so a byte-at-a-time sender costs O(n), not O(n^2). */
       if (h->head_scanned < avail &&
@@ -633,3 +654,46 @@ unsigned lr_h1_count(const lr_h1 *h, lr_token tok) {
     n += h->fields[i].token == (int)tok;
   return n;
 }
+
+/* ---- the request view (req.h) ---- */
+
+static int h1__r_version(const void *r) {
+  return 10 + (((const lr_h1 *)r)->http_minor ? 1 : 0);
+}
+static lr_conn *h1__r_conn(const void *r) {
+  return ((const lr_h1 *)r)->c;
+}
+static void **h1__r_app_state(void *r) {
+  return &((lr_h1 *)r)->app_state;
+}
+static const char *h1__r_method(const void *r, size_t *len) {
+  return lr_h1_method(r, len);
+}
+static const char *h1__r_target(const void *r, size_t *len) {
+  return lr_h1_target(r, len);
+}
+static unsigned h1__r_nfields(const void *r) {
+  return ((const lr_h1 *)r)->nfields;
+}
+static lr_token h1__r_field(const void *r, unsigned i, const char **name, size_t *nn,
+                            const char **value, size_t *vn) {
+  return lr_h1_field(r, i, name, nn, value, vn);
+}
+static const char *h1__r_find(const void *r, lr_token tok, size_t *vn) {
+  return lr_h1_find(r, tok, vn);
+}
+static const char *h1__r_find_name(const void *r, const char *name, size_t *vn) {
+  return lr_h1_find_name(r, name, vn);
+}
+
+const lr_req_ops lr_h1_req_ops = {
+    .version = h1__r_version,
+    .conn = h1__r_conn,
+    .app_state = h1__r_app_state,
+    .method = h1__r_method,
+    .target = h1__r_target,
+    .nfields = h1__r_nfields,
+    .field = h1__r_field,
+    .find = h1__r_find,
+    .find_name = h1__r_find_name,
+};

@@ -201,6 +201,14 @@ typedef struct cli__option {
   X(HEADER_TIMEOUT, HTTP, .order = 27, .name = "header-timeout", .metavar = "S",         \
     .dflt = "30", .env = "LAUREL_HEADER_TIMEOUT", CLI__SECONDS(header_timeout, 0, 30),   \
     .help = "the request head must arrive within S seconds\n(default 30)")               \
+  X(NO_HTTP2, HTTP, .order = 47, .name = "no-http2", .dflt = "off",                      \
+    .env = "LAUREL_NO_HTTP2", CLI__SWITCH(no_http2),                                     \
+    .help = "serve HTTP/1.1 only: a connection opening with the HTTP/2 preface is "      \
+            "answered 505 (default off: h2c with prior knowledge is served)")            \
+  X(H2_SEND_TIMEOUT, HTTP, .order = 50, .name = "h2-send-timeout", .metavar = "S",       \
+    .dflt = "30", .env = "LAUREL_H2_SEND_TIMEOUT", CLI__SECONDS(h2_send_timeout, 0, 30), \
+    .help = "reset an HTTP/2 stream whose response the client's window has blocked "     \
+            "for S seconds, 0 never (default 30)")                                       \
                                                                                          \
   /* WebSocket */                                                                        \
   X(PING_INTERVAL, WEBSOCKET, .order = 11, .name = "ping-interval", .metavar = "S",      \
@@ -292,6 +300,15 @@ typedef struct cli__option {
     .dflt = "none", .env = "LAUREL_LIMIT_CONCURRENCY",                                   \
     CLI__INT(limit_concurrency, 0, INT_MAX, 0),                                          \
     .help = "most connections at once, else 503 (default none)")                         \
+  X(H2_MAX_STREAMS, LIMITS, .order = 48, .name = "h2-max-concurrent-streams",            \
+    .metavar = "N", .dflt = "100", .env = "LAUREL_H2_MAX_CONCURRENT_STREAMS",            \
+    CLI__INT(h2_max_concurrent_streams, 1, INT32_MAX, 100),                              \
+    .help = "HTTP/2 streams open at once per connection, more are refused "              \
+            "(default 100)")                                                             \
+  X(H2_MAX_HEADER_LIST, LIMITS, .order = 49, .name = "h2-max-header-list-size",          \
+    .metavar = "N", .dflt = "65536", .env = "LAUREL_H2_MAX_HEADER_LIST_SIZE",            \
+    CLI__INT(h2_max_header_list_size, 1, INT32_MAX, 65536),                              \
+    .help = "largest decoded HTTP/2 header list in bytes, else 431 (default 65536)")     \
                                                                                          \
   /* Other */                                                                            \
   X(HELP, OTHER, .order = 37, .name = "help", .shrt = 'h', .daphne = "-h/--help",        \

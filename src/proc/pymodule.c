@@ -8,6 +8,7 @@
 #include "laurel/base/log.h"
 #include "laurel/base/signals.h"
 #include "laurel/http/h1.h"
+#include "laurel/http/h2.h"
 #include "laurel/http/wire.h"
 #include "laurel/layer/layer.h"
 #include "laurel/layer/redis.h"
@@ -59,6 +60,23 @@ static PyObject *mod__access_log_to_logging(PyObject *self, PyObject *unused) {
   return PyBool_FromLong(lr_access_sink_wanted());
 }
 
+/* Before the loop may block: HTTP/2 sessions serialise their frames, then every
+ * connection's output is written. */
+static void mod__flush(void) {
+  lr_h2_flush_all();
+  lr_conn_flush_all();
+}
+
+/* A new connection's protocol: HTTP/2 when TLS's ALPN chose it, else HTTP/1.1 (which
+ * hands a cleartext connection opening with HTTP/2's preface to HTTP/2 itself). */
+static void mod__start(lr_conn *c) {
+  const char *alpn = lr_conn_alpn(c);
+  if (alpn && alpn[0] == 'h' && alpn[1] == '2' && !alpn[2])
+    lr_h2_start(c);
+  else
+    lr_h1_start(c);
+}
+
 /* serve(app, loop, state, on_error, task_type) */
 static PyObject *mod__serve(PyObject *self, PyObject *const *args, Py_ssize_t n) {
   (void)self;
@@ -70,8 +88,13 @@ static PyObject *mod__serve(PyObject *self, PyObject *const *args, Py_ssize_t n)
     return NULL;
   lr_wire_set_server_name(lr_cfg->server_name);
   lr_h1_set_app(&lr_asgi_h1_app);
-  lr_loop_set_prepare(lr_conn_flush_all, lr_aioloop_work_ready);
-  lr_server_start(lr_h1_start);
+  lr_h2_set_app(&lr_asgi_h2_app);
+  if (!lr_cfg->no_http2) {
+    lr_h1_set_h2(lr_h2_start); /* h2c with prior knowledge */
+    lr_tls_offer_h2(1);        /* "h2" in TLS's ALPN */
+  }
+  lr_loop_set_prepare(mod__flush, lr_aioloop_work_ready);
+  lr_server_start(mod__start);
   Py_RETURN_NONE;
 }
 

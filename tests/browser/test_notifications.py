@@ -7,6 +7,7 @@ Skipped when chromium, chromedriver or selenium are missing. The screenshots
 """
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -229,8 +230,9 @@ class _Https:
 
 def test_notifications_over_https_and_wss(browser, tmp_path, site):
     """The same site served over TLS (a certificate made here; Chromium trusts that one
-    key only, through its SPKI pin): login over https://, the page's socket over wss://,
-    a notification sent from the page's own form shown in its bar."""
+    key only, through its SPKI pin): login over https:// on HTTP/2 (ALPN), the page's
+    socket over wss:// on that same HTTP/2 connection (RFC 8441), a notification sent
+    from the page's own form shown in its bar."""
     import base64
     import hashlib
 
@@ -249,12 +251,21 @@ def test_notifications_over_https_and_wss(browser, tmp_path, site):
         d = browser(f"--ignore-certificate-errors-spki-list={pin}")
         log_in(d, _Https(srv), "demo")
         assert d.execute_script("return location.protocol") == "https:"
+        # Chromium took HTTP/2 (ALPN h2) for the page.
+        assert d.execute_script(
+            "return performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
         mine = unique("Over TLS")
         d.find_element(By.ID, "notify-text").send_keys(mine)
         d.find_element(By.CSS_SELECTOR, "#notify-form button[type=submit]").click()
         wait_for_notification(d, mine)
-        # An https: page may only open wss:// sockets (mixed content): this one did.
-        assert "WSCONNECT /notifications/" in srv.stdout()
+        # An https: page may only open wss:// sockets (mixed content): this one did,
+        # over the page's own HTTP/2 connection (RFC 8441: the same client address and
+        # port in the access log).
+        log = srv.stdout()
+        page = re.search(r'^(\S+) - - \[[^]]*\] "GET /" 200', log, re.M)
+        sock = re.search(r'^(\S+) - - \[[^]]*\] "WSCONNECT /notifications/"', log, re.M)
+        assert page and sock, log[-2000:]
+        assert sock.group(1) == page.group(1), log[-2000:]
     finally:
         problems = factory.finalize()
     assert not problems, problems

@@ -12,15 +12,21 @@ import asyncio
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import free_port, read_until_close, run_cli
 from tlsfiles import Pki
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "h2"))  # h2helpers
 
 websockets = pytest.importorskip("websockets")
 
@@ -118,10 +124,14 @@ def test_bodies_both_ways_keep_alive_and_pipelining(serve, pki):
     assert closed and data.count(b"HTTP/1.1 200 OK") == 21
 
 
-def test_alpn(serve, pki):
-    """http/1.1 is chosen when offered (also next to h2 while laurel has no HTTP/2 on
-    the port); a client offering only protocols laurel lacks gets no ALPN and HTTP/1.1."""
-    srv = tls_serve(serve, pki.issue())
+@pytest.mark.parametrize("http2", [True, False])
+def test_alpn(serve, pki, http2):
+    """h2 is chosen when offered (http/1.1 with --no-http2), http/1.1 otherwise; a
+    client offering only protocols laurel lacks gets no ALPN and HTTP/1.1."""
+    srv = tls_serve(serve, pki.issue(), *([] if http2 else ["--no-http2"]))
+    s = tls_connect(srv, pki.client_context(alpn=["h2", "http/1.1"]))
+    assert s.selected_alpn_protocol() == ("h2" if http2 else "http/1.1")
+    s.close()
     for offer, chosen in [(["http/1.1"], "http/1.1"), (["spdy/3", "http/1.1"], "http/1.1"),
                           (["spdy/3"], None)]:
         s = tls_connect(srv, pki.client_context(alpn=offer))
@@ -413,3 +423,55 @@ def test_tls_on_a_unix_socket(serve, pki, tmp_path):
     scope = json.loads(body)["scope"]
     assert scope["scheme"] == "https"
     assert scope["extensions"]["tls"]["server_cert"] == leaf.pem
+
+
+def _h2_over_tls(srv, pki):
+    s = tls_connect(srv, pki.client_context(alpn=["h2", "http/1.1"]))
+    assert s.selected_alpn_protocol() == "h2"
+    return s
+
+
+def test_http2_over_tls(serve, pki):
+    """ALPN h2: HTTP/2 on the TLS connection, the scope's http_version "2" with scheme
+    https and the TLS extension; h2load over TLS (100 streams at a time) sees no error."""
+    from h2helpers import Client
+    leaf = pki.issue()
+    srv = tls_serve(serve, leaf)
+    c = Client(srv, sock=_h2_over_tls(srv, pki))
+    try:
+        status, _, body = c.get("/scope")
+        assert status == 200
+        scope = json.loads(body)["scope"]
+        assert scope["http_version"] == "2" and scope["scheme"] == "https"
+        assert scope["extensions"]["tls"]["server_cert"] == leaf.pem
+        status, _, body = c.get("/big?size=%d" % (3 << 20), timeout=20)
+        assert status == 200 and body == b"b" * (3 << 20)
+    finally:
+        c.close()
+    if shutil.which("h2load"):
+        r = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "100",
+                            f"https://127.0.0.1:{srv.port}/text"],
+                           capture_output=True, text=True, timeout=60)
+        assert "2000 succeeded, 0 failed, 0 errored" in r.stdout, r.stdout[-1500:]
+        assert "Application protocol: h2" in r.stdout
+
+
+def test_websocket_over_http2_over_tls(serve, pki):
+    """RFC 8441 on a TLS connection: the extended CONNECT's WebSocket has scheme wss,
+    http_version "2" and the TLS extension, and echoes."""
+    from h2helpers import Raw
+    from test_h2_websocket import WS
+    srv = tls_serve(serve, pki.issue(), app=WS_APP)
+    raw = Raw(srv, sock=_h2_over_tls(srv, pki))
+    try:
+        ws = WS(srv, "/scope", raw=raw, sid=1)
+        assert ws.handshake() == 200
+        scope = json.loads(ws.recv()[1])
+        assert scope["scheme"] == "wss" and scope["http_version"] == "2"
+        assert "tls" in scope["extensions"]
+        echo = WS(srv, "/echo", raw=raw, sid=3)
+        assert echo.handshake() == 200
+        echo.send(0x1, b"over h2 over tls")
+        assert echo.recv() == (0x1, b"over h2 over tls")
+    finally:
+        raw.close()

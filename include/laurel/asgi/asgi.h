@@ -6,6 +6,7 @@
 #include <Python.h>
 
 #include "laurel/http/h1.h"
+#include "laurel/http/h2.h"
 
 /* Readies the cycle types. 0, or -1 with an exception. */
 int lr_asgi_init(void);
@@ -18,5 +19,7 @@ int lr_asgi_serve(PyObject *app, PyObject *loop, PyObject *state, PyObject *on_e
 
 /* What HTTP/1.1 calls for its requests (lr_h1_set_app). */
 extern const lr_h1_app lr_asgi_h1_app;
+/* What HTTP/2 calls for its request streams (lr_h2_set_app). */
+extern const lr_h2_app lr_asgi_h2_app;
 
 #endif

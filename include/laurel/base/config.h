@@ -71,6 +71,11 @@ typedef struct lr_config {
   const char *ssl_ciphers;
   int ssl_cert_reqs; /* 0 none, 1 optional, 2 required (Python's ssl.CERT_*) */
 
+  int no_http2;                       /* --no-http2: the preface is not taken */
+  unsigned h2_max_concurrent_streams; /* 100 */
+  unsigned h2_max_header_list_size;   /* 65536 bytes (RFC 9113 6.5.2 counting) */
+  double h2_send_timeout;             /* 30: a response blocked this long is reset */
+
   int workers;                  /* 1 (issue 5) */
   long max_requests;            /* 0: none (issue 5) */
   long max_requests_jitter;     /* 0 (issue 5) */

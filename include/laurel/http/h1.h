@@ -11,28 +11,14 @@
 
 #include <stddef.h>
 
+#include "laurel/http/req.h"
 #include "laurel/http/tokens.h"
 #include "laurel/net/conn.h"
 
 typedef struct lr_h1 lr_h1;
 
-/* What h1 tells a request's cycle. h1 holds the cycle from lr_h1_attach until it calls
- * detach, which also lets go of h1's reference. */
-typedef struct lr_h1_cycle_ops {
-  /* Request body bytes arrived. 0, or -1 (out of memory: h1 answers 500). */
-  int (*body)(void *cy, const char *p, size_t n);
-  /* The body is complete. */
-  void (*body_end)(void *cy);
-  /* Body bytes the app has not taken yet (above 64 KiB, reading pauses). */
-  size_t (*buffered)(void *cy);
-  /* The response has started (a failure can then only close the connection). */
-  int (*started)(void *cy);
-  /* Everything queued on the connection was written. */
-  void (*drained)(void *cy);
-  /* h1 is done with the cycle: the connection closed (disconnected = 1) or the
-   * response finished and the connection moved on (0). */
-  void (*detach)(void *cy, int disconnected);
-} lr_h1_cycle_ops;
+/* What h1 tells a request's cycle (req.h). */
+typedef lr_req_cycle_ops lr_h1_cycle_ops;
 
 /* What h1 calls upward, installed once by the application layer. */
 typedef struct lr_h1_app {
@@ -49,8 +35,14 @@ typedef struct lr_h1_app {
 
 void lr_h1_set_app(const lr_h1_app *app);
 
-/* Installs HTTP/1.1 on a new connection (the server's start hook). */
+/* Installs HTTP/1.1 on a new connection (the server's start hook). A connection whose
+ * first bytes are the HTTP/2 client preface is handed to the protocol installed with
+ * lr_h1_set_h2 (llhttp never sees it); without one (--no-http2) it is closed. */
 void lr_h1_start(lr_conn *c);
+void lr_h1_set_h2(void (*start)(lr_conn *c));
+
+/* The accessors below as a request view (req.h), for the application layer. */
+extern const lr_req_ops lr_h1_req_ops;
 
 /* Gives the current request its cycle (from inside app->request). */
 void lr_h1_attach(lr_h1 *h, void *cy, const lr_h1_cycle_ops *ops);
