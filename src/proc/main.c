@@ -17,6 +17,11 @@
 #include "laurel/proc/cli.h"
 #include "laurel/proc/master.h"
 #include "laurel/proc/pymodule.h"
+#include "laurel/proc/venv.h"
+
+/* The virtualenv the interpreter runs on (dir "" for none), chosen once before any
+ * worker is forked. */
+static lr_venv main__venv;
 
 /* Run from the build tree, the Python package comes from the source tree. */
 static void main__source_pydir(PyObject *path) {
@@ -41,13 +46,45 @@ static void main__source_pydir(PyObject *path) {
 #endif
 }
 
-static int main__python(const lr_config *cfg, int argc, char **argv) {
+/* One line at start: the interpreter's prefix and site-packages, and the venv's origin.
+ */
+static void main__log_environment(void) {
+  PyObject *site = PyImport_ImportModule("site");
+  PyObject *dirs = site ? PyObject_CallMethod(site, "getsitepackages", NULL) : NULL;
+  PyObject *sep = PyUnicode_FromString(", ");
+  PyObject *joined = dirs && sep ? PyUnicode_Join(sep, dirs) : NULL;
+  PyObject *prefix = PySys_GetObject("prefix"); /* borrowed */
+  const char *p = prefix && PyUnicode_Check(prefix) ? PyUnicode_AsUTF8(prefix) : NULL;
+  const char *j = joined ? PyUnicode_AsUTF8(joined) : NULL;
+  if (p && j) {
+    if (main__venv.dir[0])
+      lr_log(LR_LOG_INFO, "laurel.server",
+             "Python %s in virtualenv (from %s): prefix %s, site-packages %s", PY_VERSION,
+             main__venv.source, p, j);
+    else
+      lr_log(LR_LOG_INFO, "laurel.server",
+             "Python %s, no virtualenv: prefix %s, site-packages %s", PY_VERSION, p, j);
+  }
+  if (PyErr_Occurred())
+    PyErr_Clear(); /* only a log line is lost */
+  Py_XDECREF(joined);
+  Py_XDECREF(sep);
+  Py_XDECREF(dirs);
+  Py_XDECREF(site);
+}
+
+static int main__python(const lr_config *cfg, int argc, char **argv, int log_env) {
   PyImport_AppendInittab("_laurel", lr_module_init);
   PyConfig pc;
   PyConfig_InitPythonConfig(&pc);
   pc.install_signal_handlers = 0; /* asyncio's add_signal_handler owns SIGINT/SIGTERM */
   pc.parse_argv = 0;
   PyStatus st = PyConfig_SetBytesArgv(&pc, argc, argv);
+  /* Run as the venv's python would: getpath reads pyvenv.cfg beside this executable
+   * (home, the stdlib) and site.py makes the venv the prefix and adds its
+   * site-packages (and the system's when the venv includes them). */
+  if (!PyStatus_Exception(st) && main__venv.dir[0])
+    st = PyConfig_SetBytesString(&pc, &pc.executable, main__venv.python);
   if (!PyStatus_Exception(st))
     st = Py_InitializeFromConfig(&pc);
   PyConfig_Clear(&pc);
@@ -66,6 +103,8 @@ static int main__python(const lr_config *cfg, int argc, char **argv) {
   }
   Py_DECREF(dot);
   main__source_pydir(path);
+  if (log_env)
+    main__log_environment();
   PyObject *mod = PyImport_ImportModule("laurel._server");
   if (!mod) {
     PyErr_Print();
@@ -109,14 +148,13 @@ static int main__nls;
 /* A worker: its own event loop and interpreter, both created after any fork. ready_fd
  * (or -1) gets a byte once it serves. */
 static int main__worker(int slot, int ready_fd) {
-  (void)slot;
   lr_signals_early_install();
   lr_server_setup(main__ls, main__nls, ready_fd);
   if (lr_loop_init() < 0) {
     lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");
     return 1;
   }
-  return main__python(&main__cfg, main__argc, main__argv);
+  return main__python(&main__cfg, main__argc, main__argv, slot == 0);
 }
 
 int main(int argc, char **argv) {
@@ -129,6 +167,13 @@ int main(int argc, char **argv) {
   if (r < 0)
     return 2;
   lr_log_init(cfg->log_fmt, cfg->verbosity);
+  char exe[PATH_MAX], why[2 * PATH_MAX + 200];
+  if (lr_venv_find(cfg->venv, lr_venv_self_exe(exe, sizeof exe), PY_MAJOR_VERSION,
+                   PY_MINOR_VERSION, &main__venv, why, sizeof why) < 0) {
+    lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot use the virtualenv: %s", why);
+    fprintf(stderr, "laurel: error: %s\n", why);
+    return 1;
+  }
   lr_access_set_format(cfg->access_log_format);
   if (cfg->access_log_to_logging) {
     lr_access_open_sink(); /* laurel/_server.py installs the sink into logging */

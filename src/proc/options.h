@@ -240,6 +240,10 @@ typedef struct cli__option {
     .help = "auto (a Django request for a sync view runs its middleware and view in "    \
             "one thread-sensitive call, one for an async view its middleware in two, "   \
             "when that applies) or off (default auto)")                                  \
+  X(VENV, LIFECYCLE, .order = 40, .name = "venv", .metavar = "DIR",                      \
+    .env = "LAUREL_VENV",                                                                \
+    .help = "virtualenv to run the application in; without it, the venv laurel is "      \
+            "installed in, else the activated one ($VIRTUAL_ENV)")                       \
                                                                                          \
   /* Limits */                                                                           \
   X(LIMIT_LINE, LIMITS, .order = 28, .name = "limit-request-line", .metavar = "N",       \
