@@ -24,7 +24,8 @@ DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
 	python3-uvloop python3-httptools python3-websockets python3-pytest \
 	python3-msgpack python3-selenium redis-server chromium chromium-driver wrk \
 	clang-format libpython3.11-testsuite python3-matplotlib gunicorn openssl \
-	python3-cryptography
+	python3-cryptography \
+	python3-build python3-mesonpy python3-pip python3-venv patchelf
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
