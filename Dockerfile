@@ -29,6 +29,8 @@ COPY include/ include/
 COPY src/ src/
 COPY python/ python/
 COPY tests/unit/ tests/unit/
+# test_cli's meson test reads the option tables of docs/cli.md
+COPY docs/cli.md docs/
 
 # The binary goes to /usr/local/bin, the laurel package and _laurel_layer to
 # /usr/local/lib/python3.11/dist-packages (on Debian's python3 sys.path).
