@@ -73,6 +73,40 @@ static void main__log_environment(void) {
   Py_XDECREF(site);
 }
 
+/* laurel check: laurel._check.main(app, listeners, workers, channel_layer, venv
+ * origin) reports and returns the exit status. */
+static int main__check(PyObject *mod, const lr_config *cfg) {
+  int rc = 1;
+  PyObject *eps = PyList_New(0);
+  if (!eps)
+    goto fail;
+  for (int i = 0; i < cfg->n_endpoints; i++) {
+    char desc[512];
+    lr_endpoint_describe(&cfg->endpoints[i], desc, sizeof desc);
+    PyObject *d = PyUnicode_FromString(desc);
+    if (!d || PyList_Append(eps, d) < 0) {
+      Py_XDECREF(d);
+      goto fail;
+    }
+    Py_DECREF(d);
+  }
+  PyObject *r = PyObject_CallMethod(mod, "main", "sOiss", cfg->app, eps, cfg->workers,
+                                    cfg->channel_layer ? cfg->channel_layer : "native",
+                                    main__venv.source ? main__venv.source : "");
+  if (!r)
+    goto fail;
+  rc = (int)PyLong_AsLong(r);
+  Py_DECREF(r);
+  if (PyErr_Occurred())
+    goto fail;
+  Py_DECREF(eps);
+  return rc;
+fail:
+  PyErr_Print();
+  Py_XDECREF(eps);
+  return 1;
+}
+
 static int main__python(const lr_config *cfg, int argc, char **argv, int log_env) {
   PyImport_AppendInittab("_laurel", lr_module_init);
   PyConfig pc;
@@ -105,10 +139,15 @@ static int main__python(const lr_config *cfg, int argc, char **argv, int log_env
   main__source_pydir(path);
   if (log_env)
     main__log_environment();
-  PyObject *mod = PyImport_ImportModule("laurel._server");
+  PyObject *mod = PyImport_ImportModule(cfg->check ? "laurel._check" : "laurel._server");
   if (!mod) {
     PyErr_Print();
     lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot import laurel's Python package");
+    goto out;
+  }
+  if (cfg->check) {
+    rc = main__check(mod, cfg);
+    Py_DECREF(mod);
     goto out;
   }
   const char *lifespan = cfg->lifespan == LR_LIFESPAN_ON    ? "on"
@@ -161,6 +200,13 @@ int main(int argc, char **argv) {
   lr_config *cfg = &main__cfg;
   lr_config_defaults(cfg);
   lr_cfg = cfg;
+  /* `laurel check APP ...`: the subcommand spelling of --check. */
+  int subcommand_check = argc > 2 && strcmp(argv[1], "check") == 0;
+  if (subcommand_check) {
+    argv[1] = argv[0];
+    argv++;
+    argc--;
+  }
   int r = lr_cli_parse(cfg, argc, argv, stdout, stderr);
   if (r > 0)
     return 0;
@@ -183,6 +229,15 @@ int main(int argc, char **argv) {
              cfg->access_log);
       return 1;
     }
+  }
+  if (subcommand_check)
+    cfg->check = 1;
+  if (cfg->check) { /* nothing is bound or served: one interpreter reports and exits */
+    if (lr_loop_init() < 0) { /* the _laurel module expects the server's loop */
+      lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot create the event loop");
+      return 1;
+    }
+    return main__python(cfg, argc, argv, 0);
   }
   signal(SIGPIPE, SIG_IGN);
   lr_signals_early_install();
