@@ -1,7 +1,7 @@
 """Static checks of the container files and of docs/deployment.md.
 
-There is no Docker engine where the suite runs, so the images are never built here.
-These tests guard what can be checked without one:
+The images are built and run with podman by tests/ops/test_container.py (make
+test-ops). These tests guard, in every make test, what can be checked without that:
 
 * both Dockerfiles (the repository's and examples/notifications/) are multi-stage on
   debian:bookworm-slim, install only Debian packages with apt (no curl, wget, pip, ADD
@@ -410,7 +410,9 @@ def test_deployment_doc_flags_exist():
 
 
 # Long flags of other tools that the deployment page uses.
-OTHER_TOOLS_FLAGS = {"--build", "--destdir", "--now", "--rm", "--stop-timeout"}
+OTHER_TOOLS_FLAGS = {"--build", "--destdir", "--now", "--rm", "--stop-timeout",
+                     # podman and debootstrap (the container tests)
+                     "--runtime", "--ulimit", "--variant"}
 
 
 def test_deployment_doc_every_long_flag_exists():
