@@ -46,6 +46,25 @@ static void main__source_pydir(PyObject *path) {
 #endif
 }
 
+#ifndef LAUREL_PYTHON_PREFIX
+#define LAUREL_PYTHON_PREFIX "/usr"
+#endif
+
+/* The venv was made from a Python other than the one embedded here (its home is not
+ * LAUREL_PYTHON_PREFIX/bin, or no longer exists), and the embedded one's stdlib is
+ * installed. */
+static int main__foreign_home(void) {
+  char ours[PATH_MAX], theirs[PATH_MAX], landmark[PATH_MAX];
+  if (!main__venv.home[0] || !realpath(LAUREL_PYTHON_PREFIX "/bin", ours))
+    return 0;
+  /* a home that is gone (that Python uninstalled) is foreign too */
+  if (realpath(main__venv.home, theirs) && strcmp(ours, theirs) == 0)
+    return 0;
+  snprintf(landmark, sizeof landmark, "%s/lib/python%d.%d/os.py", LAUREL_PYTHON_PREFIX,
+           PY_MAJOR_VERSION, PY_MINOR_VERSION);
+  return access(landmark, R_OK) == 0;
+}
+
 /* One line at start: the interpreter's prefix and site-packages, and the venv's origin.
  */
 static void main__log_environment(void) {
@@ -53,14 +72,17 @@ static void main__log_environment(void) {
   PyObject *dirs = site ? PyObject_CallMethod(site, "getsitepackages", NULL) : NULL;
   PyObject *sep = PyUnicode_FromString(", ");
   PyObject *joined = dirs && sep ? PyUnicode_Join(sep, dirs) : NULL;
-  PyObject *prefix = PySys_GetObject("prefix"); /* borrowed */
+  PyObject *prefix = PySys_GetObject("prefix");    /* borrowed */
+  PyObject *base = PySys_GetObject("base_prefix"); /* borrowed */
+  const char *b = base && PyUnicode_Check(base) ? PyUnicode_AsUTF8(base) : NULL;
   const char *p = prefix && PyUnicode_Check(prefix) ? PyUnicode_AsUTF8(prefix) : NULL;
   const char *j = joined ? PyUnicode_AsUTF8(joined) : NULL;
   if (p && j) {
     if (main__venv.dir[0])
       lr_log(LR_LOG_INFO, "laurel.server",
-             "Python %s in virtualenv (from %s): prefix %s, site-packages %s", PY_VERSION,
-             main__venv.source, p, j);
+             "Python %s in virtualenv (from %s): prefix %s, site-packages %s "
+             "(stdlib from %s)",
+             PY_VERSION, main__venv.source, p, j, b ? b : "?");
     else
       lr_log(LR_LOG_INFO, "laurel.server",
              "Python %s, no virtualenv: prefix %s, site-packages %s", PY_VERSION, p, j);
@@ -119,6 +141,10 @@ static int main__python(const lr_config *cfg, int argc, char **argv, int log_env
    * site-packages (and the system's when the venv includes them). */
   if (!PyStatus_Exception(st) && main__venv.dir[0])
     st = PyConfig_SetBytesString(&pc, &pc.executable, main__venv.python);
+  /* A venv made from another build of this Python version (pyenv's 3.11.7, say):
+   * the stdlib stays the one that matches the interpreter linked in. */
+  if (!PyStatus_Exception(st) && main__venv.dir[0] && main__foreign_home())
+    st = PyConfig_SetBytesString(&pc, &pc.home, LAUREL_PYTHON_PREFIX);
   if (!PyStatus_Exception(st))
     st = Py_InitializeFromConfig(&pc);
   PyConfig_Clear(&pc);
@@ -216,7 +242,6 @@ int main(int argc, char **argv) {
   char exe[PATH_MAX], why[2 * PATH_MAX + 200];
   if (lr_venv_find(cfg->venv, lr_venv_self_exe(exe, sizeof exe), PY_MAJOR_VERSION,
                    PY_MINOR_VERSION, &main__venv, why, sizeof why) < 0) {
-    lr_log(LR_LOG_CRITICAL, "laurel.server", "Cannot use the virtualenv: %s", why);
     fprintf(stderr, "laurel: error: %s\n", why);
     return 1;
   }

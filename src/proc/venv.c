@@ -36,6 +36,39 @@ static int venv__parse_version(const char *v, int *major, int *minor) {
   return 0;
 }
 
+/* The value of key in dir/pyvenv.cfg into out ("" when absent). */
+static void venv__cfg_value(const char *dir, const char *key, char *out, size_t cap) {
+  char p[PATH_MAX], line[PATH_MAX + 64];
+  out[0] = '\0';
+  if (snprintf(p, sizeof p, "%s/pyvenv.cfg", dir) >= (int)sizeof p)
+    return;
+  FILE *f = fopen(p, "r");
+  if (!f)
+    return;
+  size_t kn = strlen(key);
+  while (fgets(line, sizeof line, f)) {
+    char *k = line;
+    while (*k == ' ' || *k == '\t')
+      k++;
+    if (strncmp(k, key, kn) != 0)
+      continue;
+    char *v = k + kn;
+    while (*v == ' ' || *v == '\t')
+      v++;
+    if (*v != '=')
+      continue;
+    v++;
+    while (*v == ' ' || *v == '\t')
+      v++;
+    size_t n = strcspn(v, "\r\n");
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+      n--;
+    snprintf(out, cap, "%.*s", (int)n, v);
+    break;
+  }
+  fclose(f);
+}
+
 int lr_venv_python_version(const char *dir, int *major, int *minor) {
   char p[PATH_MAX];
   if (snprintf(p, sizeof p, "%s/pyvenv.cfg", dir) >= (int)sizeof p)
@@ -142,6 +175,7 @@ int lr_venv_find(const char *named, const char *exe, int py_major, int py_minor,
              out->dir, out->source, major, minor, py_major, py_minor, py_major, py_minor);
     return -1;
   }
+  venv__cfg_value(out->dir, "home", out->home, sizeof out->home);
   /* The venv's interpreter: site.py reads pyvenv.cfg beside its directory. */
   static const char *const names[] = {"bin/python3", "bin/python"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {

@@ -10,6 +10,7 @@ the venv's python reports itself.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -31,6 +32,7 @@ APP = '''
         body = json.dumps({"which": onlyvenv.WHICH, "prefix": sys.prefix,
                            "base_prefix": sys.base_prefix, "executable": sys.executable,
                            "site": site.getsitepackages(),
+                           "os": __import__("os").__file__,
                            "laurel": __import__("laurel").__file__}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
@@ -229,3 +231,21 @@ def test_bad_venv_dir(env_base, kind):
     assert p.returncode == 1, p.stderr
     msg = "does not exist" if kind == "missing" else "is not a virtualenv: it has no pyvenv.cfg"
     assert msg in p.stderr.splitlines()[-1], p.stderr
+
+
+def test_venv_of_another_python_build_keeps_our_stdlib(serve, env_base):
+    """A venv made from another build of Python 3.11 (pyenv's, or one since removed):
+    its site-packages are used, but the stdlib stays the one matching the interpreter
+    laurel embeds (Debian's), not the other build's."""
+    tmp, env = env_base
+    v = make_venv(tmp / "venv", "foreign")
+    cfg = v / "pyvenv.cfg"
+    text = re.sub(r"(?m)^home = .*$", f"home = {tmp / 'gone-python' / 'bin'}", cfg.read_text())
+    cfg.write_text(text)
+    srv = restart_clean(serve, tmp, dict(env, VIRTUAL_ENV=str(v)))
+    got = srv.get_json("/")
+    assert got["which"] == "foreign" and got["prefix"] == str(v)
+    assert got["base_prefix"] == "/usr"
+    assert got["os"] == "/usr/lib/python3.11/os.py"
+    assert got["site"][0] == str(v / "lib" / "python3.11" / "site-packages")
+    srv.wait_output(r"\(stdlib from /usr\)", stream="stderr")

@@ -15,9 +15,10 @@
 typedef struct lr_venv {
   char dir[PATH_MAX]; /* the venv's directory; "" when none is used */
   char python[PATH_MAX +
-              16];    /* its bin/python3 (or bin/python): the executable to present */
-  const char *source; /* what chose it: "--venv", "the executable's directory",
-                         "VIRTUAL_ENV"; NULL when none */
+              16];     /* its bin/python3 (or bin/python): the executable to present */
+  char home[PATH_MAX]; /* pyvenv.cfg's home: the bin/ of the Python it was made from */
+  const char *source;  /* what chose it: "--venv", "the executable's directory",
+                          "VIRTUAL_ENV"; NULL when none */
 } lr_venv;
 
 /* Picks the venv: named (--venv or LAUREL_VENV, "" or NULL for none), else the one
