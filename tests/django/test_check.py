@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import LAUREL_BIN, REPO, free_port, raw
+from conftest import BAD_STDERR, LAUREL_BIN, REPO, free_port
 
 pytestmark = pytest.mark.laurel_only
 
@@ -28,8 +28,11 @@ def example_env(tmp_path, **extra):
 
 
 def check(*args, env, cwd=EXAMPLE):
-    return subprocess.run([str(LAUREL_BIN), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    p = subprocess.run([str(LAUREL_BIN), *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=60)
+    bad = [b for b in BAD_STDERR if b in p.stderr]
+    assert not bad, p.stderr[-4000:]  # leaks or refcount errors of the check itself
+    return p
 
 
 def report(p):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUREL_BIN, PY, REPO, run_cli
+from conftest import BAD_STDERR, LAUREL_BIN, PY, REPO, run_cli
 
 pytestmark = pytest.mark.laurel_only
 
@@ -176,6 +176,13 @@ def test_version_names_the_venv(env_base):
     assert p.stdout.splitlines()[-1] == "venv none"
 
 
+def run_laurel(*args, cwd, env):
+    p = subprocess.run([str(LAUREL_BIN), *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert not [b for b in BAD_STDERR if b in p.stderr], p.stderr[-4000:]
+    return p
+
+
 def wrong_version_venv(tmp):
     """A venv as python3.12 -m venv writes it (no 3.12 here: rewritten from a 3.11 one)."""
     v = make_venv(tmp / "venv312", "x")
@@ -195,8 +202,7 @@ def test_wrong_python_version_is_refused(env_base, how):
         args = ["--venv", str(v)] + args
     else:
         env = dict(env, VIRTUAL_ENV=str(v))
-    p = subprocess.run([str(LAUREL_BIN), *args], cwd=tmp / "app", env=env,
-                       capture_output=True, text=True, timeout=30)
+    p = run_laurel(*args, cwd=tmp / "app", env=env)
     assert p.returncode == 1, (p.returncode, p.stderr)
     want = (f"laurel: error: the virtualenv {v} (from {how}) is for Python 3.12, but "
             f"laurel embeds Python 3.11: create the venv with python3.11 -m venv\n")
@@ -211,12 +217,10 @@ def test_version_without_version_line(env_base):
     cfg = v / "pyvenv.cfg"
     lines = [ln for ln in cfg.read_text().splitlines() if not ln.startswith("version")]
     cfg.write_text("\n".join(lines) + "\n")
-    p = subprocess.run([str(LAUREL_BIN), "--venv", str(v), "-p", "0", "venvapp:app"],
-                       cwd=tmp / "app", env=env, capture_output=True, text=True, timeout=30)
+    p = run_laurel("--venv", str(v), "-p", "0", "venvapp:app", cwd=tmp / "app", env=env)
     assert p.returncode == 1 and "is for Python 3.12" in p.stderr, p.stderr
     cfg.write_text("\n".join(lines) + "\nversion_info = 3.10.12.final.0\n")
-    p = subprocess.run([str(LAUREL_BIN), "--venv", str(v), "-p", "0", "venvapp:app"],
-                       cwd=tmp / "app", env=env, capture_output=True, text=True, timeout=30)
+    p = run_laurel("--venv", str(v), "-p", "0", "venvapp:app", cwd=tmp / "app", env=env)
     assert p.returncode == 1 and "is for Python 3.10" in p.stderr, p.stderr
 
 
@@ -226,8 +230,7 @@ def test_bad_venv_dir(env_base, kind):
     d = tmp / "nothing"
     if kind == "not-a-venv":
         d.mkdir()
-    p = subprocess.run([str(LAUREL_BIN), "--venv", str(d), "-p", "0", "venvapp:app"],
-                       cwd=tmp / "app", env=env, capture_output=True, text=True, timeout=30)
+    p = run_laurel("--venv", str(d), "-p", "0", "venvapp:app", cwd=tmp / "app", env=env)
     assert p.returncode == 1, p.stderr
     msg = "does not exist" if kind == "missing" else "is not a virtualenv: it has no pyvenv.cfg"
     assert msg in p.stderr.splitlines()[-1], p.stderr
