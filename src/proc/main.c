@@ -65,8 +65,7 @@ static int main__foreign_home(void) {
   return access(landmark, R_OK) == 0;
 }
 
-/* One line at start: the interpreter's prefix and site-packages, and the venv's origin.
- */
+/* One line at start: the prefix, site-packages and stdlib the interpreter runs on. */
 static void main__log_environment(void) {
   PyObject *site = PyImport_ImportModule("site");
   PyObject *dirs = site ? PyObject_CallMethod(site, "getsitepackages", NULL) : NULL;
