@@ -233,3 +233,49 @@ def test_pip_install_source_tree(tmp_path, dist):
                        capture_output=True, text=True, timeout=60, env=clean_env(), cwd="/")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(str(v / "lib" / "python3.11" / "site-packages"))
+
+
+RAW_APP = '''
+import json, sys
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    try:
+        import django  # noqa: F401
+        has_django = True
+    except ImportError:
+        has_django = False
+    body = json.dumps({"prefix": sys.prefix, "django": has_django,
+                       "laurel": __import__("laurel").__file__}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+'''
+
+
+def test_isolated_venv_raw_asgi(tmp_path, dist):
+    """A venv without the system's site-packages (pip from Debian's ensurepip): the
+    wheel alone runs a raw ASGI application; Django is not there."""
+    import json
+    import urllib.request
+    v = make_venv(tmp_path / "venv", system_site=False)
+    pip_install(v, dist["wheel"])
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "rawapp.py").write_text(RAW_APP)
+    port = free_port()
+    err = tmp_path / "server.stderr"
+    with open(err, "w") as ef:
+        proc = subprocess.Popen([str(v / "bin" / "laurel"), "-p", str(port), "rawapp:app"],
+                                cwd=app_dir, env=clean_env(), stdout=subprocess.DEVNULL,
+                                stderr=ef)
+    try:
+        assert wait_port(port, proc), err.read_text()[-3000:]
+        got = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/",
+                                                timeout=10).read())
+    finally:
+        stop(proc, err)
+    assert got["prefix"] == str(v.resolve())
+    assert got["django"] is False
+    assert got["laurel"].startswith(str(v.resolve() / "lib" / "python3.11" / "site-packages"))
