@@ -252,3 +252,31 @@ def test_venv_of_another_python_build_keeps_our_stdlib(serve, env_base):
     assert got["os"] == "/usr/lib/python3.11/os.py"
     assert got["site"][0] == str(v / "lib" / "python3.11" / "site-packages")
     srv.wait_output(r"\(stdlib from /usr\)", stream="stderr")
+
+
+def test_runserver_launcher_in_a_venv(env_base):
+    """manage.py runserver and LaurelProcess start the server through laurel._launch:
+    run by a venv's python (not activated), they pick the venv's own bin/laurel and
+    name the venv to it."""
+    tmp, env = env_base
+    v = make_venv(tmp / "venv", "launch")
+    code = ("import json, laurel._launch as l; "
+            "print(json.dumps([l.find_laurel(), l.child_env().get('LAUREL_VENV')]))")
+    env = {k: val for k, val in env.items() if k != "LAUREL_BIN"}
+    env["PYTHONPATH"] = str(REPO / "python")
+    env["PATH"] = "/usr/bin:/bin"
+    r = subprocess.run([str(v / "bin" / "python3"), "-c", code], env=env, cwd="/",
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    found, named = json.loads(r.stdout)
+    assert named == str(v)
+    assert found != str(v / "bin" / "laurel")  # not there yet
+    shutil.copy2(LAUREL_BIN, v / "bin" / "laurel")
+    r = subprocess.run([str(v / "bin" / "python3"), "-c", code], env=env, cwd="/",
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [str(v / "bin" / "laurel"), str(v)]
+    # and /usr/bin/python3, not in a venv, names none
+    r = subprocess.run([PY, "-c", code], env=env, cwd="/", capture_output=True,
+                       text=True, timeout=30)
+    assert json.loads(r.stdout)[1] is None
