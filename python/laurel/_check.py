@@ -3,8 +3,8 @@ go wrong, before it serves a request.
 
 The server calls main() instead of serving (nothing is bound). It imports the
 application as the server would, then reports on stdout: the Python environment, the
-listeners, the workers, each channel layer and what ``--channel-layer native`` swaps
-it for, static files, and the host and WebSocket-origin settings against the
+listeners (and whether they can be bound now), the workers, each channel layer and
+what ``--channel-layer native`` swaps it for, static files, and the host and WebSocket-origin settings against the
 listeners. Each problem is one ``laurel check: problem: ...`` line on stderr, and the
 exit status is 1 when there is any.
 """
@@ -47,6 +47,33 @@ def _tcp_hosts(listeners):
         else:
             out.append((f"[{host}]" if ":" in host else host, port))
     return out
+
+
+def _check_listeners(listeners):
+    """A TCP listener whose address cannot be bound now (in use, not local, a
+    privileged port), or a UNIX socket whose directory is missing, is a problem."""
+    import os
+    import socket
+    for desc in listeners:
+        kind, _, rest = desc.partition(":")
+        fields = dict(f.split("=", 1) for f in rest.split(":") if "=" in f)
+        if kind in ("tcp", "tcp6"):
+            host = fields.get("interface", "").replace("\\:", ":")
+            port = int(fields.get("port", "0") or 0)
+            if port == 0:
+                continue
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, port))
+                except OSError as exc:
+                    _problem(f"cannot listen on {desc}: {exc.strerror}")
+        elif kind == "unix":
+            path = fields.get("address") or rest.split(":")[0]
+            d = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(d):
+                _problem(f"cannot listen on {desc}: directory {d} does not exist")
 
 
 def _check_layers(channel_layer, workers):
@@ -192,6 +219,7 @@ def main(app_path, listeners, workers, channel_layer, venv_source):
     if app is not None:
         _say("application", f"{app_path} ({type(app).__module__}.{type(app).__qualname__})")
     _say("listeners", ", ".join(listeners) or "none")
+    _check_listeners(listeners)
     _say("workers", str(workers))
     if app is not None:
         try:

@@ -156,3 +156,19 @@ def test_static_files(tmp_path):
     (root / "site.css").write_text("body {}\n")
     p = check("check", "staticproj.asgi:application", env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+
+
+def test_listener_that_cannot_be_bound(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = check("check", "-p", str(port), APP, env=example_env(tmp_path))
+    assert p.returncode == 1
+    assert problems(p) == [f"cannot listen on tcp:port={port}:interface=127.0.0.1: "
+                           "Address already in use"]
+    sock = tmp_path / "no-such-dir" / "app.sock"
+    p = check("check", "-u", str(sock), APP, env=example_env(tmp_path))
+    assert problems(p) == [f"cannot listen on unix:{sock}: directory {sock.parent} does "
+                           "not exist"]
