@@ -19,7 +19,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev meson ninja-build pkg-config python3 python3-dev \
-      libev-dev libwslay-dev node-llhttp libssl-dev libhiredis-dev libnghttp2-dev \
+      libev-dev libwslay-dev node-llhttp libssl-dev libhiredis-dev libnghttp2-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -29,6 +29,8 @@ COPY include/ include/
 COPY src/ src/
 COPY python/ python/
 COPY tests/unit/ tests/unit/
+# test_cli's meson test reads the option tables of docs/cli.md
+COPY docs/cli.md docs/
 
 # The binary goes to /usr/local/bin, the laurel package and _laurel_layer to
 # /usr/local/lib/python3.11/dist-packages (on Debian's python3 sys.path).
@@ -42,7 +44,7 @@ FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 libev4 libwslay1 libssl3 libhiredis0.14 libnghttp2-14 \
+      python3 libev4 libwslay1 libssl3 libhiredis0.14 libnghttp2-14 zlib1g \
       python3-django python3-django-channels python3-channels-redis \
  && rm -rf /var/lib/apt/lists/*
 

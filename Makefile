@@ -25,7 +25,14 @@ DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
 	python3-msgpack python3-selenium redis-server chromium chromium-driver wrk \
 	clang-format libpython3.11-testsuite python3-matplotlib gunicorn openssl \
 	python3-cryptography zlib1g-dev libnghttp2-dev nghttp2-client python3-h2 \
-	python3-hypercorn curl
+	python3-hypercorn curl python3-build python3-mesonpy python3-pip python3-venv \
+	patchelf
+
+# What `make test-ops` needs besides DEPS: a container image built and run with podman
+# (runc where crun cannot run, debootstrap for the base image), the Debian package
+# (debhelper, dh-python, help2man, lintian).
+OPS_DEPS := podman buildah runc debootstrap debhelper dh-python help2man lintian \
+	dpkg-dev fakeroot
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -33,7 +40,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # npm is there (a few seconds, pure JavaScript); without it that check is skipped.
 DOCKERFILELINT := dockerfilelint@1.8.0
 
-.PHONY: help deps build build-asan unit test demo bench clean
+.PHONY: help deps deps-ops build build-asan unit test test-ops demo bench clean
 
 help:
 	@echo "make deps        install build/test dependencies with apt (Debian 12)"
@@ -41,6 +48,8 @@ help:
 	@echo "make build-asan  the same with ASan+UBSan into $(BUILD_ASAN)/"
 	@echo "make unit        C unit tests (meson test)"
 	@echo "make test        both builds, meson test in both, pytest against both binaries"
+	@echo "make deps-ops    install what test-ops needs (podman, debootstrap, debhelper, lintian...)"
+	@echo "make test-ops    the container image (podman build/run) and the .deb (dpkg-buildpackage, lintian, install/remove)"
 	@echo "make demo        set up and serve examples/notifications on http://127.0.0.1:8000/"
 	@echo "make bench       laurel vs uvicorn vs daphne (+ gunicorn): bench/run.py, fanout.py, django_bench.py"
 	@echo "make clean       remove build directories and caches"
@@ -69,6 +78,21 @@ deps:
 	  echo "deps: no npm, so no dockerfilelint (tests/ops skips that check)"; \
 	fi
 
+deps-ops:
+	@missing=""; \
+	for p in $(OPS_DEPS); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps-ops: all $(words $(OPS_DEPS)) packages already installed"; \
+	else \
+	  echo "deps-ops: installing$$missing"; \
+	  $(SUDO) apt-get update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends $$missing; \
+	fi
+
 # Configure only when the directory has no build.ninja (--wipe a half-configured one);
 # afterwards ninja re-runs meson by itself when meson.build changes.
 define meson_setup
@@ -95,6 +119,12 @@ test: build build-asan
 	$(MESON) test -C $(BUILD_ASAN) --print-errorlogs
 	LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 	LAUREL_BIN=$(CURDIR)/$(BUILD_ASAN)/laurel $(ASAN_ENV) $(PYTHON) -m pytest -q -x $(PYTEST_ARGS)
+
+# The container image and the Debian package, built and run for real (a few minutes;
+# the debootstrap base image is cached in /var/cache/laurel-ci). Run as root.
+test-ops: build
+	LAUREL_OPS=1 LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q -s \
+	  tests/ops/test_container.py tests/ops/test_deb.py $(PYTEST_ARGS)
 
 # demo_setup migrates the SQLite database and (re)creates the demo users, idempotently.
 demo: build

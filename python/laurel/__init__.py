@@ -12,4 +12,23 @@ inside it (``laurel._server``, ``laurel._selector``), the Channels layer backend
 Importing this package imports nothing else.
 """
 
-__version__ = "0.1.0"
+
+def _read_version():
+    # Installed (meson install, the wheel, the .deb): _version.py, written by meson from
+    # meson.build. Run from the source tree: meson.build itself, the one place it is set.
+    try:
+        from ._version import version
+        return version
+    except ImportError:
+        pass
+    import os
+    import re
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "meson.build")) as f:
+            m = re.search(r"^\s*version:\s*'([^']+)'", f.read(), re.M)
+        return m.group(1) if m else "0+unknown"
+    except OSError:
+        return "0+unknown"
+
+
+__version__ = _read_version()

@@ -1,13 +1,15 @@
 """Starting the ``laurel`` executable from Python: ``manage.py runserver`` (the
 ``laurel`` Django app) and ``laurel.testing.LaurelProcess`` use these.
 
-* :func:`find_laurel`: ``$LAUREL_BIN``, else ``laurel`` on ``PATH``, else the build tree
-  next to this package (``<repo>/build/laurel``).
+* :func:`find_laurel`: ``$LAUREL_BIN``, else the virtualenv's own ``bin/laurel`` when
+  this Python runs in a venv (pip put it there), else ``laurel`` on ``PATH``, else the
+  build tree next to this package (``<repo>/build/laurel``).
 * :func:`child_env`: the environment of the server process. The caller gives the
   listening socket with ``--fd``, so the ``LAUREL_*``/``PORT`` variables that would add
   listeners are removed; every other ``LAUREL_*`` variable still configures laurel.
   ``PYTHONPATH`` carries this process's import path, so the server imports the project
-  (and a virtualenv's packages) the way this process does.
+  (and a virtualenv's packages) the way this process does; in a venv, ``LAUREL_VENV``
+  names it, so the server runs on it even when it is not activated.
 * :func:`listen`: a bound, listening TCP socket, to hand to laurel with ``--fd``.
 * :func:`die_with_parent`: a ``preexec_fn`` so that laurel gets SIGTERM if the Python
   process that started it dies without stopping it (SIGKILL, a crash).
@@ -50,6 +52,10 @@ def build_tree_binary():
     return Path(__file__).resolve().parent.parent.parent / "build" / "laurel"
 
 
+def in_venv():
+    return sys.prefix != sys.base_prefix
+
+
 def find_laurel():
     """The path of the laurel executable; LaurelNotFound says where it was looked for."""
     env = os.environ.get("LAUREL_BIN")
@@ -57,6 +63,10 @@ def find_laurel():
         if _executable(env):
             return os.path.abspath(env)
         raise LaurelNotFound(f"LAUREL_BIN={env!r} is not an executable file")
+    if in_venv():
+        own = os.path.join(sysconfig.get_path("scripts"), "laurel")
+        if _executable(own):
+            return own
     on_path = shutil.which("laurel")
     if on_path:
         return on_path
@@ -113,6 +123,8 @@ def pythonpath(first=()):
 def child_env(extra=None, first_paths=()):
     env = {k: v for k, v in os.environ.items() if k not in LISTENER_ENV}
     env["PYTHONPATH"] = pythonpath(first_paths)
+    if in_venv() and not env.get("LAUREL_VENV"):
+        env["LAUREL_VENV"] = sys.prefix
     env.update(extra or {})
     return env
 

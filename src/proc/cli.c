@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "laurel/base/log.h"
+#include "laurel/proc/venv.h"
 #include "options.h"
 
 #ifndef LAUREL_VERSION
@@ -52,6 +53,25 @@ static const char cli__version_text[] =
     "libev " LAUREL_LIBEV_VERSION "\n"
     "llhttp " LAUREL_LLHTTP_VERSION "\n"
     "wslay " LAUREL_WSLAY_VERSION "\n" LAUREL_OPENSSL_VERSION "\n";
+
+/* The last line of --version: the virtualenv a server started now would run on. named
+ * is --venv when it came before --version, else LAUREL_VENV. */
+static void cli__print_venv(FILE *out, const char *named) {
+  int major = 0, minor = 0;
+  if (sscanf(LAUREL_PYTHON_VERSION, "%d.%d", &major, &minor) != 2)
+    return;
+  if (!named || !*named)
+    named = getenv("LAUREL_VENV");
+  char exe[PATH_MAX], err[2 * PATH_MAX + 200];
+  lr_venv v;
+  if (lr_venv_find(named, lr_venv_self_exe(exe, sizeof exe), major, minor, &v, err,
+                   sizeof err) < 0)
+    fprintf(out, "venv unusable: %s\n", err);
+  else if (v.dir[0])
+    fprintf(out, "venv %s (from %s)\n", v.dir, v.source);
+  else
+    fputs("venv none\n", out);
+}
 
 /* ---- the options ---- */
 
@@ -745,6 +765,9 @@ static int cli__apply_special(cli__state *st, int id, const char *v,
     cfg->lifespan = map[i];
     return 0;
   }
+  case CLI__VENV: /* a string whose default is "none given" (lr_venv_find decides) */
+    cfg->venv = v;
+    return 0;
   case CLI__CHANNEL_LAYER: {
     static const char *const layers[] = {"native", "settings"};
     int i = cli__choose(err, o, v, layers, 2);
@@ -1029,6 +1052,7 @@ int lr_cli_parse(lr_config *cfg, int argc, char **argv, FILE *out, FILE *err) {
     }
     if (id == CLI__VERSION) {
       fputs(cli__version_text, out);
+      cli__print_venv(out, cfg->venv);
       return 1;
     }
     if (id < 0)

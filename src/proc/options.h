@@ -278,6 +278,15 @@ typedef struct cli__option {
     .help = "auto (a Django request for a sync view runs its middleware and view in "    \
             "one thread-sensitive call, one for an async view its middleware in two, "   \
             "when that applies) or off (default auto)")                                  \
+  X(CHECK, LIFECYCLE, .order = 52, .name = "check", .dflt = "off",                       \
+    .env = "LAUREL_CHECK", CLI__SWITCH(check),                                           \
+    .help = "check the deployment and exit (also: laurel check APP): import the "        \
+            "application, report the channel layer, listeners, workers, static files "   \
+            "and hosts, exit 1 on a problem")                                            \
+  X(VENV, LIFECYCLE, .order = 51, .name = "venv", .metavar = "DIR",                      \
+    .env = "LAUREL_VENV",                                                                \
+    .help = "virtualenv to run the application in; without it, the venv laurel is "      \
+            "installed in, else the activated one ($VIRTUAL_ENV)")                       \
                                                                                          \
   /* Limits */                                                                           \
   X(LIMIT_LINE, LIMITS, .order = 28, .name = "limit-request-line", .metavar = "N",       \

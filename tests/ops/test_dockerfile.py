@@ -1,7 +1,7 @@
 """Static checks of the container files and of docs/deployment.md.
 
-There is no Docker engine where the suite runs, so the images are never built here.
-These tests guard what can be checked without one:
+The images are built and run with podman by tests/ops/test_container.py (make
+test-ops). These tests guard, in every make test, what can be checked without that:
 
 * both Dockerfiles (the repository's and examples/notifications/) are multi-stage on
   debian:bookworm-slim, install only Debian packages with apt (no curl, wget, pip, ADD
@@ -36,8 +36,9 @@ IDS = ["Dockerfile", "examples/notifications/Dockerfile"]
 
 BASE = "debian:bookworm-slim"
 BUILD_DEPS = {"meson", "ninja-build", "pkg-config", "gcc", "python3-dev", "libev-dev",
-              "libwslay-dev", "node-llhttp", "libssl-dev", "libhiredis-dev", "libnghttp2-dev"}
-RUNTIME_DEPS = {"python3", "libev4", "libwslay1", "libssl3", "libnghttp2-14",
+              "libwslay-dev", "node-llhttp", "libssl-dev", "libhiredis-dev", "libnghttp2-dev",
+              "zlib1g-dev"}
+RUNTIME_DEPS = {"python3", "libev4", "libwslay1", "libssl3", "libnghttp2-14", "zlib1g",
                 "libhiredis0.14", "python3-django", "python3-django-channels", "python3-channels-redis"}
 FORBIDDEN = [
     (r"\bcurl\b", "curl"), (r"\bwget\b", "wget"), (r"\bpip3?\b", "pip"),
@@ -410,7 +411,9 @@ def test_deployment_doc_flags_exist():
 
 
 # Long flags of other tools that the deployment page uses.
-OTHER_TOOLS_FLAGS = {"--build", "--destdir", "--now", "--rm", "--stop-timeout"}
+OTHER_TOOLS_FLAGS = {"--build", "--destdir", "--now", "--rm", "--stop-timeout",
+                     # podman and debootstrap (the container tests)
+                     "--runtime", "--ulimit", "--variant"}
 
 
 def test_deployment_doc_every_long_flag_exists():

@@ -81,6 +81,8 @@ typedef struct lr_config {
   long max_requests_jitter;     /* 0 (issue 5) */
   const char *channel_layer;    /* "native" or "settings" (issue 3) */
   const char *django_fast_path; /* "auto" or "off" */
+  int check;                    /* --check / `laurel check`: report, exit */
+  const char *venv;             /* --venv DIR; NULL: laurel's own, else $VIRTUAL_ENV */
 } lr_config;
 
 /* Fills cfg with the defaults above (no endpoints). */
