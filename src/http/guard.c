@@ -15,8 +15,9 @@
  * - trailer section: bytes of the trailer field lines including their CRLF; the final
  *   blank line is not counted.
  *
- * Deliberate refusals (all 400 / -1): a CRLF before the request line (RFC 9112 2.2
- * allows skipping it; we do not), whitespace (BWS) between a chunk size and its ';'
+ * Deliberate refusals (all 400 / -1): a CRLF before the request line (h1.c skips
+ * the empty lines RFC 9112 2.2 allows before it calls the guard), whitespace (BWS)
+ * between a chunk size and its ';'
  * or ending the size, obs-fold anywhere, and byte 0x85 in field values even inside
  * UTF-8 (Python's str.splitlines() breaks lines on it). */
 #include "laurel/http/guard.h"

@@ -56,6 +56,11 @@ struct lr_h1 {
   int64_t content_length;
   uint64_t body_left; /* Content-Length bytes still to read */
   uint64_t body_seen; /* body bytes read for this request */
+  /* --body-timeout: body bytes must keep coming (see h1__body_deadline) */
+  double body_since;    /* when the current stretch of reading began */
+  double body_last;     /* when body bytes last arrived */
+  uint64_t body_base;   /* body_seen when the stretch began */
+  size_t blank_skipped; /* empty lines skipped before the current request line */
   int body_done;
   int body_err; /* status to answer when a chunked body fails a limit */
   h1__field *fields;
@@ -314,6 +319,38 @@ static void h1__free(lr_h1 *h) {
   free(h);
 }
 
+/* --body-timeout: a request body must keep arriving. The connection closes (the app
+ * hears http.disconnect) when no body byte came for body_timeout seconds, or when,
+ * body_timeout seconds into a stretch of reading, fewer than --body-min-rate bytes per
+ * second arrived since (a client sending a byte a second). A stretch begins with the
+ * head and again whenever reading resumes after the app's backpressure paused it: a
+ * slow app is not the client's fault. 0 when no deadline applies. */
+static double h1__body_deadline(const lr_h1 *h) {
+  double t = lr_cfg->body_timeout;
+  if (t <= 0)
+    return 0;
+  double idle = h->body_last + t;
+  if (lr_cfg->body_min_rate <= 0)
+    return idle;
+  double rate = h->body_since + t +
+                (double)(h->body_seen - h->body_base) / (double)lr_cfg->body_min_rate;
+  return idle < rate ? idle : rate;
+}
+
+static void h1__body_arm(lr_h1 *h) {
+  double d = h1__body_deadline(h);
+  if (d > 0) {
+    double left = d - ev_now(lr_loop);
+    lr_conn_arm_timer(h->c, left > 0.001 ? left : 0.001);
+  }
+}
+
+static void h1__body_stretch(lr_h1 *h) {
+  h->body_since = h->body_last = ev_now(lr_loop);
+  h->body_base = h->body_seen;
+  h1__body_arm(h);
+}
+
 /* A complete head at p[0..len): parse it and start its request. 0 to go on reading,
  * -1 when h is gone (another protocol has the connection) or the connection closes. */
 static int h1__head(lr_h1 *h, const char *p, size_t len, const lr_head_info *info) {
@@ -332,6 +369,7 @@ static int h1__head(lr_h1 *h, const char *p, size_t len, const lr_head_info *inf
   h->content_length = info->content_length;
   h->chunked = info->chunked;
   h->body_seen = 0;
+  h->blank_skipped = 0;
   h->body_done = 0;
   h->body_left = info->content_length > 0 ? (uint64_t)info->content_length : 0;
   if (info->chunked)
@@ -351,6 +389,8 @@ static int h1__head(lr_h1 *h, const char *p, size_t len, const lr_head_info *inf
     return -1;
   }
   h->state = h->body_done ? H1__WAIT : H1__BODY;
+  if (h->state == H1__BODY)
+    h1__body_stretch(h);
   return 0;
 }
 
@@ -363,6 +403,19 @@ static void h1__process(lr_h1 *h) {
     const char *p = lr_conn_input(c, &avail);
     switch (h->state) {
     case H1__HEAD: {
+      /* RFC 9112 2.2: empty lines before a request line are ignored (clients that end
+       * a body with an extra CRLF), as many as a request line may be long. */
+      while (avail > 0 && p[0] == '\r' && h->blank_skipped < lim.max_request_line) {
+        if (avail < 2)
+          return; /* a CR alone: its LF decides */
+        if (p[1] != '\n')
+          break; /* the guard answers "\rX" with 400 */
+        lr_conn_consume(c, 2);
+        p += 2;
+        avail -= 2;
+        h->blank_skipped += 2;
+        h->head_scanned = 0;
+      }
       if (avail == 0)
         return;
       if (h->requests == 0 && h1__h2_start && p[0] == 'P') {
@@ -412,8 +465,10 @@ static void h1__process(lr_h1 *h) {
         return;
       if (h->cycle && h->cops->buffered(h->cycle) >= H1__BODY_HIGH) {
         lr_conn_pause(c);
+        lr_conn_arm_timer(c, 0); /* the app's turn: no body deadline while paused */
         return;
       }
+      h->body_last = ev_now(lr_loop);
       if (h->chunked) {
         size_t used = 0;
         h->body_err = 0;
@@ -427,6 +482,9 @@ static void h1__process(lr_h1 *h) {
           llhttp_reset(&h->parser); /* llhttp saw the head only */
           h1__body_complete(h);
           h->state = H1__WAIT;
+          lr_conn_arm_timer(c, 0);
+        } else {
+          h1__body_arm(h);
         }
         continue;
       }
@@ -437,8 +495,12 @@ static void h1__process(lr_h1 *h) {
       }
       lr_conn_consume(c, n);
       h->body_left -= n;
-      if (h->body_done)
+      if (h->body_done) {
         h->state = H1__WAIT;
+        lr_conn_arm_timer(c, 0);
+      } else {
+        h1__body_arm(h);
+      }
       continue;
     }
     case H1__WAIT:
@@ -453,6 +515,7 @@ static void h1__process(lr_h1 *h) {
 void lr_h1_body_drained(lr_h1 *h) {
   if (h->state == H1__BODY && lr_conn_paused(h->c)) {
     lr_conn_resume(h->c);
+    h1__body_stretch(h);
     h1__process(h);
   }
 }
@@ -495,6 +558,21 @@ static void h1__eof(lr_conn *c) {
 static void h1__timeout(lr_conn *c) {
   lr_h1 *h = lr_conn_proto(c);
   size_t avail;
+  if (h->state == H1__BODY && !lr_conn_paused(c)) {
+    double d = h1__body_deadline(h);
+    if (d <= 0)
+      return;
+    if (d > ev_now(lr_loop) + 0.001) {
+      h1__body_arm(h); /* bytes came meanwhile */
+      return;
+    }
+    lr_log(LR_LOG_INFO, "laurel.http",
+           "%s: request body too slow (%llu bytes in %.0f s): closing",
+           lr_conn_peer_text(c), (unsigned long long)h->body_seen,
+           ev_now(lr_loop) - h->body_since);
+    lr_conn_close(c);
+    return;
+  }
   if (h->state != H1__HEAD)
     return;
   if (lr_conn_input(c, &avail) && avail > 0)

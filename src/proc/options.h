@@ -201,6 +201,16 @@ typedef struct cli__option {
   X(HEADER_TIMEOUT, HTTP, .order = 27, .name = "header-timeout", .metavar = "S",         \
     .dflt = "30", .env = "LAUREL_HEADER_TIMEOUT", CLI__SECONDS(header_timeout, 0, 30),   \
     .help = "the request head must arrive within S seconds\n(default 30)")               \
+  X(BODY_TIMEOUT, HTTP, .order = 53, .name = "body-timeout", .metavar = "S",             \
+    .dflt = "30", .env = "LAUREL_BODY_TIMEOUT", CLI__SECONDS(body_timeout, 0, 30),       \
+    .help = "close (the app gets http.disconnect) when a request body stalls: no byte "  \
+            "for S seconds, or less than --body-min-rate after S seconds; 0: no limit "  \
+            "(default 30)")                                                              \
+  X(BODY_MIN_RATE, HTTP, .order = 54, .name = "body-min-rate", .metavar = "N",           \
+    .dflt = "500", .env = "LAUREL_BODY_MIN_RATE",                                        \
+    CLI__INT(body_min_rate, 0, LONG_MAX, 500),                                           \
+    .help = "bytes per second a request body must average once --body-timeout has "      \
+            "passed; 0: only the idle limit (default 500)")                              \
   X(NO_HTTP2, HTTP, .order = 47, .name = "no-http2", .dflt = "off",                      \
     .env = "LAUREL_NO_HTTP2", CLI__SWITCH(no_http2),                                     \
     .help = "serve HTTP/1.1 only: a connection opening with the HTTP/2 preface is "      \

@@ -41,6 +41,8 @@ typedef struct lr_config {
   double graceful_timeout;          /* 10 */
   double keepalive_timeout;         /* 5 */
   double header_timeout;            /* 30 */
+  double body_timeout;              /* 30: a request body must keep arriving, 0: none */
+  long body_min_rate;               /* 500 bytes/s after body_timeout, 0: no rate */
 
   double ping_interval;             /* 20 */
   double ping_timeout;              /* 30 */
