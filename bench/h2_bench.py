@@ -19,7 +19,8 @@ import sys
 import tempfile
 
 from common import (CLK_TCK, ROOT, StartError, add_laurel_options, check_cpus, cpu_ticks,
-                    fmt, free_port, laurel_binary, laurel_contenders, rss_kib,
+                    fmt, free_port, laurel_binary, laurel_contenders, make_certificate,
+                    rss_kib,
                     start_server, stop, tail, wait_http, with_contenders)
 from common import versions as _versions
 
@@ -30,19 +31,22 @@ ALL_SERVERS = ("laurel", "hypercorn")
 
 def server_command(name, args, port):
     if name == "laurel" or name.startswith("laurel@"):
+        tls = ["--ssl-certfile", args.cert, "--ssl-keyfile", args.key] if args.tls else []
         return [laurel_binary(name, args), "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-                APP]
+                *tls, APP]
     if name == "hypercorn":
-        # one worker, asyncio; h2c with prior knowledge is served on plain TCP
+        # one worker, asyncio; h2c with prior knowledge is served on plain TCP, h2 by
+        # ALPN with a certificate
+        tls = ["--certfile", args.cert, "--keyfile", args.key] if args.tls else []
         return [args.python, "-m", "hypercorn", "--workers", "1", "--log-level",
-                "warning", "-b", f"127.0.0.1:{port}", APP]
+                "warning", "-b", f"127.0.0.1:{port}", *tls, APP]
     raise ValueError(name)
 
 
 def run_h2load(args, port, n):
     cmd = ["taskset", "-c", str(args.load_cpu), "h2load", "-n", str(n), "-c",
            str(args.connections), "-m", str(args.streams),
-           f"http://127.0.0.1:{port}/"]
+           f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     return r.returncode, r.stdout + r.stderr
 
@@ -75,7 +79,8 @@ def bench_one(name, args, logdir):
     try:
         try:
             # an HTTP/1.1 GET proves the app is imported; both servers speak both
-            wait_http(proc, f"http://127.0.0.1:{port}/", args.start_timeout,
+            wait_http(proc, f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/",
+                      args.start_timeout,
                       lambda b: b == EXPECTED_BODY)
         except StartError as e:
             detail = tail(log_path)
@@ -144,6 +149,9 @@ def main(argv=None):
     ap.add_argument("--start-timeout", type=float, default=30)
     ap.add_argument("--timeout", type=float, default=600, help="h2load time limit (600 s)")
     ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap.add_argument("--tls", action="store_true",
+                    help="HTTP/2 over TLS (ALPN h2, a throwaway P-256 certificate) instead "
+                         "of h2c")
     ap.add_argument("-v", "--verbose", action="store_true", help="show h2load's output")
     args = ap.parse_args(argv)
 
@@ -160,6 +168,8 @@ def main(argv=None):
 
     logdir = tempfile.mkdtemp(prefix="laurel-h2bench-")
     print(f"h2_bench.py: server logs in {logdir}", file=sys.stderr)
+    if args.tls:
+        args.cert, args.key = make_certificate(logdir)
     results = []
     for name in servers:
         r = bench_one(name, args, logdir)
@@ -168,8 +178,9 @@ def main(argv=None):
         results.append(r)
 
     v = _versions(args.python, [s for s in servers if s == "hypercorn"])
-    head = (f"h2load -n {args.requests} -c {args.connections} -m {args.streams} (h2c prior "
-            f"knowledge, CPU {args.load_cpu}) against each server (CPU {args.server_cpu}) "
+    how = "TLS, ALPN h2, a P-256 certificate" if args.tls else "h2c prior knowledge"
+    head = (f"h2load -n {args.requests} -c {args.connections} -m {args.streams} ({how}, "
+            f"CPU {args.load_cpu}) against each server (CPU {args.server_cpu}) "
             f"serving bench/hello.py, {args.warmup} warm-up requests; "
             f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs"
             f"{'; ' + v if v else ''}. CPU µs/req = server utime+stime / requests.")
