@@ -19,7 +19,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       gcc libc6-dev meson ninja-build pkg-config python3 python3-dev \
-      libev-dev libwslay-dev node-llhttp libssl-dev libhiredis-dev \
+      libev-dev libwslay-dev node-llhttp libssl-dev libhiredis-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -42,7 +42,7 @@ FROM debian:bookworm-slim AS runtime
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 libev4 libwslay1 libssl3 libhiredis0.14 \
+      python3 libev4 libwslay1 libssl3 libhiredis0.14 zlib1g \
       python3-django python3-django-channels python3-channels-redis \
  && rm -rf /var/lib/apt/lists/*
 

@@ -36,8 +36,8 @@ IDS = ["Dockerfile", "examples/notifications/Dockerfile"]
 
 BASE = "debian:bookworm-slim"
 BUILD_DEPS = {"meson", "ninja-build", "pkg-config", "gcc", "python3-dev", "libev-dev",
-              "libwslay-dev", "node-llhttp", "libssl-dev", "libhiredis-dev"}
-RUNTIME_DEPS = {"python3", "libev4", "libwslay1", "libssl3",
+              "libwslay-dev", "node-llhttp", "libssl-dev", "libhiredis-dev", "zlib1g-dev"}
+RUNTIME_DEPS = {"python3", "libev4", "libwslay1", "libssl3", "zlib1g",
                 "libhiredis0.14", "python3-django", "python3-django-channels", "python3-channels-redis"}
 FORBIDDEN = [
     (r"\bcurl\b", "curl"), (r"\bwget\b", "wget"), (r"\bpip3?\b", "pip"),
