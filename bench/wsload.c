@@ -1202,7 +1202,8 @@ static void usage(FILE *f) {
       "      --control             print phase events, wait for a stdin line after each\n"
       "      --concurrency N       handshakes in flight while opening (64)\n"
       "      --connect-timeout S   limit for opening all connections (60)\n"
-      "      --deflate             offer permessage-deflate (as browsers do) and inflate\n"
+      "      --deflate             offer permessage-deflate (as browsers do) and "
+      "inflate\n"
       "                            compressed messages\n"
       "fanout:\n"
       "  -n, --clients N           subscribers (1000)\n"
@@ -1243,24 +1244,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   static const struct option longopts[] = {
-      {"port", 1, 0, 'p'},
-      {"host", 1, 0, 'H'},
-      {"path", 1, 0, 'P'},
-      {"trigger", 1, 0, 'T'},
-      {"clients", 1, 0, 'n'},
-      {"broadcasts", 1, 0, 'k'},
-      {"settle", 1, 0, 'S'},
-      {"timeout", 1, 0, 't'},
-      {"connect-timeout", 1, 0, 'C'},
-      {"concurrency", 1, 0, 'Q'},
-      {"size", 1, 0, 's'},
-      {"duration", 1, 0, 'd'},
-      {"warmup", 1, 0, 'W'},
-      {"control", 0, 0, 'X'},
-      {"deflate", 0, 0, 'D'},
-      {"pad", 1, 0, 'A'},
-      {"help", 0, 0, 'h'},
-      {0, 0, 0, 0},
+      {"port", 1, 0, 'p'},        {"host", 1, 0, 'H'},    {"path", 1, 0, 'P'},
+      {"trigger", 1, 0, 'T'},     {"clients", 1, 0, 'n'}, {"broadcasts", 1, 0, 'k'},
+      {"settle", 1, 0, 'S'},      {"timeout", 1, 0, 't'}, {"connect-timeout", 1, 0, 'C'},
+      {"concurrency", 1, 0, 'Q'}, {"size", 1, 0, 's'},    {"duration", 1, 0, 'd'},
+      {"warmup", 1, 0, 'W'},      {"control", 0, 0, 'X'}, {"deflate", 0, 0, 'D'},
+      {"pad", 1, 0, 'A'},         {"help", 0, 0, 'h'},    {0, 0, 0, 0},
   };
   optind = 2;
   int ch;

@@ -696,3 +696,12 @@ def test_idle_connection_drops_compressor(serve):
             sizes.append(len(f.payload))
         assert sizes[1] < sizes[0] // 2, sizes  # context kept between close messages
         assert sizes[2] == sizes[0], sizes      # a fresh context after the quiet time
+
+
+@pytest.mark.laurel_only
+@pytest.mark.parametrize("value, on", [("0", False), ("off", False), ("true", True)])
+def test_flag_from_environment(serve, value, on):
+    """LAUREL_WS_PER_MESSAGE_DEFLATE sets the flag as --ws-per-message-deflate does."""
+    srv = serve(WS_APP, env={"LAUREL_WS_PER_MESSAGE_DEFLATE": value})
+    with offered(srv, "permessage-deflate") as ws:
+        assert answer(ws) == ("permessage-deflate" if on else None)
