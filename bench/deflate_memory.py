@@ -6,7 +6,8 @@ compressed message and got its (compressed) echo.
     /usr/bin/python3 bench/deflate_memory.py                 # laurel, 1000 connections
     /usr/bin/python3 bench/deflate_memory.py --server uvicorn --clients 500
 
-Rows: no offer; the browser's offer (permessage-deflate; client_max_window_bits, both
+The last column is read after laurel's ping interval (--ping-interval 2, plus 3 s) while
+the clients answer pings as browsers do. Rows: no offer; the browser's offer (permessage-deflate; client_max_window_bits, both
 sides keep their context, so the zlib streams stay); the same offer with
 server_no_context_takeover; client_no_context_takeover (laurel frees both streams after
 each message).
@@ -16,6 +17,7 @@ import argparse
 import base64
 import json
 import os
+import selectors
 import socket
 import struct
 import sys
@@ -55,11 +57,12 @@ def handshake(port, offer):
     return s, "permessage-deflate" in head.lower()
 
 
-def send_frame(s, payload, rsv1):
+def send_frame(s, payload, rsv1, opcode=0x1):
     mask = os.urandom(4)
     n = len(payload)
-    head = struct.pack("!BB", 0x81 | (0x40 if rsv1 else 0), 0x80 | n) if n < 126 else \
-        struct.pack("!BBH", 0x81 | (0x40 if rsv1 else 0), 0x80 | 126, n)
+    b0 = 0x80 | opcode | (0x40 if rsv1 else 0)
+    head = struct.pack("!BB", b0, 0x80 | n) if n < 126 else \
+        struct.pack("!BBH", b0, 0x80 | 126, n)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     s.sendall(head + mask + masked)
 
@@ -80,6 +83,27 @@ def recv_frame(s):
     elif n == 127:
         n = struct.unpack("!Q", need(8))[0]
     return b0, need(n)
+
+
+def answer_pings(conns, seconds):
+    """Reads what the server sends for a while and answers its pings, as a browser
+    does (a ping left unanswered holds laurel's keepalive timer for --ping-timeout)."""
+    sel = selectors.DefaultSelector()
+    for s in conns:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        for key, _ in sel.select(left):
+            s = key.fileobj
+            s.setblocking(True)
+            b0, payload = recv_frame(s)
+            if b0 & 0x0F == 0x9:
+                send_frame(s, payload, False, opcode=0xA)
+            s.setblocking(False)
+    sel.close()
+    for s in conns:
+        s.setblocking(True)
 
 
 def measure(args, offer):
@@ -124,7 +148,7 @@ def measure(args, offer):
             assert got == msg.encode(), got[:80]
         time.sleep(0.5)
         rss2 = rss_kib(proc.pid)
-        time.sleep(args.ping_interval + 3)  # laurel frees idle compressors at the ping
+        answer_pings(conns, args.ping_interval + 3)  # laurel frees idle compressors then
         rss3 = rss_kib(proc.pid)
         return {"negotiated": negotiated, "idle": (rss1 - rss0) / args.clients,
                 "used": (rss2 - rss0) / args.clients,
