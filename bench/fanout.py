@@ -404,7 +404,7 @@ def main(argv=None):
                          "compressed messages")
     ap.add_argument("--pad", type=int, default=0,
                     help="fan-out: N bytes of notification text added to each message "
-                         "(0: {seq, ts} only, about 35 bytes)")
+                         "(0: {seq, ts} only, about 37 bytes)")
     ap.add_argument("--echo-path", default="/echo",
                     help="/echo (AsyncWebsocketConsumer) or /echo-raw (raw ASGI)")
     ap.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (0)")

@@ -1212,7 +1212,7 @@ static void usage(FILE *f) {
       "      --settle S            wait after all are open (1)\n"
       "      --timeout S           per-broadcast limit (10)\n"
       "      --pad N               ask the app to add N bytes of text to each\n"
-      "                            notification (0: {\"seq\", \"ts\"} only, ~35 bytes)\n"
+      "                            notification (0: {\"seq\", \"ts\"} only, ~37 bytes)\n"
       "echo:\n"
       "  -c, --clients N           connections (64)\n"
       "  -s, --size S              message bytes (32)\n"
