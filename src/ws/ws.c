@@ -445,8 +445,13 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
   if (ws->offered && !ws__has_field(extra, n, "sec-websocket-extensions") &&
       (ws->pmd = lr_pmd_new(&ws->offer))) {
     size_t en = lr_pmd_response(&ws->offer, head + hn, sizeof head - (size_t)hn);
-    hn += (int)en;
-    wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+    if (en) {
+      hn += (int)en;
+      wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+    } else { /* cannot happen with head's size: no answer, no compression */
+      lr_pmd_free(ws->pmd);
+      ws->pmd = NULL;
+    }
   }
   if (lr_conn_write_copy(ws->c, head, (size_t)hn) < 0 ||
       lr_conn_write_copy(ws->c, extra, n) < 0 || lr_conn_write_copy(ws->c, "\r\n", 2) < 0)
