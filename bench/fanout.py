@@ -66,7 +66,8 @@ def build_wsload(force=False):
     if not force and os.access(WSLOAD, os.X_OK) and \
             os.path.getmtime(WSLOAD) >= os.path.getmtime(src):
         return
-    cmd = ["cc", "-O2", "-Wall", "-o", WSLOAD, src, "-lev", "-lwslay", "-lcrypto", "-lm"]
+    cmd = ["cc", "-O2", "-Wall", "-o", WSLOAD, src, "-lev", "-lwslay", "-lcrypto", "-lz",
+           "-lm"]
     print(f"fanout.py: {shlex.join(cmd)}", file=sys.stderr)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
@@ -169,7 +170,7 @@ def server_failure(proc, log_path, what):
 
 
 def bench_fanout(name, args, logdir):
-    result = {"server": name, "error": None}
+    result = {"server": name, "error": None, "deflate_offered": args.deflate}
     try:
         proc, log, port, layer, log_path = serve(name, args, logdir, "fanout")
     except (StartError, OSError) as e:
@@ -187,7 +188,8 @@ def bench_fanout(name, args, logdir):
         rss_before = rss_kib(proc.pid)
         argv = ["fanout", "-p", str(port), "-n", str(args.clients),
                 "-k", str(args.broadcasts), "--timeout", str(args.timeout),
-                "--settle", str(args.settle)]
+                "--settle", str(args.settle)] + (["--pad", str(args.pad)] if args.pad else [])
+        argv += ["--deflate"] if args.deflate else []
         print(f"[{name} fanout] {args.clients} clients, {args.broadcasts} broadcasts",
               file=sys.stderr)
         load = Wsload(args, argv, os.path.join(logdir, f"{name}-wsload-fanout.log"))
@@ -224,7 +226,7 @@ def bench_fanout(name, args, logdir):
 
 
 def bench_echo(name, args, logdir):
-    result = {"server": name, "error": None}
+    result = {"server": name, "error": None, "deflate_offered": args.deflate}
     try:
         proc, log, port, layer, log_path = serve(name, args, logdir, "echo")
     except (StartError, OSError) as e:
@@ -235,6 +237,7 @@ def bench_echo(name, args, logdir):
         argv = ["echo", "-p", str(port), "-c", str(args.echo_clients),
                 "-s", str(args.size), "-d", str(args.duration),
                 "--warmup", str(args.warmup), "--path", args.echo_path]
+        argv += ["--deflate"] if args.deflate else []
         print(f"[{name} echo] {args.echo_clients} connections, {args.size} B, "
               f"{args.duration}s on {args.echo_path}", file=sys.stderr)
         load = Wsload(args, argv, os.path.join(logdir, f"{name}-wsload-echo.log"))
@@ -281,6 +284,10 @@ def notes_for(r, mode):
             notes.append(f"{r['trigger_errors']} trigger errors")
     if r.get("bad"):
         notes.append(f"{r['bad']} bad messages")
+    if r.get("deflate_offered") and r.get("deflate") is not None:
+        opened = r.get("opened") or 0
+        notes.append("permessage-deflate" if r["deflate"] == opened and opened else
+                     f"permessage-deflate on {r['deflate']} of {opened}")
     if r.get("closed_by_server"):
         notes.append(f"{r['closed_by_server']} closed by server")
     if (r.get("client_cpu_pct") or 0) > 80:
@@ -349,6 +356,13 @@ def report(args, servers, fanout, echo):
         f"{args.load_cpu}, loopback; bench/fanout_app; {when}, {os.cpu_count()} CPUs"
         f"{'; ' + v if v else ''}."
     ]
+    if args.deflate:
+        parts.append("**Compressed**: every client offers `permessage-deflate; "
+                     "client_max_window_bits` (as browsers do) and inflates what comes "
+                     "compressed" + (f"; each notification carries {args.pad} bytes of "
+                                     "text (`--pad`)" if args.pad else "") + ".")
+    elif args.pad:
+        parts.append(f"Each notification carries {args.pad} bytes of text (`--pad`).")
     if fanout:
         parts.append(
             f"**Fan-out**: {args.clients} WebSockets in group \"notifications\" "
@@ -385,6 +399,12 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, default=1, help="echo warm-up seconds (1)")
     ap.add_argument("--echo-clients", type=int, default=64, help="echo connections (64)")
     ap.add_argument("--size", type=int, default=32, help="echo message bytes (32)")
+    ap.add_argument("--deflate", action="store_true",
+                    help="clients offer permessage-deflate (as browsers do) and inflate "
+                         "compressed messages")
+    ap.add_argument("--pad", type=int, default=0,
+                    help="fan-out: N bytes of notification text added to each message "
+                         "(0: {seq, ts} only, about 37 bytes)")
     ap.add_argument("--echo-path", default="/echo",
                     help="/echo (AsyncWebsocketConsumer) or /echo-raw (raw ASGI)")
     ap.add_argument("--server-cpu", type=int, default=0, help="CPU for the server (0)")

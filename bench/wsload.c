@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
+#include <zlib.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define HBUF_SIZE 4096
@@ -63,6 +64,8 @@ static struct {
   double duration;
   double warmup;
   int control;
+  int deflate; /* offer permessage-deflate as browsers do */
+  int pad;     /* fanout: bytes of text the app adds to each notification */
 } opt = {
     .host = "127.0.0.1",
     .port = 8000,
@@ -233,7 +236,12 @@ struct conn {
   /* echo */
   double sent_at;
   int waiting;
+  /* permessage-deflate, when the server accepted the offer */
+  int deflate;
+  z_stream *inf;
 };
+
+static int n_deflate; /* connections that negotiated permessage-deflate */
 
 static struct conn *conns;
 static int n_conns;
@@ -282,6 +290,11 @@ static void conn_close(struct conn *c) {
   if (c->ctx) {
     wslay_event_context_free(c->ctx);
     c->ctx = NULL;
+  }
+  if (c->inf) {
+    inflateEnd(c->inf);
+    free(c->inf);
+    c->inf = NULL;
   }
   free(c->hbuf);
   c->hbuf = NULL;
@@ -368,11 +381,53 @@ static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return 0;
 }
 
+/* Inflates a compressed message (RFC 7692 7.2.2: the payload and 00 00 ff ff), the
+ * connection's window kept across messages. NULL on bad data. */
+static unsigned char *inflate_msg(struct conn *c, const uint8_t *p, size_t n,
+                                  size_t *out_len) {
+  static unsigned char *buf;
+  static size_t cap;
+  static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
+  if (!c->inf) {
+    c->inf = calloc(1, sizeof *c->inf);
+    if (!c->inf || inflateInit2(c->inf, -15) != Z_OK)
+      return NULL;
+  }
+  size_t len = 0;
+  for (int part = 0; part < 2; part++) {
+    c->inf->next_in = (Bytef *)(part ? tail : p);
+    c->inf->avail_in = part ? 4 : (uInt)n;
+    do {
+      if (cap - len < 4096) {
+        cap = cap ? cap * 2 : 65536;
+        buf = realloc(buf, cap);
+      }
+      c->inf->next_out = buf + len;
+      c->inf->avail_out = (uInt)(cap - len);
+      int r = inflate(c->inf, Z_SYNC_FLUSH);
+      len = cap - c->inf->avail_out;
+      if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+        return NULL;
+    } while (c->inf->avail_in > 0 || c->inf->avail_out == 0);
+  }
+  *out_len = len;
+  return buf;
+}
+
 static void ws_msg_cb(wslay_event_context_ptr ctx,
                       const struct wslay_event_on_msg_recv_arg *arg, void *user) {
   (void)ctx;
   struct conn *c = user;
-  if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+  if ((arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) &&
+      wslay_get_rsv1(arg->rsv)) {
+    struct wslay_event_on_msg_recv_arg plain = *arg;
+    plain.msg = inflate_msg(c, arg->msg, arg->msg_length, &plain.msg_length);
+    if (!plain.msg) {
+      record_error("bad compressed message");
+      return;
+    }
+    on_message(c, &plain);
+  } else if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
     on_message(c, arg);
   else if (arg->opcode == WSLAY_CONNECTION_CLOSE && c->state == C_OPEN) {
     record_error("server closed a WebSocket with code %u", arg->status_code);
@@ -424,8 +479,11 @@ static void conn_start(struct conn *c) {
   c->req_len = snprintf(c->req, sizeof c->req,
                         "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                        "Sec-WebSocket-Version: 13\r\nOrigin: http://%s:%d\r\n\r\n",
-                        opt.path, opt.host, opt.port, key, opt.host, opt.port);
+                        "Sec-WebSocket-Version: 13\r\nOrigin: http://%s:%d\r\n%s\r\n",
+                        opt.path, opt.host, opt.port, key, opt.host, opt.port,
+                        opt.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                      "client_max_window_bits\r\n"
+                                    : "");
   c->req_off = 0;
   c->hbuf = malloc(HBUF_SIZE);
   c->hlen = c->hoff = 0;
@@ -501,6 +559,10 @@ static int handshake_read(struct conn *c) {
         while (*v == ' ' || *v == '\t')
           v++;
         ok = strncmp(v, c->accept, strlen(c->accept)) == 0;
+      } else if (strncasecmp(line, "sec-websocket-extensions:", 25) == 0) {
+        char *eol = strstr(line, "\r\n");
+        size_t ll = eol ? (size_t)(eol - line) : strlen(line);
+        c->deflate = memmem(line, ll, "permessage-deflate", 18) != NULL;
       }
     }
     if (!ok) {
@@ -552,6 +614,10 @@ static void conn_cb(struct ev_loop *l, ev_io *w, int revents) {
       record_error("wslay_event_context_client_init failed");
       conn_close(c);
       return;
+    }
+    if (c->deflate) {
+      wslay_event_config_set_allowed_rsv_bits(c->ctx, WSLAY_RSV1_BIT);
+      n_deflate++;
     }
     c->state = C_OPEN;
     n_opening--;
@@ -747,8 +813,9 @@ static void broadcast_start(void) {
   trigger_done = 0;
   struct bcast *b = &bc[cur - 1];
   b->expected = n_open;
-  char body[32];
-  int blen = snprintf(body, sizeof body, "seq=%d", cur);
+  char body[48];
+  int blen = opt.pad ? snprintf(body, sizeof body, "seq=%d&pad=%d", cur, opt.pad)
+                     : snprintf(body, sizeof body, "seq=%d", cur);
   trig.len = snprintf(trig.req, sizeof trig.req,
                       "POST %s HTTP/1.1\r\nHost: %s:%d\r\n"
                       "Content-Type: application/x-www-form-urlencoded\r\n"
@@ -909,6 +976,7 @@ static void fanout_after_close(void) {
   double phase = t_phase_end - t_phase_start;
   printf("{\"event\":\"result\",\"mode\":\"fanout\",");
   json_num("clients", n_conns, 0);
+  json_num("deflate", n_deflate, 0);
   json_num("opened", n_conns - n_failed, 0);
   json_num("connect_errors", n_failed, 0);
   json_num("connect_s", t_all_open - t_open_start, 0);
@@ -1067,6 +1135,7 @@ static void echo_after_close(void) {
   double phase = t_echo_end - t_echo_start;
   printf("{\"event\":\"result\",\"mode\":\"echo\",");
   json_num("clients", n_conns, 0);
+  json_num("deflate", n_deflate, 0);
   json_num("opened", n_conns - n_failed, 0);
   json_num("connect_errors", n_failed, 0);
   json_num("size", opt.size, 0);
@@ -1133,12 +1202,17 @@ static void usage(FILE *f) {
       "      --control             print phase events, wait for a stdin line after each\n"
       "      --concurrency N       handshakes in flight while opening (64)\n"
       "      --connect-timeout S   limit for opening all connections (60)\n"
+      "      --deflate             offer permessage-deflate (as browsers do) and "
+      "inflate\n"
+      "                            compressed messages\n"
       "fanout:\n"
       "  -n, --clients N           subscribers (1000)\n"
       "  -k, --broadcasts K        broadcasts, one at a time (50)\n"
       "      --trigger P           URL path POSTed to trigger a broadcast (/broadcast)\n"
       "      --settle S            wait after all are open (1)\n"
       "      --timeout S           per-broadcast limit (10)\n"
+      "      --pad N               ask the app to add N bytes of text to each\n"
+      "                            notification (0: {\"seq\", \"ts\"} only, ~37 bytes)\n"
       "echo:\n"
       "  -c, --clients N           connections (64)\n"
       "  -s, --size S              message bytes (32)\n"
@@ -1170,22 +1244,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   static const struct option longopts[] = {
-      {"port", 1, 0, 'p'},
-      {"host", 1, 0, 'H'},
-      {"path", 1, 0, 'P'},
-      {"trigger", 1, 0, 'T'},
-      {"clients", 1, 0, 'n'},
-      {"broadcasts", 1, 0, 'k'},
-      {"settle", 1, 0, 'S'},
-      {"timeout", 1, 0, 't'},
-      {"connect-timeout", 1, 0, 'C'},
-      {"concurrency", 1, 0, 'Q'},
-      {"size", 1, 0, 's'},
-      {"duration", 1, 0, 'd'},
-      {"warmup", 1, 0, 'W'},
-      {"control", 0, 0, 'X'},
-      {"help", 0, 0, 'h'},
-      {0, 0, 0, 0},
+      {"port", 1, 0, 'p'},        {"host", 1, 0, 'H'},    {"path", 1, 0, 'P'},
+      {"trigger", 1, 0, 'T'},     {"clients", 1, 0, 'n'}, {"broadcasts", 1, 0, 'k'},
+      {"settle", 1, 0, 'S'},      {"timeout", 1, 0, 't'}, {"connect-timeout", 1, 0, 'C'},
+      {"concurrency", 1, 0, 'Q'}, {"size", 1, 0, 's'},    {"duration", 1, 0, 'd'},
+      {"warmup", 1, 0, 'W'},      {"control", 0, 0, 'X'}, {"deflate", 0, 0, 'D'},
+      {"pad", 1, 0, 'A'},         {"help", 0, 0, 'h'},    {0, 0, 0, 0},
   };
   optind = 2;
   int ch;
@@ -1233,6 +1297,12 @@ int main(int argc, char **argv) {
       break;
     case 'X':
       opt.control = 1;
+      break;
+    case 'D':
+      opt.deflate = 1;
+      break;
+    case 'A':
+      opt.pad = (int)parse_pos(optarg, "pad");
       break;
     case 'h':
       usage(stdout);

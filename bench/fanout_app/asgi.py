@@ -5,7 +5,8 @@ WebSocket:
   /echo              EchoConsumer (AsyncWebsocketConsumer echo)
   /echo-raw          raw ASGI echo, no Channels at all
 HTTP (raw ASGI, so the trigger costs little next to the fan-out it causes):
-  POST /broadcast    group_send to "notifications"; body "seq=N" is put in the payload
+  POST /broadcast    group_send to "notifications"; body "seq=N" is put in the payload,
+                     "pad=N" adds a "msg" of N bytes of notification-like text
   GET /              "ok <channel layer class>" (readiness check)
   GET /layer-stats   JSON of the layer's stats() when it has one (laurel's), else {}
 """
@@ -28,6 +29,9 @@ from django.urls import path  # noqa: E402
 from .consumers import GROUP, EchoConsumer, NotificationConsumer  # noqa: E402
 
 _counter = 0
+# What a notification might say (for --pad: compressible as such text is).
+_PAD = ("Alice commented on your post 'Weekend plans': sounds great, count me in! "
+        "Bob liked your photo. Your order #4521 has shipped and arrives Tuesday. ")
 
 
 async def _read_body(receive):
@@ -57,11 +61,17 @@ async def http_app(scope, receive, send):
     if route == "/broadcast" and method == "POST":
         _counter += 1
         seq = _counter
+        pad = 0
         for part in body.split(b"&"):
             key, _, value = part.partition(b"=")
             if key == b"seq" and value.isdigit():
                 seq = int(value)
-        text = json.dumps({"seq": seq, "ts": time.time()})
+            elif key == b"pad" and value.isdigit():
+                pad = min(int(value), 1 << 20)
+        event = {"seq": seq, "ts": time.time()}
+        if pad:
+            event["msg"] = (_PAD * (pad // len(_PAD) + 1))[:pad]
+        text = json.dumps(event)
         await get_channel_layer().group_send(GROUP, {"type": "send_notification",
                                                      "text": text})
         await _respond(send, 200, text.encode(), b"application/json")

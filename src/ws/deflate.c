@@ -3,6 +3,7 @@
  * message. */
 #include "laurel/ws/deflate.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,7 +126,10 @@ static int pmd__params(pmd__cur *c, lr_pmd_params *p) {
       p->server_max_window_bits = (unsigned char)bits;
     } else if (pmd__is(name, nn, "client_max_window_bits")) {
       ok &= !seen_cmwb++ && (vl == -2 || bits);
-      p->client_max_window_bits = (unsigned char)bits; /* no value: 0, the client's 15 */
+      /* The client lets us choose (RFC 7692 7.1.2.2): a smaller window is less memory
+       * kept for its context between messages. */
+      p->client_max_window_bits =
+          (unsigned char)(bits && bits < LR_PMD_CLIENT_BITS ? bits : LR_PMD_CLIENT_BITS);
     } else {
       ok = 0; /* an unknown parameter: RFC 7692 5.1 says decline */
     }
@@ -272,6 +276,17 @@ int lr_pmd_deflate(lr_pmd *z, const void *p, size_t n, const unsigned char **out
   if (z->p.server_no_context_takeover)
     pmd__end_def(z); /* each message starts afresh: nothing to keep meanwhile */
   return 0;
+}
+
+int lr_pmd_idle(lr_pmd *z) {
+  if (!z->def)
+    return 0;
+  pmd__end_def(z);
+  return 1;
+}
+
+void lr_pmd_trim(void) {
+  malloc_trim(0);
 }
 
 int lr_pmd_inflate(lr_pmd *z, const void *p, size_t n, uint64_t limit,

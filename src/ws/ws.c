@@ -47,8 +47,9 @@ struct lr_ws {
   int echo_next;   /* wslay's close echo: its header was written, its code is next */
   int offered;     /* the request had a permessage-deflate offer we can take: offer */
   lr_pmd_params offer;
-  lr_pmd *pmd;  /* permessage-deflate in use (from the accept on), else NULL */
-  char key[32]; /* Sec-WebSocket-Key, for the accept */
+  lr_pmd *pmd;        /* permessage-deflate in use (from the accept on), else NULL */
+  double deflated_at; /* when a message was last compressed */
+  char key[32];       /* Sec-WebSocket-Key, for the accept */
 };
 
 static const lr_conn_ops ws__ops;
@@ -362,6 +363,23 @@ static void ws__process(lr_ws *ws) {
 
 /* ---- timers ---- */
 
+/* One trim a second after compressors were freed, for all of them at once. */
+static ev_timer ws__trim_timer;
+
+static void ws__trim_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)w, (void)revents;
+  ev_ref(loop); /* libev stopped the one-shot timer: undo ws__trim_soon's unref */
+  lr_pmd_trim();
+}
+
+static void ws__trim_soon(void) {
+  if (ev_is_active(&ws__trim_timer))
+    return;
+  ev_timer_init(&ws__trim_timer, ws__trim_cb, 1.0, 0.);
+  ev_timer_start(lr_loop, &ws__trim_timer);
+  ev_unref(lr_loop); /* it does not keep the loop alive */
+}
+
 static void ws__tick_arm(lr_ws *ws, double seconds) {
   ev_timer_stop(lr_loop, &ws->tick);
   ev_timer_set(&ws->tick, seconds > 0.001 ? seconds : 0.001, 0.);
@@ -403,6 +421,11 @@ static void ws__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     ws__tick_arm(ws, lr_cfg->ping_interval - idle);
     return;
   }
+  /* Quiet both ways for a ping interval: the compressor's ~40 KiB go back until the
+   * next message (a connection that only receives now and then keeps little). */
+  if (ws->pmd && now - ws->deflated_at >= lr_cfg->ping_interval - 0.001 &&
+      lr_pmd_idle(ws->pmd))
+    ws__trim_soon();
   struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
   if (wslay_event_queue_msg(ws->ctx, &m) == 0) {
     ws->ping_sent = lr_cfg->ping_timeout > 0 ? now : 0;
@@ -471,8 +494,13 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
   if (ws->offered && !ws__has_field(extra, n, "sec-websocket-extensions") &&
       (ws->pmd = lr_pmd_new(&ws->offer))) {
     size_t en = lr_pmd_response(&ws->offer, head + hn, sizeof head - (size_t)hn);
-    hn += (int)en;
-    wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+    if (en) {
+      hn += (int)en;
+      wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+    } else { /* cannot happen with head's size: no answer, no compression */
+      lr_pmd_free(ws->pmd);
+      ws->pmd = NULL;
+    }
   }
   if (lr_conn_write_copy(ws->c, head, (size_t)hn) < 0 ||
       lr_conn_write_copy(ws->c, extra, n) < 0 || lr_conn_write_copy(ws->c, "\r\n", 2) < 0)
@@ -514,6 +542,7 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
       return -1;
     }
     rsv = WSLAY_RSV1_BIT;
+    ws->deflated_at = ev_now(lr_loop);
   }
   int r = wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* wslay copies the payload */
   if (rsv)

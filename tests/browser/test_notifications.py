@@ -269,3 +269,27 @@ def test_notifications_over_https_and_wss(browser, tmp_path, site):
     finally:
         problems = factory.finalize()
     assert not problems, problems
+
+
+def test_chromium_gets_permessage_deflate(browser, site):
+    """Chromium offers permessage-deflate on every WebSocket and laurel accepts it
+    (ws.extensions from the page's side); a notification long enough to go compressed
+    (64 bytes and more) reaches the bar intact, and so does a short one."""
+    d = browser()
+    log_in(d, site, "demo")
+    d.set_script_timeout(WAIT)
+    ext = d.execute_async_script("""
+        var done = arguments[arguments.length - 1];
+        var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+        var ws = new WebSocket(scheme + location.host + "/notifications/");
+        ws.onopen = function () { var e = ws.extensions; ws.close(); done(e); };
+        ws.onerror = function () { done("error"); };
+    """)
+    assert ext.startswith("permessage-deflate"), ext
+    long_text = unique("Long") + " " + "the quick brown fox jumps over the lazy dog " * 20
+    notify(site, "demo", long_text)
+    wait_for_notification(d, long_text.strip())
+    short = unique("Short")
+    notify(site, "demo", short)
+    wait_for_notification(d, short)
+    assert d.find_element(By.ID, "ws-state").get_attribute("data-state") == "connected"

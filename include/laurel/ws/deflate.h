@@ -18,6 +18,10 @@
  * websockets' own server defaults are the same. */
 #define LR_PMD_SERVER_BITS 12
 #define LR_PMD_MEM_LEVEL 5
+/* The window laurel asks the client to keep to, when its offer lets us choose
+ * (client_max_window_bits): 4 KiB of inflate window held per connection instead of
+ * 32 KiB. */
+#define LR_PMD_CLIENT_BITS 12
 /* Outgoing messages shorter than this go uncompressed (RSV1 clear). */
 #define LR_PMD_MIN_SIZE 64
 
@@ -26,7 +30,7 @@ typedef struct lr_pmd_params {
   unsigned char server_no_context_takeover; /* we reset our compressor per message */
   unsigned char client_no_context_takeover; /* the client resets its compressor */
   unsigned char server_max_window_bits;     /* 9..15: limit on our window; 0: none */
-  unsigned char client_max_window_bits;     /* 8..15: the client's window; 0: 15 */
+  unsigned char client_max_window_bits;     /* 8..12: the client's window; 0: 15 */
 } lr_pmd_params;
 
 /* Reads a Sec-WebSocket-Extensions value (all request fields joined by commas), takes
@@ -49,6 +53,13 @@ void lr_pmd_free(lr_pmd *z);
  * to send with RSV1, the trailing 00 00 ff ff removed. 0, or -1 when zlib fails. */
 int lr_pmd_deflate(lr_pmd *z, const void *p, size_t n, const unsigned char **out,
                    size_t *on);
+
+/* Nothing was sent for a while: the compressor is freed (its context is ours to drop:
+ * the peer's window simply holds data we no longer refer to). 1 if one was freed. */
+int lr_pmd_idle(lr_pmd *z);
+/* Freed compressors sit between live allocations, where malloc keeps their pages:
+ * this hands whole free pages back to the system (malloc_trim; costly, so batched). */
+void lr_pmd_trim(void);
 
 /* Decompresses one message's payload (its frames joined). *out (valid until the next
  * lr_pmd_ call) gets the message. limit: largest size allowed, 0 for none. Returns 0,
