@@ -114,5 +114,7 @@ clean:
 	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache examples/notifications/db.sqlite3
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
+include fuzz/fuzz.mk
+
 # A literal comma for use inside $(call ...) arguments.
 , := ,
