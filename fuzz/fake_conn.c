@@ -199,8 +199,7 @@ int lr_conn_local(const lr_conn *c, struct sockaddr_storage *ss) {
   return fake__addr(ss, 8000);
 }
 
-void lr_server_count_request(void) {
-}
+void lr_server_count_request(void) {}
 
 int lr_server_draining(void) {
   return 0;
