@@ -2,6 +2,7 @@
  * h1.c calls (request counting, draining). */
 #include "fake_conn.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -202,5 +203,15 @@ int lr_conn_local(const lr_conn *c, struct sockaddr_storage *ss) {
 void lr_server_count_request(void) {}
 
 int lr_server_draining(void) {
+  return 0;
+}
+
+int lr_addr_text(const struct sockaddr *sa, char *host, size_t cap, int *port) {
+  if (sa->sa_family != AF_INET)
+    return -1;
+  const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+  if (!inet_ntop(AF_INET, &sin->sin_addr, host, (socklen_t)cap))
+    return -1;
+  *port = ntohs(sin->sin_port);
   return 0;
 }
