@@ -76,11 +76,38 @@ def run_target(args, target, extra):
     return result
 
 
+def table(args):
+    """Totals per target over every run recorded in stats.jsonl (docs/fuzzing.md)."""
+    total = {}
+    for line in open(os.path.join(args.dir, "stats.jsonl")):
+        r = json.loads(line)
+        t = total.setdefault(r["target"], {"execs": 0, "crashes": 0, "runs": 0, "cov": 0,
+                                            "ft": 0, "seconds": 0, "corpus": 0})
+        t["execs"] += r["execs"]
+        t["crashes"] += r["crashes"]
+        t["runs"] += 1
+        t["seconds"] += r.get("wall", r["seconds"])
+        t["cov"] = max(t["cov"], r["cov"])
+        t["ft"] = max(t["ft"], r["ft"])
+        t["corpus"] = max(t["corpus"], r["corpus"])
+    print("| target | executions | runs | time | execs/s | cov | ft | corpus | crashes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in args.targets or sorted(total):
+        t = total[name]
+        print("| `%s` | %s | %d | %d min | %d | %d | %d | %d | %d |" % (
+            name, "{:,}".format(t["execs"]), t["runs"], round(t["seconds"] / 60),
+            t["execs"] / max(t["seconds"], 1), t["cov"], t["ft"], t["corpus"],
+            t["crashes"]))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="build-fuzz")
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--replay", action="store_true")
+    ap.add_argument("--table", action="store_true",
+                    help="print the totals of stats.jsonl as a Markdown table, run nothing")
     ap.add_argument("targets", nargs="*")
     argv = sys.argv[1:]
     extra = []
@@ -88,6 +115,8 @@ def main():
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     args = ap.parse_args(argv)
+    if args.table:
+        return table(args)
     results = []
     for t in args.targets:
         r = run_target(args, t, extra)
