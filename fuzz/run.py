@@ -31,7 +31,8 @@ OPTIONS = {
     "redis": ["-max_len=4096"],
 }
 
-STATUS = re.compile(r"^#(\d+)\s+(\w+)\s+cov: (\d+) ft: (\d+)(?: corp: (\d+)/(\S+))?")
+# "#N  NEW  cov: C ft: F corp: K/Sb ...", or with -fork=N "#N: cov: C ft: F corp: K ...".
+STATUS = re.compile(r"^#(\d+):?\s+(?:\w+\s+)?cov: (\d+) ft: (\d+)(?: corp: (\d+))?")
 EXECS = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
@@ -63,9 +64,9 @@ def run_target(args, target, extra):
     for line in text.splitlines():
         m = STATUS.match(line)
         if m:
-            result["cov"], result["ft"] = int(m.group(3)), int(m.group(4))
-            if m.group(5):
-                result["corpus"] = int(m.group(5))
+            result["cov"], result["ft"] = int(m.group(2)), int(m.group(3))
+            if m.group(4):
+                result["corpus"] = int(m.group(4))
             result["execs"] = max(result["execs"], int(m.group(1)))
     m = EXECS.search(text)
     if m:
