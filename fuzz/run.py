@@ -28,9 +28,7 @@ OPTIONS = {
     "http": ["-max_len=8192"],
     "ws": ["-max_len=8192"],
     "pmd": ["-max_len=4096"],
-    # hiredis reserves 8 bytes per element a multi-bulk header declares (see
-    # fuzz_redis.c): address space, not memory; -rss_limit_mb still applies.
-    "redis": ["-max_len=4096", "-malloc_limit_mb=20000"],
+    "redis": ["-max_len=4096"],
 }
 
 # "#N  NEW  cov: C ft: F corp: K/Sb ...", or with -fork=N "#N: cov: C ft: F corp: K ...".
