@@ -26,7 +26,7 @@ DEPS := build-essential meson ninja-build pkg-config python3-dev libev-dev \
 	clang-format libpython3.11-testsuite python3-matplotlib gunicorn openssl \
 	python3-cryptography zlib1g-dev libnghttp2-dev nghttp2-client python3-h2 \
 	python3-hypercorn curl python3-build python3-mesonpy python3-pip python3-venv \
-	patchelf
+	patchelf clang-14 libfuzzer-14-dev llvm
 
 # What `make test-ops` needs besides DEPS: a container image built and run with podman
 # (runc where crun cannot run, debootstrap for the base image), the Debian package
@@ -47,9 +47,11 @@ help:
 	@echo "make build       configure (once) and build $(BUILD)/laurel"
 	@echo "make build-asan  the same with ASan+UBSan into $(BUILD_ASAN)/"
 	@echo "make unit        C unit tests (meson test)"
-	@echo "make test        both builds, meson test in both, pytest against both binaries"
+	@echo "make test        both builds, meson test in both, fuzz-replay, pytest against both binaries"
 	@echo "make deps-ops    install what test-ops needs (podman, debootstrap, debhelper, lintian...)"
 	@echo "make test-ops    the container image (podman build/run) and the .deb (dpkg-buildpackage, lintian, install/remove)"
+	@echo "make fuzz        libFuzzer targets (fuzz/, clang-14 ASan+UBSan), FUZZ_SECONDS=60 each"
+	@echo "make fuzz-replay the seed corpora once, then FUZZ_REPLAY_SECONDS=8 of fuzzing each (CI)"
 	@echo "make demo        set up and serve examples/notifications on http://127.0.0.1:8000/"
 	@echo "make bench       laurel vs uvicorn vs daphne (+ gunicorn): bench/run.py, fanout.py, django_bench.py"
 	@echo "make clean       remove build directories and caches"
@@ -117,6 +119,11 @@ unit: build
 test: build build-asan
 	$(MESON) test -C $(BUILD) --print-errorlogs
 	$(MESON) test -C $(BUILD_ASAN) --print-errorlogs
+	@# The fuzz targets' seeds, then 4 s of fuzzing each (about a minute and a half);
+	@# skipped where clang-14 is missing (make deps installs it).
+	@if command -v $(FUZZ_CC) >/dev/null; then \
+	  $(MAKE) --no-print-directory fuzz-replay FUZZ_REPLAY_SECONDS=4; \
+	else echo "test: no $(FUZZ_CC): fuzz-replay skipped (make deps installs it)"; fi
 	LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 	LAUREL_BIN=$(CURDIR)/$(BUILD_ASAN)/laurel $(ASAN_ENV) $(PYTHON) -m pytest -q -x $(PYTEST_ARGS)
 
@@ -142,8 +149,10 @@ bench: build
 	$(PYTHON) bench/django_bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) .pytest_cache examples/notifications/db.sqlite3
+	rm -rf $(BUILD) $(BUILD_ASAN) $(FUZZ_DIR) .pytest_cache examples/notifications/db.sqlite3
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+include fuzz/fuzz.mk
 
 # A literal comma for use inside $(call ...) arguments.
 , := ,

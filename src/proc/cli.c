@@ -498,6 +498,11 @@ int lr_endpoint_parse(const char *spec, lr_endpoint *ep, char *errbuf, size_t er
       snprintf(errbuf, errcap, "invalid endpoint '%s': interface too long", spec);
       return -1;
     }
+    /* "[]" names no address; left empty it would bind getaddrinfo's wildcard. */
+    if (!ep->host[0]) {
+      snprintf(errbuf, errcap, "invalid endpoint '%s': empty interface", spec);
+      return -1;
+    }
     if (backlog) {
       if (!cli__ep_int(backlog, 1, 65535, &v)) {
         snprintf(errbuf, errcap, "invalid endpoint '%s': invalid backlog '%s'", spec,

@@ -71,6 +71,8 @@ APP = "tests.apps.basic:app"
     ["--proxy-headers-port", "X-Real-Port", APP],
     ["-p"],
     [APP, "extra-positional"],
+    ["-e", "tcp:port=0:interface=[]", APP],  # found by fuzz/fuzz_endpoint.c
+    ["-e", "tcp6:0:[]", APP],
 ], ids=lambda a: " ".join(a) or "no-args")
 def test_usage_error_one_line_exit_2(args):
     p = run_cli(*args)

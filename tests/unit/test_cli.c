@@ -252,6 +252,9 @@ static void test_endpoint_parse(void) {
   CHECK_STR(ep.host, "::1");
   CHECK(lr_endpoint_parse("tcp:8000:interface=[::1]", &ep, e, sizeof e) == 0);
   CHECK_STR(ep.host, "::1");
+  /* found by fuzz/fuzz_endpoint.c: "[]" left the host empty (a wildcard bind) */
+  CHECK(lr_endpoint_parse("tcp:8000:interface=[]", &ep, e, sizeof e) < 0);
+  CHECK(lr_endpoint_parse("tcp6:8000:[]", &ep, e, sizeof e) < 0);
   CHECK(lr_endpoint_parse("tcp:8000:10.0.0.1:50", &ep, e, sizeof e) ==
         0); /* Twisted order */
   CHECK_STR(ep.host, "10.0.0.1");
