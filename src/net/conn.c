@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "laurel/base/config.h"
 #include "laurel/base/log.h"
 #include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
@@ -47,6 +48,11 @@ struct lr_conn {
   ev_io io; /* first: the watcher is the connection */
   ev_timer timer;
   double deadline; /* when the timer acts (ev_now clock), 0: never */
+  /* --send-timeout: output the peer has taken none of since wdeadline - send_timeout
+   * closes the connection (a client that never reads must not hold the app forever). */
+  ev_timer wtimer;
+  double wdeadline;
+  int woutq; /* the kernel's unacknowledged output then (it shrinks as the peer reads) */
   int fd;
   unsigned flags;
   const lr_conn_ops *ops;
@@ -135,6 +141,7 @@ void lr_conn_close(lr_conn *c) {
   c->flags |= CONN__CLOSED;
   ev_io_stop(lr_loop, &c->io);
   ev_timer_stop(lr_loop, &c->timer);
+  ev_timer_stop(lr_loop, &c->wtimer);
   close(c->fd);
   c->fd = -1;
   if (c->ops)
@@ -169,10 +176,58 @@ static void conn__linger(lr_conn *c) {
 
 static int conn__tls_send(lr_conn *c);
 
+/* Bytes in the socket's send queue (TIOCOUTQ), or -1 if unknown. */
+static int conn__outq(const lr_conn *c) {
+  int n = 0;
+  return ioctl(c->fd, TIOCOUTQ, &n) == 0 ? n : -1;
+}
+
+/* Output is waiting for the peer: the send timeout counts from the last time the peer
+ * took some (progress), or from now when it was not counting yet. */
+static void conn__wstall(lr_conn *c, int progress) {
+  double limit = lr_cfg->send_timeout;
+  if (limit <= 0 || c->ops->own_send_timeout)
+    return;
+  if (progress || !ev_is_active(&c->wtimer)) {
+    c->wdeadline = ev_now(lr_loop) + limit;
+    c->woutq = conn__outq(c);
+  }
+  if (!ev_is_active(&c->wtimer)) {
+    ev_timer_set(&c->wtimer, limit, 0.);
+    ev_timer_start(lr_loop, &c->wtimer);
+  }
+}
+
+static void conn__wtimer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop, (void)revents;
+  lr_conn *c = (lr_conn *)((char *)w - offsetof(lr_conn, wtimer));
+  size_t pending = lr_conn_pending(c);
+  if (!pending || (c->flags & CONN__CLOSED))
+    return;
+  /* The peer reading a few KiB frees no room we are woken for (the kernel's buffer
+   * is large): what it acknowledged is progress too. */
+  int outq = conn__outq(c);
+  if (outq >= 0 && outq < c->woutq) {
+    c->woutq = outq;
+    c->wdeadline = ev_now(lr_loop) + lr_cfg->send_timeout;
+  }
+  double left = c->wdeadline - ev_now(lr_loop);
+  if (left > 0.001) { /* the peer took some meanwhile: wait for the rest */
+    ev_timer_set(&c->wtimer, left, 0.);
+    ev_timer_start(lr_loop, &c->wtimer);
+    return;
+  }
+  lr_log(LR_LOG_INFO, "laurel.server",
+         "%s: the client has read nothing for %.0f s (%zu bytes waiting): closing",
+         c->peer_text, lr_cfg->send_timeout, pending);
+  lr_conn_close(c);
+}
+
 static void conn__flush(lr_conn *c) {
   assert(!(c->flags & CONN__CLOSED));
   if (!c->ops)
     return; /* a TLS handshake, or a plain HTTP request on a TLS port being refused */
+  size_t before = lr_conn_pending(c);
   ssize_t r = 0;
   if (c->ssl)
     r = conn__tls_send(c);
@@ -182,7 +237,9 @@ static void conn__flush(lr_conn *c) {
     lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
     return;
   }
-  if (lr_conn_pending(c)) {
+  size_t after = lr_conn_pending(c);
+  if (after) {
+    conn__wstall(c, after < before);
     if (c->flags & CONN__TLS_WWR)
       return; /* OpenSSL waits for input first: the next read schedules a flush */
     if (!(c->flags & CONN__WRITING)) {
@@ -191,6 +248,7 @@ static void conn__flush(lr_conn *c) {
     }
     return;
   }
+  ev_timer_stop(lr_loop, &c->wtimer);
   if (c->flags & CONN__WRITING) {
     c->flags &= ~CONN__WRITING;
     conn__want(c);
@@ -637,6 +695,7 @@ lr_conn *lr_conn_new(int fd, const struct sockaddr *peer, socklen_t len, int is_
   c->flags |= CONN__READING;
   ev_io_start(lr_loop, &c->io);
   ev_init(&c->timer, conn__timer_cb);
+  ev_init(&c->wtimer, conn__wtimer_cb);
   conn__link(c);
   return c;
 }

@@ -23,6 +23,9 @@ typedef struct lr_conn lr_conn;
 
 typedef struct lr_conn_ops {
   const char *name; /* "http/1.1", "websocket": for logs and asserts */
+  /* The protocol bounds output the peer does not take itself (HTTP/2:
+   * --h2-send-timeout); otherwise the connection closes after --send-timeout. */
+  int own_send_timeout;
   /* Bytes were appended to the read buffer (lr_conn_input). */
   void (*data)(lr_conn *c);
   /* The peer will send nothing more. */
