@@ -1039,3 +1039,24 @@ def test_memory_consumer_lifecycles_stay_bounded(layer):
         assert left <= 100, f"{left} channel records left after {cycles} lifecycles"
 
     run(main(), timeout=180)
+
+
+def test_dead_channel_with_a_late_message_is_forgotten():
+    """laurel only: a consumer that left while a message was on its way leaves a channel
+    holding that message, which nothing touches again; after it expired, making new
+    channels sweeps it away (soak: the channel count stays bounded)."""
+    from laurel.layers import ChannelLayer
+
+    async def main():
+        layer = ChannelLayer(expiry=0.2)
+        dead = await layer.new_channel()
+        await layer.send(dead, {"type": "late"})
+        assert layer.stats()["channels"] == 1
+        await asyncio.sleep(0.3)
+        live = [await layer.new_channel() for _ in range(3)]
+        for name in live:  # receivers keep them
+            await layer.send(name, {"type": "x"})
+        assert layer.stats()["channels"] == 3, layer.stats()
+        await layer.flush()
+
+    asyncio.run(main())
