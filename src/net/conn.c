@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -77,6 +78,37 @@ static lr_conn *conn__all;
 static unsigned conn__count;
 static lr_conn *conn__flush_head;
 
+/* After a mass disconnect glibc keeps the freed heap for the next peak; give it back
+ * to the OS (malloc_trim) once the live connections have fallen to half of a peak of
+ * at least CONN__TRIM_MIN, a little after the fall and at most every few seconds. */
+#define CONN__TRIM_MIN 256
+#define CONN__TRIM_DELAY 1.0 /* seconds after the fall: the rest of a drop closes too */
+#define CONN__TRIM_EVERY 5.0 /* seconds between two trims at least */
+static unsigned conn__peak;  /* most connections live since the last trim */
+static ev_timer conn__trim_timer;
+static double conn__trim_last = -1e9;
+
+static void conn__trim_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop, (void)w, (void)revents;
+  unsigned peak = conn__peak;
+  int freed = malloc_trim(0);
+  conn__trim_last = ev_now(lr_loop);
+  conn__peak = conn__count;
+  lr_log(LR_LOG_DEBUG, "laurel.server",
+         "Connections fell from %u to %u: freed memory %s to the OS", peak, conn__count,
+         freed ? "returned" : "already given back");
+}
+
+static void conn__trim_maybe(void) {
+  if (conn__peak < CONN__TRIM_MIN || conn__count > conn__peak / 2 ||
+      ev_is_active(&conn__trim_timer))
+    return;
+  double wait = conn__trim_last + CONN__TRIM_EVERY - ev_now(lr_loop);
+  ev_init(&conn__trim_timer, conn__trim_cb);
+  ev_timer_set(&conn__trim_timer, wait > CONN__TRIM_DELAY ? wait : CONN__TRIM_DELAY, 0.);
+  ev_timer_start(lr_loop, &conn__trim_timer);
+}
+
 static void conn__schedule(lr_conn *c) {
   if (c->flags & CONN__FLUSH)
     return;
@@ -109,7 +141,8 @@ static void conn__link(lr_conn *c) {
   if (conn__all)
     conn__all->prev = c;
   conn__all = c;
-  conn__count++;
+  if (++conn__count > conn__peak)
+    conn__peak = conn__count;
 }
 
 static void conn__unlink(lr_conn *c) {
@@ -122,6 +155,7 @@ static void conn__unlink(lr_conn *c) {
   c->prev = c->next = NULL;
   assert(conn__count > 0);
   conn__count--;
+  conn__trim_maybe();
 }
 
 static void conn__free(lr_conn *c) {
