@@ -300,14 +300,15 @@ static int layer__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_l
 
 /* Forget a channel nobody holds: no queued message, no parked receiver, no group. */
 static void layer__maybe_drop(LrLayer *L, LrChan *ch) {
-  if (lr_inbox_len(&ch->in) == 0 && !ch->groups && !layer__has_receiver(ch) &&
-      PyDict_DelItem(L->channels, ch->name) < 0)
+  if (lr_inbox_len(&ch->in) == 0 && (!ch->groups || PySet_GET_SIZE(ch->groups) == 0) &&
+      !layer__has_receiver(ch) && PyDict_DelItem(L->channels, ch->name) < 0)
     PyErr_Clear();
 }
 
 /* A channel whose consumer left while a message was on its way keeps that message,
- * and expiry is lazy: nothing would touch the channel again. Each new channel looks at
- * n others in turn, so such channels go about one expiry after their last message, at
+ * and expiry is lazy: nothing would touch the channel again (nor one whose receiver
+ * was cancelled after it left its groups). Each new channel looks at n others in turn,
+ * so such channels go about one expiry after their last message, at
  * O(1) per channel made (the dict may change between calls: a position that moved
  * only makes a channel wait for the next round). */
 static void layer__sweep(LrLayer *L, int n) {
@@ -320,8 +321,8 @@ static void layer__sweep(LrLayer *L, int n) {
         return;
     }
     LrChan *ch = (LrChan *)Py_NewRef(v);
-    if (layer__expire(L, ch, now))
-      layer__maybe_drop(L, ch);
+    layer__expire(L, ch, now);
+    layer__maybe_drop(L, ch);
     Py_DECREF(ch);
   }
 }
@@ -712,6 +713,11 @@ static PyObject *layer__group_discard(PyObject *o, PyObject *const *args, Py_ssi
     return NULL;
   if (PyErr_Occurred())
     return NULL;
+  if (ch) { /* in no group any more: gone unless a message or a receiver holds it */
+    Py_INCREF(ch);
+    layer__maybe_drop(L, ch);
+    Py_DECREF(ch);
+  }
   Py_RETURN_NONE;
 }
 

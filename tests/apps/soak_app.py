@@ -38,6 +38,7 @@ def _state(detail=False):
         "channels": stats.get("channels"),
         "groups": stats.get("groups"),
         "layer": type(layer).__module__ + "." + type(layer).__name__,
+        "expiry": getattr(layer, "expiry", None),
     }
 
 

@@ -1060,3 +1060,25 @@ def test_dead_channel_with_a_late_message_is_forgotten():
         await layer.flush()
 
     asyncio.run(main())
+
+
+def test_channel_left_by_a_cancelled_receiver_after_group_discard_is_forgotten():
+    """laurel only: a consumer parked in receive() leaves its group, then its receive is
+    cancelled (Channels' consumer shutting down): nothing holds the channel any more
+    and it is gone, at once or at the next new channel."""
+    from laurel.layers import ChannelLayer
+
+    async def main():
+        layer = ChannelLayer()
+        for _ in range(20):
+            ch = await layer.new_channel()
+            await layer.group_add("g", ch)
+            t = asyncio.ensure_future(layer.receive(ch))
+            await asyncio.sleep(0)
+            await layer.group_discard("g", ch)
+            t.cancel()
+            await asyncio.sleep(0)
+        await layer.send(await layer.new_channel(), {"type": "x"})
+        assert layer.stats()["channels"] <= 1, layer.stats()
+
+    asyncio.run(main())
