@@ -40,7 +40,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # npm is there (a few seconds, pure JavaScript); without it that check is skipped.
 DOCKERFILELINT := dockerfilelint@1.8.0
 
-.PHONY: help deps deps-ops build build-asan unit test test-ops demo bench clean
+.PHONY: help deps deps-ops build build-asan unit test test-ops soak demo bench clean
 
 help:
 	@echo "make deps        install build/test dependencies with apt (Debian 12)"
@@ -52,6 +52,7 @@ help:
 	@echo "make test-ops    the container image (podman build/run) and the .deb (dpkg-buildpackage, lintian, install/remove)"
 	@echo "make fuzz        libFuzzer targets (fuzz/, clang-14 ASan+UBSan), FUZZ_SECONDS=60 each"
 	@echo "make fuzz-replay the seed corpora once, then FUZZ_REPLAY_SECONDS=8 of fuzzing each (CI)"
+	@echo "make soak        soak and exhaustion at full size: 100k WebSocket cycles, 1M requests, 10k disconnects (~20 min)"
 	@echo "make demo        set up and serve examples/notifications on http://127.0.0.1:8000/"
 	@echo "make bench       laurel vs uvicorn vs daphne (+ gunicorn): bench/run.py, fanout.py, django_bench.py"
 	@echo "make clean       remove build directories and caches"
@@ -132,6 +133,12 @@ test: build build-asan
 test-ops: build
 	LAUREL_OPS=1 LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q -s \
 	  tests/ops/test_container.py tests/ops/test_deb.py $(PYTEST_ARGS)
+
+# The soak tests at full size (make test runs them short); figures in build/soak.jsonl.
+soak: build
+	rm -f $(BUILD)/soak.jsonl
+	LAUREL_SOAK=full LAUREL_SOAK_OUT=$(CURDIR)/$(BUILD)/soak.jsonl \
+	  LAUREL_BIN=$(CURDIR)/$(BUILD)/laurel $(PYTHON) -m pytest -q -s tests/soak $(PYTEST_ARGS)
 
 # demo_setup migrates the SQLite database and (re)creates the demo users, idempotently.
 demo: build

@@ -1039,6 +1039,7 @@ static void h2__free(lr_conn *c) {
 
 static const lr_conn_ops h2__ops = {
     .name = "h2",
+    .own_send_timeout = 1,
     .data = h2__data,
     .eof = h2__eof,
     .timeout = h2__timeout,

@@ -42,6 +42,7 @@ typedef struct LrLayer {
   lr_bridge *bridge;
   PyObject *claimed;      /* set: channels whose messages come to this process */
   PyObject *group_prefix; /* prefix + "__group__" */
+  Py_ssize_t sweep_pos;   /* where layer__sweep goes on in channels */
 } LrLayer;
 
 static PyTypeObject LrChan_Type, LrLayer_Type;
@@ -120,12 +121,15 @@ static PyTypeObject LrChan_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
 };
 
+static void layer__sweep(LrLayer *L, int n);
+
 /* The channel record for name (borrowed), created when create is set. validate: check
  * the name with Channels' rules first (a new name only: known names were checked). */
 static LrChan *layer__chan(LrLayer *L, PyObject *name, int create, int validate) {
   PyObject *o = PyDict_GetItemWithError(L->channels, name);
   if (o || PyErr_Occurred() || !create)
     return (LrChan *)o;
+  layer__sweep(L, 2);
   if (validate) {
     PyObject *r = PyObject_CallOneArg(L->validate, name);
     if (!r)
@@ -296,9 +300,31 @@ static int layer__deliver(LrLayer *L, LrChan *ch, PyObject *msg, PyObject *cur_l
 
 /* Forget a channel nobody holds: no queued message, no parked receiver, no group. */
 static void layer__maybe_drop(LrLayer *L, LrChan *ch) {
-  if (lr_inbox_len(&ch->in) == 0 && !ch->groups && !layer__has_receiver(ch) &&
-      PyDict_DelItem(L->channels, ch->name) < 0)
+  if (lr_inbox_len(&ch->in) == 0 && (!ch->groups || PySet_GET_SIZE(ch->groups) == 0) &&
+      !layer__has_receiver(ch) && PyDict_DelItem(L->channels, ch->name) < 0)
     PyErr_Clear();
+}
+
+/* A channel whose consumer left while a message was on its way keeps that message,
+ * and expiry is lazy: nothing would touch the channel again (nor one whose receiver
+ * was cancelled after it left its groups). Each new channel looks at n others in turn,
+ * so such channels go about one expiry after their last message, at
+ * O(1) per channel made (the dict may change between calls: a position that moved
+ * only makes a channel wait for the next round). */
+static void layer__sweep(LrLayer *L, int n) {
+  double now = layer__now();
+  while (n-- > 0) {
+    PyObject *k, *v;
+    if (!PyDict_Next(L->channels, &L->sweep_pos, &k, &v)) {
+      L->sweep_pos = 0;
+      if (!PyDict_Next(L->channels, &L->sweep_pos, &k, &v))
+        return;
+    }
+    LrChan *ch = (LrChan *)Py_NewRef(v);
+    layer__expire(L, ch, now);
+    layer__maybe_drop(L, ch);
+    Py_DECREF(ch);
+  }
 }
 
 /* ---- the layer ---- */
@@ -687,6 +713,11 @@ static PyObject *layer__group_discard(PyObject *o, PyObject *const *args, Py_ssi
     return NULL;
   if (PyErr_Occurred())
     return NULL;
+  if (ch) { /* in no group any more: gone unless a message or a receiver holds it */
+    Py_INCREF(ch);
+    layer__maybe_drop(L, ch);
+    Py_DECREF(ch);
+  }
   Py_RETURN_NONE;
 }
 

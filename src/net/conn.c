@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -17,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "laurel/base/config.h"
 #include "laurel/base/log.h"
 #include "laurel/net/conn.h"
 #include "laurel/net/loop.h"
@@ -47,6 +49,11 @@ struct lr_conn {
   ev_io io; /* first: the watcher is the connection */
   ev_timer timer;
   double deadline; /* when the timer acts (ev_now clock), 0: never */
+  /* --send-timeout: output the peer has taken none of since wdeadline - send_timeout
+   * closes the connection (a client that never reads must not hold the app forever). */
+  ev_timer wtimer;
+  double wdeadline;
+  int woutq; /* the kernel's unacknowledged output then (it shrinks as the peer reads) */
   int fd;
   unsigned flags;
   const lr_conn_ops *ops;
@@ -70,6 +77,37 @@ struct lr_conn {
 static lr_conn *conn__all;
 static unsigned conn__count;
 static lr_conn *conn__flush_head;
+
+/* After a mass disconnect glibc keeps the freed heap for the next peak; give it back
+ * to the OS (malloc_trim) once the live connections have fallen to half of a peak of
+ * at least CONN__TRIM_MIN, a little after the fall and at most every few seconds. */
+#define CONN__TRIM_MIN 256
+#define CONN__TRIM_DELAY 1.0 /* seconds after the fall: the rest of a drop closes too */
+#define CONN__TRIM_EVERY 5.0 /* seconds between two trims at least */
+static unsigned conn__peak;  /* most connections live since the last trim */
+static ev_timer conn__trim_timer;
+static double conn__trim_last = -1e9;
+
+static void conn__trim_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop, (void)w, (void)revents;
+  unsigned peak = conn__peak;
+  int freed = malloc_trim(0);
+  conn__trim_last = ev_now(lr_loop);
+  conn__peak = conn__count;
+  lr_log(LR_LOG_DEBUG, "laurel.server",
+         "Connections fell from %u to %u: freed memory %s to the OS", peak, conn__count,
+         freed ? "returned" : "already given back");
+}
+
+static void conn__trim_maybe(void) {
+  if (conn__peak < CONN__TRIM_MIN || conn__count > conn__peak / 2 ||
+      ev_is_active(&conn__trim_timer))
+    return;
+  double wait = conn__trim_last + CONN__TRIM_EVERY - ev_now(lr_loop);
+  ev_init(&conn__trim_timer, conn__trim_cb);
+  ev_timer_set(&conn__trim_timer, wait > CONN__TRIM_DELAY ? wait : CONN__TRIM_DELAY, 0.);
+  ev_timer_start(lr_loop, &conn__trim_timer);
+}
 
 static void conn__schedule(lr_conn *c) {
   if (c->flags & CONN__FLUSH)
@@ -103,7 +141,8 @@ static void conn__link(lr_conn *c) {
   if (conn__all)
     conn__all->prev = c;
   conn__all = c;
-  conn__count++;
+  if (++conn__count > conn__peak)
+    conn__peak = conn__count;
 }
 
 static void conn__unlink(lr_conn *c) {
@@ -116,6 +155,7 @@ static void conn__unlink(lr_conn *c) {
   c->prev = c->next = NULL;
   assert(conn__count > 0);
   conn__count--;
+  conn__trim_maybe();
 }
 
 static void conn__free(lr_conn *c) {
@@ -135,6 +175,7 @@ void lr_conn_close(lr_conn *c) {
   c->flags |= CONN__CLOSED;
   ev_io_stop(lr_loop, &c->io);
   ev_timer_stop(lr_loop, &c->timer);
+  ev_timer_stop(lr_loop, &c->wtimer);
   close(c->fd);
   c->fd = -1;
   if (c->ops)
@@ -169,10 +210,58 @@ static void conn__linger(lr_conn *c) {
 
 static int conn__tls_send(lr_conn *c);
 
+/* Bytes in the socket's send queue (TIOCOUTQ), or -1 if unknown. */
+static int conn__outq(const lr_conn *c) {
+  int n = 0;
+  return ioctl(c->fd, TIOCOUTQ, &n) == 0 ? n : -1;
+}
+
+/* Output is waiting for the peer: the send timeout counts from the last time the peer
+ * took some (progress), or from now when it was not counting yet. */
+static void conn__wstall(lr_conn *c, int progress) {
+  double limit = lr_cfg->send_timeout;
+  if (limit <= 0 || c->ops->own_send_timeout)
+    return;
+  if (progress || !ev_is_active(&c->wtimer)) {
+    c->wdeadline = ev_now(lr_loop) + limit;
+    c->woutq = conn__outq(c);
+  }
+  if (!ev_is_active(&c->wtimer)) {
+    ev_timer_set(&c->wtimer, limit, 0.);
+    ev_timer_start(lr_loop, &c->wtimer);
+  }
+}
+
+static void conn__wtimer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop, (void)revents;
+  lr_conn *c = (lr_conn *)((char *)w - offsetof(lr_conn, wtimer));
+  size_t pending = lr_conn_pending(c);
+  if (!pending || (c->flags & CONN__CLOSED))
+    return;
+  /* The peer reading a few KiB frees no room we are woken for (the kernel's buffer
+   * is large): what it acknowledged is progress too. */
+  int outq = conn__outq(c);
+  if (outq >= 0 && outq < c->woutq) {
+    c->woutq = outq;
+    c->wdeadline = ev_now(lr_loop) + lr_cfg->send_timeout;
+  }
+  double left = c->wdeadline - ev_now(lr_loop);
+  if (left > 0.001) { /* the peer took some meanwhile: wait for the rest */
+    ev_timer_set(&c->wtimer, left, 0.);
+    ev_timer_start(lr_loop, &c->wtimer);
+    return;
+  }
+  lr_log(LR_LOG_INFO, "laurel.server",
+         "%s: the client has read nothing for %.0f s (%zu bytes waiting): closing",
+         c->peer_text, lr_cfg->send_timeout, pending);
+  lr_conn_close(c);
+}
+
 static void conn__flush(lr_conn *c) {
   assert(!(c->flags & CONN__CLOSED));
   if (!c->ops)
     return; /* a TLS handshake, or a plain HTTP request on a TLS port being refused */
+  size_t before = lr_conn_pending(c);
   ssize_t r = 0;
   if (c->ssl)
     r = conn__tls_send(c);
@@ -182,7 +271,9 @@ static void conn__flush(lr_conn *c) {
     lr_conn_close(c); /* EPIPE, ECONNRESET: the peer is gone */
     return;
   }
-  if (lr_conn_pending(c)) {
+  size_t after = lr_conn_pending(c);
+  if (after) {
+    conn__wstall(c, after < before);
     if (c->flags & CONN__TLS_WWR)
       return; /* OpenSSL waits for input first: the next read schedules a flush */
     if (!(c->flags & CONN__WRITING)) {
@@ -191,6 +282,7 @@ static void conn__flush(lr_conn *c) {
     }
     return;
   }
+  ev_timer_stop(lr_loop, &c->wtimer);
   if (c->flags & CONN__WRITING) {
     c->flags &= ~CONN__WRITING;
     conn__want(c);
@@ -637,6 +729,7 @@ lr_conn *lr_conn_new(int fd, const struct sockaddr *peer, socklen_t len, int is_
   c->flags |= CONN__READING;
   ev_io_start(lr_loop, &c->io);
   ev_init(&c->timer, conn__timer_cb);
+  ev_init(&c->wtimer, conn__wtimer_cb);
   conn__link(c);
   return c;
 }

@@ -219,6 +219,10 @@ typedef struct cli__option {
     .dflt = "30", .env = "LAUREL_H2_SEND_TIMEOUT", CLI__SECONDS(h2_send_timeout, 0, 30), \
     .help = "reset an HTTP/2 stream whose response the client's window has blocked "     \
             "for S seconds, 0 never (default 30)")                                       \
+  X(SEND_TIMEOUT, HTTP, .order = 55, .name = "send-timeout", .metavar = "S",             \
+    .dflt = "30", .env = "LAUREL_SEND_TIMEOUT", CLI__SECONDS(send_timeout, 0, 30),       \
+    .help = "close an HTTP/1.1 or WebSocket connection whose client has taken none of "  \
+            "the pending output for S seconds, 0 never (default 30)")                    \
                                                                                          \
   /* WebSocket */                                                                        \
   X(PING_INTERVAL, WEBSOCKET, .order = 11, .name = "ping-interval", .metavar = "S",      \

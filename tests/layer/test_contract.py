@@ -1039,3 +1039,46 @@ def test_memory_consumer_lifecycles_stay_bounded(layer):
         assert left <= 100, f"{left} channel records left after {cycles} lifecycles"
 
     run(main(), timeout=180)
+
+
+def test_dead_channel_with_a_late_message_is_forgotten():
+    """laurel only: a consumer that left while a message was on its way leaves a channel
+    holding that message, which nothing touches again; after it expired, making new
+    channels sweeps it away (soak: the channel count stays bounded)."""
+    from laurel.layers import ChannelLayer
+
+    async def main():
+        layer = ChannelLayer(expiry=0.2)
+        dead = await layer.new_channel()
+        await layer.send(dead, {"type": "late"})
+        assert layer.stats()["channels"] == 1
+        await asyncio.sleep(0.3)
+        live = [await layer.new_channel() for _ in range(3)]
+        for name in live:  # receivers keep them
+            await layer.send(name, {"type": "x"})
+        assert layer.stats()["channels"] == 3, layer.stats()
+        await layer.flush()
+
+    asyncio.run(main())
+
+
+def test_channel_left_by_a_cancelled_receiver_after_group_discard_is_forgotten():
+    """laurel only: a consumer parked in receive() leaves its group, then its receive is
+    cancelled (Channels' consumer shutting down): nothing holds the channel any more
+    and it is gone, at once or at the next new channel."""
+    from laurel.layers import ChannelLayer
+
+    async def main():
+        layer = ChannelLayer()
+        for _ in range(20):
+            ch = await layer.new_channel()
+            await layer.group_add("g", ch)
+            t = asyncio.ensure_future(layer.receive(ch))
+            await asyncio.sleep(0)
+            await layer.group_discard("g", ch)
+            t.cancel()
+            await asyncio.sleep(0)
+        await layer.send(await layer.new_channel(), {"type": "x"})
+        assert layer.stats()["channels"] <= 1, layer.stats()
+
+    asyncio.run(main())

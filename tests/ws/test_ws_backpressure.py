@@ -2,6 +2,7 @@
 WebSocket queue"): reading pauses while the app has ~32 messages unread; send() waits
 while the peer does not read. The server's memory stays bounded either way."""
 
+import os
 import select
 import time
 
@@ -101,3 +102,36 @@ def test_send_completes_at_once_while_queue_is_small(wsserver):
         assert ws.recv_message() == (OP_TEXT, b"flood-end")
     res = wsserver.result(key)
     assert res["done"] and res["t_done"] < 1.0, res
+
+
+@pytest.mark.laurel_only
+def test_peer_that_never_reads_is_closed_after_send_timeout(serve):
+    """security.md "slow reader": send() waits above the high-water mark, and once the
+    peer has taken nothing for --send-timeout the connection is closed: one log line,
+    the app's pending send() returns (later ones are dropped) and its receive() gets
+    websocket.disconnect 1006; everyone else is served."""
+    srv = serve("tests.apps.ws_app:app", "--send-timeout", "1")
+    pid = server_pid(srv)
+    rss0 = rss_kb(pid)
+    key = rid()
+    bystander = RawWS(srv, "/echo")
+    try:
+        ws = RawWS(srv, "/flood" + q(n=5000, size=64 * 1024, id=key), timeout=10)
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        rss_blocked = rss_kb(pid)
+        text = srv.wait_output(r"has read nothing for 1 s \(\d+ bytes waiting\): closing",
+                               stream="stderr", timeout=15)
+        assert "has read nothing for 1 s" in text, text[-2000:]
+        assert time.monotonic() - t0 < 10
+        res = srv.result(key, timeout=10)
+        # the sends after the close return at once (dropped), so the app finishes
+        assert res["done"] and res["error"] is None, res
+        assert res["disconnect"]["type"] == "websocket.disconnect", res
+        assert res["disconnect"]["code"] == 1006, res
+        if not os.environ.get("ASAN_OPTIONS"):  # ASan's quarantine keeps freed memory
+            assert rss_blocked - rss0 < 48 * 1024, (rss0, rss_blocked)
+        bystander_check(srv, bystander)
+        ws.close()
+    finally:
+        bystander.close()

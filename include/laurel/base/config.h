@@ -77,6 +77,7 @@ typedef struct lr_config {
   unsigned h2_max_concurrent_streams; /* 100 */
   unsigned h2_max_header_list_size;   /* 65536 bytes (RFC 9113 6.5.2 counting) */
   double h2_send_timeout;             /* 30: a response blocked this long is reset */
+  double send_timeout; /* 30: HTTP/1.1, WebSocket: output blocked this long closes */
 
   int workers;                  /* 1 (issue 5) */
   long max_requests;            /* 0: none (issue 5) */

@@ -8,7 +8,11 @@
  * upgrade) installs an ops table; the connection calls it when bytes arrive, the peer
  * closes, the timer fires, the output drains, the server shuts down, and when it is
  * closed and freed. The protocol reads, writes and closes through the functions below;
- * nothing outside conn.c sees the struct. */
+ * nothing outside conn.c sees the struct.
+ *
+ * Output the peer takes none of for --send-timeout closes the connection (unless the
+ * protocol bounds it itself), and after a mass disconnect (the live connections at
+ * half of a peak of 256 or more) the freed heap is given back to the OS once. */
 #ifndef LAUREL_NET_CONN_H
 #define LAUREL_NET_CONN_H
 
@@ -23,6 +27,9 @@ typedef struct lr_conn lr_conn;
 
 typedef struct lr_conn_ops {
   const char *name; /* "http/1.1", "websocket": for logs and asserts */
+  /* The protocol bounds output the peer does not take itself (HTTP/2:
+   * --h2-send-timeout); otherwise the connection closes after --send-timeout. */
+  int own_send_timeout;
   /* Bytes were appended to the read buffer (lr_conn_input). */
   void (*data)(lr_conn *c);
   /* The peer will send nothing more. */
