@@ -463,6 +463,29 @@ static void rwire__keepalive(int fd, int idle) {
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
+/* hiredis 0.14 takes a reply's declared array length at its word: "*2147483647" makes
+ * it calloc two billion pointers (address space only) and, when the connection then
+ * drops, walk them all in redisReaderFree, stalling the loop for seconds (found by
+ * fuzz/fuzz_redis.c). No reply laurel asks for comes near this many elements; a larger
+ * count is refused as hiredis refuses what it cannot allocate (a protocol error: the
+ * connection is dropped and made again). */
+#define RWIRE__MAX_ARRAY (1 << 24)
+
+static redisReplyObjectFunctions rwire__fns;
+static void *(*rwire__create_array)(const redisReadTask *, int);
+
+static void *rwire__array(const redisReadTask *task, int elements) {
+  return elements > RWIRE__MAX_ARRAY ? NULL : rwire__create_array(task, elements);
+}
+
+static void rwire__guard_reader(redisReader *r) {
+  if (!rwire__create_array) { /* hiredis' own table, copied once */
+    rwire__fns = *r->fn;
+    rwire__create_array = rwire__fns.createArray;
+    rwire__fns.createArray = rwire__array;
+  }
+  r->fn = &rwire__fns;
+}
 
 lr_rwire *lr_rwire_connect(struct ev_loop *loop, const char *host, int port, SSL_CTX *tls,
                            const char *sni, int check_host, int keepalive) {
@@ -483,6 +506,7 @@ lr_rwire *lr_rwire_connect(struct ev_loop *loop, const char *host, int port, SSL
     free(w);
     return NULL;
   }
+  rwire__guard_reader(w->reader);
   ev_io_init(&w->rio, rwire__io_cb, 0, EV_READ);
   ev_io_init(&w->wio, rwire__io_cb, 0, EV_WRITE);
   w->rio.data = w->wio.data = w;

@@ -338,3 +338,56 @@ def test_redis_absent_at_startup(redis_factory, servers):
         await ma.close()
         await mb.close()
     run(main())
+
+
+def test_a_reply_declaring_two_billion_elements(tmp_path):
+    """A "Redis" that answers "*2147483647" and hangs up (found by fuzz/fuzz_redis.c):
+    hiredis would reserve two billion pointers and walk them when the connection drops,
+    stalling the event loop for seconds each time. laurel refuses the count as a
+    protocol error, logs it, reconnects, and keeps answering at once meanwhile."""
+    import socket
+    import threading
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    port = lsock.getsockname()[1]
+    stop = threading.Event()
+    served = []
+
+    def hostile():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(2)
+                try:
+                    c.recv(65536)
+                    c.sendall(b"*2147483647\r\n")
+                    served.append(1)
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=hostile, daemon=True)
+    t.start()
+    factory = _Factory(tmp_path / "servers")
+    try:
+        srv = start_layer_app(factory, "laurel", [f"redis://127.0.0.1:{port}"])
+        deadline = time.monotonic() + 8
+        slowest = 0.0
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            assert app_layer(srv)
+            slowest = max(slowest, time.monotonic() - t0)
+            time.sleep(0.05)
+        assert served, "laurel never reached the hostile Redis"
+        assert slowest < 1.0, f"a request waited {slowest:.1f} s: the loop stalled"
+        assert re.search(r"Redis .*(protocol error|Out of memory)", srv.stderr()), \
+            srv.stderr()[-2000:]
+    finally:
+        stop.set()
+        finalize_all(factory)
+        lsock.close()
