@@ -16,7 +16,7 @@ FUZZ_PY     := $(shell pkg-config --cflags python3-embed 2>/dev/null)
 FUZZ_PYLIBS := $(shell pkg-config --libs python3-embed 2>/dev/null)
 
 FUZZ_PURE := src/base/config.c src/base/log.c src/http/tokens.c src/http/wire.c \
-	src/http/guard.c src/proc/cli.c
+	src/http/guard.c src/proc/cli.c src/proc/venv.c
 FUZZ_LLHTTP := $(FUZZ_DIR)/llhttp.a
 
 fuzz_src_http     := fuzz/fuzz_http.c fuzz/fake_conn.c src/http/h1.c $(FUZZ_PURE)

@@ -111,7 +111,8 @@ static const lr_h1_cycle_ops cy_ops = {cy_body,    cy_body_end, cy_buffered,
                                        cy_started, cy_drained,  cy_detach};
 
 static int app_request(lr_h1 *h) {
-  check_scope(lr_scope_http(h));
+  lr_req rq = {&lr_h1_req_ops, h};
+  check_scope(lr_scope_http(&rq));
   memset(&cy, 0, sizeof cy);
   cy.h = h;
   cy.attached = 1;
@@ -120,7 +121,8 @@ static int app_request(lr_h1 *h) {
 }
 
 static int app_websocket(lr_h1 *h) {
-  check_scope(lr_scope_websocket(h));
+  lr_req rq = {&lr_h1_req_ops, h};
+  check_scope(lr_scope_websocket(&rq));
   return 403;
 }
 
