@@ -835,3 +835,18 @@ def req(path, headers=b"", version=b"1.1", method=b"GET", host=b"t", body=b""):
         path = path.encode()
     return (method + b" " + path + b" HTTP/" + version + b"\r\n" + h + headers + b"\r\n"
             + body)
+
+
+# --------------------------------------------------------------------------- /proc
+
+def proc_status(pid, field):
+    """A kB value from /proc/PID/status (VmRSS, VmPeak, VmHWM, ...)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_kb(pid):
+    return proc_status(pid, "VmRSS")

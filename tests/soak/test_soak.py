@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import PY, REPO, _Factory
+from conftest import PY, REPO, _Factory, proc_status, rss_kb
 from site_client import SiteClient
 
 websockets = pytest.importorskip("websockets")
@@ -48,18 +48,6 @@ def report(name, **figures):
     if out:
         with open(out, "a") as f:
             f.write(line + "\n")
-
-
-def proc_status(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def rss_kb(pid):
-    return proc_status(pid, "VmRSS")
 
 
 def raise_nofile(need):

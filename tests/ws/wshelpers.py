@@ -17,7 +17,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Reader, _Factory, read_until_close
+from conftest import Reader, _Factory, proc_status, read_until_close, rss_kb  # noqa: F401
 
 WS_APP = "tests.apps.ws_app:app"
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -339,19 +339,6 @@ def q(**kw):
 def server_pid(srv):
     """The pid of the process running the app (asked of the app itself)."""
     return srv.get_json("/pid")["pid"]
-
-
-def proc_status(pid, field):
-    """A kB value from /proc/PID/status (VmRSS, VmPeak, VmHWM, ...)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def rss_kb(pid):
-    return proc_status(pid, "VmRSS")
 
 
 def drain(sock, timeout=5):
