@@ -26,7 +26,7 @@
 enum { WS__CONNECTING, WS__OPEN, WS__CLOSING, WS__CLOSED };
 
 struct lr_ws {
-  wslay_event_context_ptr ctx;
+  wslay_event_context_ptr ctx; /* while frames move only: see ws__ctx, ws__quiet */
   lr_conn *c;
   const lr_ws_events *ev;
   void *cy;      /* the owner, until gone */
@@ -40,6 +40,7 @@ struct lr_ws {
   unsigned fragments;  /* frames of the data message in progress */
   int in_msg;          /* a fragmented data message is in progress */
   int failed;          /* we closed for a protocol error: ignore further input */
+  int busy;            /* inside wslay_event_recv: its context must stay */
   int paused;          /* the owner asked for no more messages for now */
   int state;
   int close_code;  /* received from the peer, 0 if none yet */
@@ -292,11 +293,48 @@ static const struct wslay_event_callbacks ws__callbacks = {
     ws__recv_cb, ws__send_cb, NULL, ws__frame_start, NULL, NULL, ws__msg_recv,
 };
 
+/* wslay's context is about 8.8 KiB (a 4 KiB input and a 4 KiB output buffer), twenty
+ * times what laurel keeps for a connection: it exists only while frames move. Made
+ * here on first need; 0, or -1 without memory. */
+static int ws__ctx(lr_ws *ws) {
+  if (ws->ctx)
+    return 0;
+  if (wslay_event_context_server_init(&ws->ctx, &ws__callbacks, ws) != 0) {
+    ws->ctx = NULL;
+    return -1;
+  }
+  wslay_event_config_set_max_recv_msg_length(ws->ctx, lr_cfg->ws_max_message_size
+                                                          ? lr_cfg->ws_max_message_size
+                                                          : UINT64_MAX >> 1);
+  if (ws->pmd)
+    wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+  return 0;
+}
+
+/* Frees wslay's context when a new one would be the same: an open connection with no
+ * unread byte (so nothing scanned either), between frames and between messages (what
+ * ws__scan tracks), nothing queued or half sent, no close on either side (which also
+ * covers the close-code alias and its echo). Not from inside wslay's callbacks. */
+static void ws__quiet(lr_ws *ws) {
+  size_t have;
+  if (!ws->ctx || ws->busy || ws->state != WS__OPEN || ws->failed || ws->in_msg ||
+      ws->frame_left)
+    return;
+  lr_conn_input(ws->c, &have);
+  if (have || wslay_event_want_write(ws->ctx) ||
+      wslay_event_get_queued_msg_count(ws->ctx) ||
+      !wslay_event_get_read_enabled(ws->ctx) || !wslay_event_get_write_enabled(ws->ctx) ||
+      wslay_event_get_close_sent(ws->ctx) || wslay_event_get_close_received(ws->ctx))
+    return;
+  wslay_event_context_free(ws->ctx);
+  ws->ctx = NULL;
+}
+
 /* Pushes queued frames into the write queue; closes the TCP connection once the close
  * handshake is over (or wslay gave up). */
 static void ws__pump(lr_ws *ws) {
   lr_conn *c = ws->c;
-  if (lr_conn_closed(c))
+  if (lr_conn_closed(c) || !ws->ctx)
     return;
   if (wslay_event_send(ws->ctx) != 0) {
     lr_conn_close(c);
@@ -318,8 +356,12 @@ static void ws__pump(lr_ws *ws) {
 /* Queues a close frame. stop_reading: a protocol failure, the peer's further bytes are
  * not read; otherwise we wait (WS__CLOSE_WAIT at most) for the peer's close. */
 static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_reading) {
-  if (ws->state >= WS__CLOSING && wslay_event_get_close_sent(ws->ctx))
+  if (ws->state >= WS__CLOSING && ws->ctx && wslay_event_get_close_sent(ws->ctx))
     return;
+  if (ws__ctx(ws) < 0) {
+    lr_conn_close(ws->c);
+    return;
+  }
   wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
                           reason ? strlen(reason) : 0);
   if (stop_reading)
@@ -343,8 +385,19 @@ static void ws__process(lr_ws *ws) {
     lr_conn_pause(c);
     return;
   }
+  size_t have;
+  lr_conn_input(c, &have);
+  if (have == 0 && !ws->ctx)
+    return; /* nothing to read, and wslay's context is not needed for it */
+  if (ws__ctx(ws) < 0) {
+    lr_conn_close(c);
+    return;
+  }
   int code = ws__scan(ws);
-  if (wslay_event_recv(ws->ctx) != 0) { /* frames before the bad one still count */
+  ws->busy++;
+  int failed = wslay_event_recv(ws->ctx) != 0;
+  ws->busy--;
+  if (failed) { /* frames before the bad one still count */
     ws__pump(ws);
     lr_conn_close_after_write(c);
     return;
@@ -427,9 +480,10 @@ static void ws__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       lr_pmd_idle(ws->pmd))
     ws__trim_soon();
   struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
-  if (wslay_event_queue_msg(ws->ctx, &m) == 0) {
+  if (ws__ctx(ws) == 0 && wslay_event_queue_msg(ws->ctx, &m) == 0) {
     ws->ping_sent = lr_cfg->ping_timeout > 0 ? now : 0;
     ws__pump(ws);
+    ws__quiet(ws);
   }
   ws__tick_arm(ws,
                lr_cfg->ping_timeout > 0 ? lr_cfg->ping_timeout : lr_cfg->ping_interval);
@@ -496,7 +550,8 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
     size_t en = lr_pmd_response(&ws->offer, head + hn, sizeof head - (size_t)hn);
     if (en) {
       hn += (int)en;
-      wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
+      if (ws->ctx) /* else ws__ctx allows RSV1 when it makes the context */
+        wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
     } else { /* cannot happen with head's size: no answer, no compression */
       lr_pmd_free(ws->pmd);
       ws->pmd = NULL;
@@ -544,11 +599,13 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
     rsv = WSLAY_RSV1_BIT;
     ws->deflated_at = ev_now(lr_loop);
   }
-  int r = wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* wslay copies the payload */
+  int r = ws__ctx(ws) < 0 ? -1 : wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* a copy */
   if (rsv)
     lr_pmd_done();
-  if (r == 0)
+  if (r == 0) {
     ws__pump(ws);
+    ws__quiet(ws);
+  }
   return 0;
 }
 
@@ -570,6 +627,7 @@ void lr_ws_resume(lr_ws *ws) {
   ws->paused = 0;
   lr_conn_resume(ws->c);
   ws__process(ws);
+  ws__quiet(ws);
 }
 
 int lr_ws_paused(const lr_ws *ws) {
@@ -594,6 +652,7 @@ static void ws__data(lr_conn *c) {
   lr_ws *ws = lr_conn_proto(c);
   ws__process(ws);
   lr_conn_input_release(c); /* idle WebSockets hold no read buffer */
+  ws__quiet(ws);            /* nor wslay's context */
 }
 
 static void ws__eof(lr_conn *c) {
@@ -630,7 +689,8 @@ static void ws__free(lr_conn *c) {
   lr_ws *ws = lr_conn_proto(c);
   assert(!ws->cy);
   ws__timers_stop(ws);
-  wslay_event_context_free(ws->ctx);
+  if (ws->ctx)
+    wslay_event_context_free(ws->ctx);
   lr_pmd_free(ws->pmd);
   free(ws);
 }
@@ -653,13 +713,6 @@ lr_ws *lr_ws_attach(lr_conn *c, const char *key, size_t kn, const char *ext, siz
     free(ws);
     return NULL;
   }
-  if (wslay_event_context_server_init(&ws->ctx, &ws__callbacks, ws) != 0) {
-    free(ws);
-    return NULL;
-  }
-  wslay_event_config_set_max_recv_msg_length(ws->ctx, lr_cfg->ws_max_message_size
-                                                          ? lr_cfg->ws_max_message_size
-                                                          : UINT64_MAX >> 1);
   memcpy(ws->key, key, kn);
   ws->key[kn] = '\0';
   if (ext && lr_cfg->ws_per_message_deflate)

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from wshelpers import (OP_CLOSE, WS_APP, RawWS, WSClosed, bystander_check, q, rid, rss_kb,
-                       server_pid, wsserver)  # noqa: F401 (fixture)
+from wshelpers import (OP_CLOSE, OP_CONT, OP_TEXT, WS_APP, RawWS, WSClosed, bystander_check,
+                       frame, q, rid, rss_kb, server_pid, wsserver)  # noqa: F401 (fixture)
 
 
 @pytest.mark.servers("laurel", "uvicorn")  # daphne 4.0 runs no asyncio TaskGroup checks
@@ -65,6 +65,60 @@ def test_close_handshake_timeout(wsserver):
         assert took < 8.5, f"TCP still open {took:.1f}s after an unanswered close"
     assert wsserver.result(key)["disconnect"]["type"] == "websocket.disconnect"
     bystander_check(wsserver)
+
+
+@pytest.mark.laurel_only
+def test_idle_connections_keep_no_engine_buffers(serve):
+    """A WebSocket that has received and sent and is now quiet holds no frame buffers:
+    wslay's context (about 8.8 KiB, a 4 KiB input and a 4 KiB output buffer) is freed
+    between frames and made again for the next one. RSS per such connection, the echo
+    app's own Python objects included, stays under 8 KiB (11 with the context kept),
+    and each connection still works afterwards, a message split over many reads
+    included."""
+    srv = serve(WS_APP)
+    pid = server_pid(srv)
+    n = 400
+
+    def open_echoing(count):
+        out = []
+        for i in range(count):
+            ws = RawWS(srv, "/echo")
+            ws.send_text(f"hello {i}")
+            assert ws.recv_text() == f"hello {i}"
+            out.append(ws)
+        return out
+
+    warm = open_echoing(40)  # first-use allocations
+    for ws in warm:
+        ws.close()
+    time.sleep(0.3)
+    rss0 = rss_kb(pid)
+    conns = open_echoing(n)
+    try:
+        time.sleep(0.3)
+        rss1 = rss_kb(pid)
+        # the context comes back for the next frames: whole, fragmented and cut up
+        for i, ws in enumerate(conns[:50]):
+            ws.send_text(f"again {i}")
+            assert ws.recv_text() == f"again {i}"
+            ws.send_frame(OP_TEXT, b"part one, ", fin=False)
+            time.sleep(0.002)
+            last = frame(OP_CONT, b"part two", fin=True)
+            for k in range(0, len(last), 3):
+                ws.send_raw(last[k:k + 3])
+                time.sleep(0.001)
+            assert ws.recv_text() == "part one, part two"
+        conns[0].send_close(1012)  # a code wslay is shown as 1000 (ws.c)
+        assert conns[0].expect_close(reply=False)[0] == 1012
+    finally:
+        for ws in conns:
+            ws.close()
+    per = (rss1 - rss0) / n
+    print(f"RSS per quiet connection: {per:.2f} KiB")
+    with open(f"/proc/{pid}/maps") as f:
+        if "libasan" in f.read():
+            pytest.skip(f"ASan build: RSS not meaningful ({per:.2f} KiB)")
+    assert per < 8, f"{per:.2f} KiB per quiet WebSocket ({rss0} -> {rss1} kB)"
 
 
 @pytest.mark.servers("laurel", "uvicorn")
