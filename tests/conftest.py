@@ -850,3 +850,10 @@ def proc_status(pid, field):
 
 def rss_kb(pid):
     return proc_status(pid, "VmRSS")
+
+
+def asan_build(pid):
+    """Whether the server PID runs the ASan build (its RSS figures are not meaningful:
+    ASan's quarantine holds freed memory on purpose)."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import HTTPConn, Reader, kind, parse_responses, req
+from conftest import HTTPConn, Reader, asan_build, kind, parse_responses, req
 
 CLOSE = b"Connection: close\r\n"
 
@@ -256,8 +256,7 @@ def test_memory_flat_across_connect_disconnect_cycles(serve):
     time.sleep(0.3)
     after = rss_kb()
     srv.assert_alive()
-    with open(f"/proc/{pid}/maps") as f:
-        if "libasan" in f.read():
-            pytest.skip(f"ASan build: RSS not meaningful ({before} -> {after} kB)")
+    if asan_build(pid):
+        pytest.skip(f"ASan build: RSS not meaningful ({before} -> {after} kB)")
     print(f"RSS {before} -> {after} kB")
     assert after - before < 6 * 1024, f"RSS grew {before} -> {after} kB over 30000 connections"

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 
-from conftest import _Factory, kind
+from conftest import _Factory, asan_build, kind
 from wshelpers import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, WS_APP,
                        RawWS, bystander_check, frame, proc_status, q, rid, server_pid,
                        wsserver)  # noqa: F401 (fixture)
@@ -636,8 +636,7 @@ def test_memory_per_compressed_connection(serve):
     (websocket.md has the figures)."""
     srv = serve(WS_APP)
     pid = server_pid(srv)
-    with open(f"/proc/{pid}/maps") as f:
-        asan = "libasan" in f.read()
+    asan = asan_build(pid)
     n = 300
     conns = []
     try:
@@ -745,7 +744,6 @@ def test_memory_given_back_after_compressed_connections_drop(serve):
         time.sleep(0.1)
     rss2 = proc_status(pid, "VmRSS")
     print(f"RSS {rss0} -> {rss1} -> {rss2} kB")
-    with open(f"/proc/{pid}/maps") as f:
-        if "libasan" in f.read():
-            pytest.skip(f"ASan build: RSS not meaningful ({rss0} -> {rss1} -> {rss2} kB)")
+    if asan_build(pid):
+        pytest.skip(f"ASan build: RSS not meaningful ({rss0} -> {rss1} -> {rss2} kB)")
     assert rss2 - rss0 < 0.5 * (rss1 - rss0), f"RSS {rss0} -> {rss1} -> {rss2} kB"

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import asan_build
 from wshelpers import (OP_CLOSE, OP_CONT, OP_TEXT, WS_APP, RawWS, WSClosed, bystander_check,
                        frame, q, rid, rss_kb, server_pid, wsserver)  # noqa: F401 (fixture)
 
@@ -115,9 +116,8 @@ def test_idle_connections_keep_no_engine_buffers(serve):
             ws.close()
     per = (rss1 - rss0) / n
     print(f"RSS per quiet connection: {per:.2f} KiB")
-    with open(f"/proc/{pid}/maps") as f:
-        if "libasan" in f.read():
-            pytest.skip(f"ASan build: RSS not meaningful ({per:.2f} KiB)")
+    if asan_build(pid):
+        pytest.skip(f"ASan build: RSS not meaningful ({per:.2f} KiB)")
     assert per < 8, f"{per:.2f} KiB per quiet WebSocket ({rss0} -> {rss1} kB)"
 
 
@@ -141,7 +141,6 @@ def test_memory_flat_across_connect_disconnect_cycles(wsserver):
     cycles(1500)
     time.sleep(0.3)
     rss1 = rss_kb(pid)
-    with open(f"/proc/{pid}/maps") as f:
-        if "libasan" in f.read():  # ASan's quarantine holds freed memory on purpose
-            pytest.skip(f"ASan build: RSS not meaningful ({rss0} -> {rss1} kB)")
+    if asan_build(pid):
+        pytest.skip(f"ASan build: RSS not meaningful ({rss0} -> {rss1} kB)")
     assert rss1 - rss0 < 3 * 1024, f"RSS grew {rss0} -> {rss1} kB over 1500 connections"
