@@ -296,11 +296,28 @@ static const struct wslay_event_callbacks ws__callbacks = {
 /* wslay's context is about 8.8 KiB (a 4 KiB input and a 4 KiB output buffer), twenty
  * times what laurel keeps for a connection: it exists only while frames move. Made
  * here on first need; 0, or -1 without memory. */
+/* wslay could not allocate (its context, or a frame to queue): the connection cannot
+ * go on. One log line a minute at most, counting the rest. */
+static void ws__out_of_memory(void) {
+  static double logged_at = -1e9;
+  static unsigned long unlogged;
+  unlogged++;
+  if (ev_now(lr_loop) - logged_at < 60.)
+    return;
+  logged_at = ev_now(lr_loop);
+  lr_log(LR_LOG_ERROR, "laurel.server",
+         "Out of memory for WebSocket frames: closed %lu connection%s (at most one such line "
+         "a minute)",
+         unlogged, unlogged == 1 ? "" : "s");
+  unlogged = 0;
+}
+
 static int ws__ctx(lr_ws *ws) {
   if (ws->ctx)
     return 0;
   if (wslay_event_context_server_init(&ws->ctx, &ws__callbacks, ws) != 0) {
     ws->ctx = NULL;
+    ws__out_of_memory();
     return -1;
   }
   wslay_event_config_set_max_recv_msg_length(ws->ctx, lr_cfg->ws_max_message_size
@@ -362,8 +379,12 @@ static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_rea
     lr_conn_close(ws->c);
     return;
   }
-  wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
-                          reason ? strlen(reason) : 0);
+  if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
+                              reason ? strlen(reason) : 0) == WSLAY_ERR_NOMEM) {
+    ws__out_of_memory();
+    lr_conn_close(ws->c);
+    return;
+  }
   if (stop_reading)
     wslay_event_shutdown_read(ws->ctx);
   if (ws->state < WS__CLOSING)
@@ -480,7 +501,14 @@ static void ws__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       lr_pmd_idle(ws->pmd))
     ws__trim_soon();
   struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
-  if (ws__ctx(ws) == 0 && wslay_event_queue_msg(ws->ctx, &m) == 0) {
+  int r = ws__ctx(ws) < 0 ? WSLAY_ERR_NOMEM : wslay_event_queue_msg(ws->ctx, &m);
+  if (r == WSLAY_ERR_NOMEM) {
+    if (ws->ctx) /* else ws__ctx counted it */
+      ws__out_of_memory();
+    lr_conn_close(ws->c);
+    return;
+  }
+  if (r == 0) {
     ws->ping_sent = lr_cfg->ping_timeout > 0 ? now : 0;
     ws__pump(ws);
     ws__quiet(ws);
@@ -599,13 +627,23 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
     rsv = WSLAY_RSV1_BIT;
     ws->deflated_at = ev_now(lr_loop);
   }
-  int r = ws__ctx(ws) < 0 ? -1 : wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* a copy */
+  if (ws__ctx(ws) < 0) {
+    if (rsv)
+      lr_pmd_done();
+    lr_conn_close(ws->c);
+    return -1;
+  }
+  int r = wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* a copy */
   if (rsv)
     lr_pmd_done();
-  if (r == 0) {
-    ws__pump(ws);
-    ws__quiet(ws);
+  if (r != 0) { /* a message that cannot be queued would be lost without a word */
+    if (r == WSLAY_ERR_NOMEM)
+      ws__out_of_memory();
+    lr_conn_close(ws->c);
+    return -1;
   }
+  ws__pump(ws);
+  ws__quiet(ws);
   return 0;
 }
 

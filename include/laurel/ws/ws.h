@@ -54,7 +54,8 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n);
 /* Rejects before the accept with a complete HTTP response (then closes). */
 void lr_ws_reject(lr_ws *ws, const char *response, size_t n);
 
-/* Queues a text or binary message (dropped unless open). 0, or -1 on failure. */
+/* Queues a text or binary message (dropped unless open). 0, or -1 when it could not be
+ * queued (out of memory, the compressor failed): the connection is then closed. */
 int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n);
 /* Starts the close handshake with code and reason (NULL: none). */
 void lr_ws_close(lr_ws *ws, int code, const char *reason);
