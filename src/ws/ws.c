@@ -245,6 +245,22 @@ static int ws__scan(lr_ws *ws) {
 
 static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_reading);
 
+/* wslay or zlib could not allocate (wslay's context, a frame to queue, a compressor):
+ * the connection cannot go on. One log line a minute at most, counting the rest. */
+static void ws__out_of_memory(void) {
+  static double logged_at = -1e9;
+  static unsigned long unlogged;
+  unlogged++;
+  if (ev_now(lr_loop) - logged_at < 60.)
+    return;
+  logged_at = ev_now(lr_loop);
+  lr_log(LR_LOG_ERROR, "laurel.server",
+         "Out of memory for WebSocket frames or compression: closed %lu connection%s (at most "
+         "one such line a minute)",
+         unlogged, unlogged == 1 ? "" : "s");
+  unlogged = 0;
+}
+
 /* A protocol failure found while wslay reads: close with code, read nothing more. */
 static void ws__fail(lr_ws *ws, int code, const char *why) {
   ws->failed = 1;
@@ -267,6 +283,8 @@ static void ws__msg_recv(wslay_event_context_ptr ctx,
                                 lr_cfg->ws_max_message_size, &p, &n);
       if (code) {
         lr_pmd_done();
+        if (code == 1011)
+          ws__out_of_memory();
         ws__fail(ws, code,
                  code == 1009   ? "inflated message too big"
                  : code == 1007 ? "bad compressed data"
@@ -296,22 +314,6 @@ static const struct wslay_event_callbacks ws__callbacks = {
 /* wslay's context is about 8.8 KiB (a 4 KiB input and a 4 KiB output buffer), twenty
  * times what laurel keeps for a connection: it exists only while frames move. Made
  * here on first need; 0, or -1 without memory. */
-/* wslay could not allocate (its context, or a frame to queue): the connection cannot
- * go on. One log line a minute at most, counting the rest. */
-static void ws__out_of_memory(void) {
-  static double logged_at = -1e9;
-  static unsigned long unlogged;
-  unlogged++;
-  if (ev_now(lr_loop) - logged_at < 60.)
-    return;
-  logged_at = ev_now(lr_loop);
-  lr_log(LR_LOG_ERROR, "laurel.server",
-         "Out of memory for WebSocket frames: closed %lu connection%s (at most one such line "
-         "a minute)",
-         unlogged, unlogged == 1 ? "" : "s");
-  unlogged = 0;
-}
-
 static int ws__ctx(lr_ws *ws) {
   if (ws->ctx)
     return 0;
@@ -621,6 +623,7 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
   if (ws->pmd && n >= LR_PMD_MIN_SIZE) {
     if (lr_pmd_deflate(ws->pmd, p, n, &m.msg, &m.msg_length) < 0) {
       lr_pmd_done();
+      ws__out_of_memory(); /* zlib fails for want of memory only */
       ws__close_with(ws, 1011, NULL, 1); /* the compressor's state is lost */
       return -1;
     }

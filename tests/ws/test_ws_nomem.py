@@ -1,11 +1,13 @@
-"""Out of memory for WebSocket frames (security.md "Memory"): when wslay cannot allocate
-(its per-connection context, made when frames move, or a frame to queue), that
-connection is closed, the app gets websocket.disconnect 1006, one rate-limited line is
-logged, and every other connection and the server go on.
+"""Out of memory on WebSocket connections (security.md "Memory"): when wslay cannot
+allocate (its per-connection context, made when frames move, or a frame to queue) or
+zlib cannot (a compressor, made for the first compressed message each way and again
+after a quiet ping interval), that connection is closed, the app gets
+websocket.disconnect 1006, one rate-limited line is logged, and every other connection
+and the server go on.
 
-The failure is real: tests/shim/nomem.c (LD_PRELOAD) makes libwslay's own malloc/calloc/
-realloc calls return NULL while a flag file exists. Release build only: a sanitizer's
-runtime owns malloc and cannot be preloaded over."""
+The failure is real: tests/shim/nomem.c (LD_PRELOAD) makes the allocations made by
+libwslay's (or libz's) own code return NULL while a flag file exists. Release build
+only: a sanitizer's runtime owns malloc and cannot be preloaded over."""
 
 import asyncio
 import subprocess
@@ -19,7 +21,7 @@ from wshelpers import WS_APP, RawWS, WSClosed, q, rid
 pytestmark = pytest.mark.laurel_only
 
 NOMEM = LAUREL_BIN.parent / "nomem.so"
-LOG = "Out of memory for WebSocket frames: closed"
+LOG = "Out of memory for WebSocket frames or compression: closed"
 
 
 def _sanitized():
@@ -29,15 +31,16 @@ def _sanitized():
 
 @pytest.fixture
 def nomem(serve, tmp_path):
-    """serve(app) with wslay's allocations failing while the returned flag file exists."""
+    """start(app, *args, lib=...): a server whose allocations from lib's code fail while
+    the returned flag file exists."""
     if _sanitized():
         pytest.skip("a sanitizer build owns malloc: nomem.so cannot be preloaded over it")
     if not NOMEM.is_file():
         pytest.fail(f"{NOMEM} is missing: build it (make build)")
     flag = tmp_path / "nomem.flag"
 
-    def start(app, *args):
-        env = {"LD_PRELOAD": str(NOMEM), "LAUREL_NOMEM_LIB": "libwslay",
+    def start(app, *args, lib="libwslay"):
+        env = {"LD_PRELOAD": str(NOMEM), "LAUREL_NOMEM_LIB": lib,
                "LAUREL_NOMEM_FLAG": str(flag)}
         return serve(app, *args, env=env)
 
@@ -107,3 +110,41 @@ def test_pushes_without_memory_close_those_connections(nomem):
     asyncio.run(asyncio.wait_for(main(), 30))
     text = srv.wait_output(LOG, "stderr", 5)
     assert text.count(LOG) == 1, text[-2000:]  # one line a minute, whatever the count
+
+
+@pytest.mark.parametrize("way", ["inflate", "deflate"])
+def test_no_memory_for_a_compressor_closes_1011(nomem, way):
+    """A client that negotiated permessage-deflate: zlib cannot make the inflater for its
+    first compressed message, or the deflater for the app's first long answer. The
+    client gets close 1011 (the stream's state is lost), the app 1006."""
+    start, flag = nomem
+    srv = start(WS_APP, lib="libz")
+    key = rid()
+
+    async def main():
+        async with websockets.connect("ws://127.0.0.1:%d/echo" % srv.port) as bystander:
+            await bystander.send("b" * 200)
+            assert await bystander.recv() == "b" * 200
+            url = "ws://127.0.0.1:%d/echo%s" % (srv.port, q(id=key))
+            async with websockets.connect(url) as ws:
+                assert "permessage-deflate" in ws.response_headers["Sec-WebSocket-Extensions"]
+                if way == "deflate":  # the inflater is made (and kept) for this one
+                    await ws.send("s" * 10)
+                    assert await ws.recv() == "s" * 10  # short: sent uncompressed
+                flag.touch()
+                await ws.send("m" * 1000)
+                with pytest.raises(websockets.ConnectionClosed) as e:
+                    async with asyncio.timeout(5):
+                        await ws.recv()
+                assert e.value.rcvd is not None and e.value.rcvd.code == 1011, e.value
+            flag.unlink()
+            await bystander.send("after")
+            assert await bystander.recv() == "after"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    d = srv.result(key)
+    assert [m.get("text_len") for m in d["received"]] == (
+        [10, 1000] if way == "deflate" else []), d
+    assert d["disconnect"]["code"] == 1006, d
+    text = srv.wait_output(LOG, "stderr", 5)
+    assert LOG + " 1 connection " in text, text[-2000:]
