@@ -23,12 +23,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
-# Only what the build reads (meson.build also declares the C unit tests).
+# Only what the build reads (meson.build also declares the C unit tests and the tests'
+# out-of-memory shim).
 COPY meson.build meson_options.txt ./
 COPY include/ include/
 COPY src/ src/
 COPY python/ python/
 COPY tests/unit/ tests/unit/
+COPY tests/shim/ tests/shim/
 # test_cli's meson test reads the option tables of docs/cli.md
 COPY docs/cli.md docs/
 
