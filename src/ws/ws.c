@@ -47,6 +47,7 @@ struct lr_ws {
   int close_alias; /* the peer's close code wslay was shown as 1000 (see below) */
   int echo_next;   /* wslay's close echo: its header was written, its code is next */
   int offered;     /* the request had a permessage-deflate offer we can take: offer */
+  int oom;         /* closing for want of memory: counted once (ws__out_of_memory) */
   lr_pmd_params offer;
   lr_pmd *pmd;        /* permessage-deflate in use (from the accept on), else NULL */
   double deflated_at; /* when a message was last compressed */
@@ -245,11 +246,15 @@ static int ws__scan(lr_ws *ws) {
 
 static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_reading);
 
-/* wslay or zlib could not allocate (wslay's context, a frame to queue, a compressor):
- * the connection cannot go on. One log line a minute at most, counting the rest. */
-static void ws__out_of_memory(void) {
+/* wslay or zlib could not allocate for ws (wslay's context, a frame to queue, a
+ * compressor): the connection cannot go on. One log line a minute at most, counting the
+ * connections since the last one. */
+static void ws__out_of_memory(lr_ws *ws) {
   static double logged_at = -1e9;
   static unsigned long unlogged;
+  if (ws->oom)
+    return;
+  ws->oom = 1;
   unlogged++;
   if (ev_now(lr_loop) - logged_at < 60.)
     return;
@@ -284,7 +289,7 @@ static void ws__msg_recv(wslay_event_context_ptr ctx,
       if (code) {
         lr_pmd_done();
         if (code == 1011)
-          ws__out_of_memory();
+          ws__out_of_memory(ws);
         ws__fail(ws, code,
                  code == 1009   ? "inflated message too big"
                  : code == 1007 ? "bad compressed data"
@@ -319,7 +324,7 @@ static int ws__ctx(lr_ws *ws) {
     return 0;
   if (wslay_event_context_server_init(&ws->ctx, &ws__callbacks, ws) != 0) {
     ws->ctx = NULL;
-    ws__out_of_memory();
+    ws__out_of_memory(ws);
     return -1;
   }
   wslay_event_config_set_max_recv_msg_length(ws->ctx, lr_cfg->ws_max_message_size
@@ -383,7 +388,7 @@ static void ws__close_with(lr_ws *ws, int code, const char *reason, int stop_rea
   }
   if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason,
                               reason ? strlen(reason) : 0) == WSLAY_ERR_NOMEM) {
-    ws__out_of_memory();
+    ws__out_of_memory(ws);
     lr_conn_close(ws->c);
     return;
   }
@@ -505,8 +510,7 @@ static void ws__tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   struct wslay_event_msg m = {WSLAY_PING, (const uint8_t *)"laurel", 6};
   int r = ws__ctx(ws) < 0 ? WSLAY_ERR_NOMEM : wslay_event_queue_msg(ws->ctx, &m);
   if (r == WSLAY_ERR_NOMEM) {
-    if (ws->ctx) /* else ws__ctx counted it */
-      ws__out_of_memory();
+    ws__out_of_memory(ws);
     lr_conn_close(ws->c);
     return;
   }
@@ -623,7 +627,7 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
   if (ws->pmd && n >= LR_PMD_MIN_SIZE) {
     if (lr_pmd_deflate(ws->pmd, p, n, &m.msg, &m.msg_length) < 0) {
       lr_pmd_done();
-      ws__out_of_memory(); /* zlib fails for want of memory only */
+      ws__out_of_memory(ws); /* zlib fails for want of memory only */
       ws__close_with(ws, 1011, NULL, 1); /* the compressor's state is lost */
       return -1;
     }
@@ -641,7 +645,7 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
     lr_pmd_done();
   if (r != 0) { /* a message that cannot be queued would be lost without a word */
     if (r == WSLAY_ERR_NOMEM)
-      ws__out_of_memory();
+      ws__out_of_memory(ws);
     lr_conn_close(ws->c);
     return -1;
   }
