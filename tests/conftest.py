@@ -852,6 +852,13 @@ def rss_kb(pid):
     return proc_status(pid, "VmRSS")
 
 
+def sanitized(binary=LAUREL_BIN):
+    """Whether binary links a sanitizer's runtime (ASan, UBSan), which owns malloc: before
+    a server starts (asan_build asks a running one)."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    return "libasan" in out or "libubsan" in out
+
+
 def asan_build(pid):
     """Whether the server PID runs the ASan build (its RSS figures are not meaningful:
     ASan's quarantine holds freed memory on purpose)."""

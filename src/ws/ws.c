@@ -260,8 +260,8 @@ static void ws__out_of_memory(lr_ws *ws) {
     return;
   logged_at = ev_now(lr_loop);
   lr_log(LR_LOG_ERROR, "laurel.server",
-         "Out of memory for WebSocket frames or compression: closed %lu connection%s (at most "
-         "one such line a minute)",
+         "Out of memory for WebSocket frames or compression: closed %lu connection%s "
+         "(at most one such line a minute)",
          unlogged, unlogged == 1 ? "" : "s");
   unlogged = 0;
 }
@@ -627,20 +627,15 @@ int lr_ws_send(lr_ws *ws, int binary, const void *p, size_t n) {
   if (ws->pmd && n >= LR_PMD_MIN_SIZE) {
     if (lr_pmd_deflate(ws->pmd, p, n, &m.msg, &m.msg_length) < 0) {
       lr_pmd_done();
-      ws__out_of_memory(ws); /* zlib fails for want of memory only */
+      ws__out_of_memory(ws);             /* zlib fails for want of memory only */
       ws__close_with(ws, 1011, NULL, 1); /* the compressor's state is lost */
       return -1;
     }
     rsv = WSLAY_RSV1_BIT;
     ws->deflated_at = ev_now(lr_loop);
   }
-  if (ws__ctx(ws) < 0) {
-    if (rsv)
-      lr_pmd_done();
-    lr_conn_close(ws->c);
-    return -1;
-  }
-  int r = wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* a copy */
+  int r = ws__ctx(ws) < 0 ? WSLAY_ERR_NOMEM
+                          : wslay_event_queue_msg_ex(ws->ctx, &m, rsv); /* a copy */
   if (rsv)
     lr_pmd_done();
   if (r != 0) { /* a message that cannot be queued would be lost without a word */

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LAUREL_BIN, REPO
+from conftest import LAUREL_BIN, REPO, sanitized
 
 ROOT_DF = REPO / "Dockerfile"
 EXAMPLE_DF = REPO / "examples" / "notifications" / "Dockerfile"
@@ -307,9 +307,9 @@ def test_runtime_packages_provide_the_binary_libraries():
         pytest.skip(f"{binary} not built")
     if not shutil.which("apt-cache") or not _apt_lists_present():
         pytest.skip("apt-cache or apt's package lists not available")
-    ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
-    if "libasan" in ldd or "libubsan" in ldd:
+    if sanitized(binary):
         pytest.skip(f"{binary} is a sanitizer build")
+    ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
     pkgs = apt_installs(stages(parse(ROOT_DF))[-1][1])
     r = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends",
                         "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces",

@@ -1,6 +1,6 @@
 /* nomem.so: makes one library's allocations fail, for tests of out-of-memory paths.
  *
- *   LD_PRELOAD=build/nomem.so LAUREL_NOMEM_LIB=libwslay LAUREL_NOMEM_FLAG=/tmp/x laurel ...
+ *   LD_PRELOAD=build/nomem.so LAUREL_NOMEM_LIB=libwslay LAUREL_NOMEM_FLAG=/tmp/f laurel
  *
  * While the file LAUREL_NOMEM_FLAG exists, malloc, calloc and realloc called from code
  * of the loaded object whose path contains LAUREL_NOMEM_LIB return NULL (errno ENOMEM);

@@ -10,12 +10,11 @@ libwslay's (or libz's) own code return NULL while a flag file exists. Release bu
 only: a sanitizer's runtime owns malloc and cannot be preloaded over."""
 
 import asyncio
-import subprocess
 
 import pytest
 import websockets
 
-from conftest import LAUREL_BIN
+from conftest import LAUREL_BIN, sanitized
 from wshelpers import WS_APP, RawWS, WSClosed, q, rid
 
 pytestmark = pytest.mark.laurel_only
@@ -24,16 +23,11 @@ NOMEM = LAUREL_BIN.parent / "nomem.so"
 LOG = "Out of memory for WebSocket frames or compression: closed"
 
 
-def _sanitized():
-    out = subprocess.run(["ldd", str(LAUREL_BIN)], capture_output=True, text=True).stdout
-    return "libasan" in out or "libubsan" in out
-
-
 @pytest.fixture
 def nomem(serve, tmp_path):
     """start(app, *args, lib=...): a server whose allocations from lib's code fail while
     the returned flag file exists."""
-    if _sanitized():
+    if sanitized():
         pytest.skip("a sanitizer build owns malloc: nomem.so cannot be preloaded over it")
     if not NOMEM.is_file():
         pytest.fail(f"{NOMEM} is missing: build it (make build)")
