@@ -358,7 +358,8 @@ static void ws__quiet(lr_ws *ws) {
  * handshake is over (or wslay gave up). */
 static void ws__pump(lr_ws *ws) {
   lr_conn *c = ws->c;
-  if (lr_conn_closed(c) || !ws->ctx)
+  assert(ws->ctx); /* every caller has just made or used it */
+  if (lr_conn_closed(c))
     return;
   if (wslay_event_send(ws->ctx) != 0) {
     lr_conn_close(c);
@@ -570,7 +571,7 @@ static int ws__has_field(const char *p, size_t n, const char *name) {
 }
 
 int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
-  assert(ws->state == WS__CONNECTING);
+  assert(ws->state == WS__CONNECTING && !ws->ctx); /* no frame moves before the 101 */
   char accept[29], head[320];
   ws__accept_key(ws->key, accept);
   int hn = snprintf(head, sizeof head,
@@ -583,10 +584,8 @@ int lr_ws_accept(lr_ws *ws, const char *extra, size_t n) {
       (ws->pmd = lr_pmd_new(&ws->offer))) {
     size_t en = lr_pmd_response(&ws->offer, head + hn, sizeof head - (size_t)hn);
     if (en) {
-      hn += (int)en;
-      if (ws->ctx) /* else ws__ctx allows RSV1 when it makes the context */
-        wslay_event_config_set_allowed_rsv_bits(ws->ctx, WSLAY_RSV1_BIT);
-    } else { /* cannot happen with head's size: no answer, no compression */
+      hn += (int)en; /* ws__ctx allows RSV1 when it makes the context, after this */
+    } else {         /* cannot happen with head's size: no answer, no compression */
       lr_pmd_free(ws->pmd);
       ws->pmd = NULL;
     }
